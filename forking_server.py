@@ -1,0 +1,299 @@
+#!/usr/bin/env python3
+"""Process-per-connection TCP server: os.fork() for every client.
+
+Each accepted connection is served by a child process, a copy of the server
+made by fork(). Children share nothing but what they inherit, so a crash or a
+leak in one cannot touch the others, and they run on every core at once: no
+GIL between them. The price is the fork itself (a few hundred microseconds,
+more as the parent's memory grows), a process per client, and the parent's
+duty to reap each child that exits, or it lingers as a zombie. The seed reaped
+only when the next client connected; here SIGCHLD wakes the accept loop, so a
+child is reaped as soon as it exits. --max-children bounds the processes: at
+the limit the parent waits for one to exit before it accepts again.
+
+This is the classic Unix server (inetd, early Apache, the forking mode of
+Python's socketserver). fork() exists on Unix only: on Windows this script
+says so and exits.
+
+Try it:  python forking_server.py 8000
+         python client.py 8000 --clients 10    # ~5 s: ten processes at once
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import logging
+import math
+import os
+import select
+import signal
+import socket
+import sys
+import time
+from typing import NoReturn
+
+DELIMITER = b"!"
+# One recv() per chunk. The seed read 4 bytes at a time: a system call per 4
+# bytes, and a rescan of the whole buffer after each, O(n^2) for n bytes.
+CHUNK_SIZE = 64 * 1024
+# Connections the kernel completes and queues while the loop is busy. listen()
+# with no argument asks for at most 128, and a burst beyond the queue is left
+# to SYN retries: a client stalls 1 s, then 3 s, then 7 s. The kernel caps the
+# number at net.core.somaxconn (4096 on Linux since 5.4).
+BACKLOG = max(socket.SOMAXCONN, 4096)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+log = logging.getLogger("forking_server")
+
+
+class ClientError(Exception):
+    """The client broke the protocol or a limit; the message says how."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if not hasattr(os, "fork"):
+        print("forking_server.py needs os.fork(), which this platform lacks: try threaded_server.py", file=sys.stderr)
+        return 1
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="%(asctime)s %(message)s",
+    )
+    try:
+        listener = open_listener(args.host, args.port)
+    except OSError as exc:
+        print(f"cannot listen on {format_address(args.host, args.port)}: {reason(exc)}", file=sys.stderr)
+        return 1
+    with listener:
+        signals = stop_signals()
+        print(f"Listening on {format_address(*listener.getsockname()[:2])}", flush=True)
+        serve(listener, signals, args)
+    log.info("stopped")
+    return 0
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("port", type=port_number, help="TCP port; 0 lets the OS pick a free one")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 or :: exposes the server")
+    parser.add_argument("--delay", type=seconds, default=5.0, help="simulated work per request, in seconds")
+    parser.add_argument("--timeout", type=seconds, default=10.0, help="seconds a client has to send its request, and again to read the reply")
+    parser.add_argument("--max-request", type=positive_int, default=1024 * 1024, help="largest request in bytes, '!' included")
+    parser.add_argument("--max-children", type=positive_int, default=64, help="most child processes at once; more clients wait their turn")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no per-client log lines")
+    return parser.parse_args(argv)
+
+
+def port_number(text: str) -> int:
+    port = int(text)
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 0..65535, not {port}")
+    return port
+
+
+def seconds(text: str) -> float:
+    value = float(text)
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, not {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, not {value}")
+    return value
+
+
+def open_listener(host: str, port: int) -> socket.socket:
+    """Bind and listen, IPv4 or IPv6 as the host says.
+
+    create_server() turns on SO_REUSEADDR, so a restart can bind again at once
+    instead of failing with 'Address already in use' while the last run's
+    connections sit in TIME_WAIT.
+    """
+    family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    return socket.create_server(address[:2], family=family, backlog=BACKLOG)
+
+
+def format_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def reason(exc: OSError) -> str:
+    # create_server() appends the address to strerror; the caller names it already.
+    return exc.strerror.split(" (while attempting")[0] if exc.strerror else str(exc)
+
+
+def stop_signals() -> socket.socket:
+    """Return a socket that becomes readable when SIGINT or SIGTERM arrives.
+
+    A blocking accept() cannot also wait for a signal, and a handler that raises
+    an exception could cut a request in half. So the handler does nothing, and
+    signal.set_wakeup_fd() has the C-level handler write the signal number to a
+    socket pair, which the accept loop watches beside the listener: the
+    self-pipe trick, as asyncio does it. It works whichever thread the kernel
+    delivers the signal to; a Python handler only ever runs in the main thread,
+    and not while that thread is blocked in a system call.
+    """
+    receiver, sender = socket.socketpair()
+    sender.setblocking(False)
+    signal.set_wakeup_fd(sender.detach())  # detach(): the fd must outlive this function
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, lambda signum, frame: None)
+    return receiver
+
+
+def serve(listener: socket.socket, signals: socket.socket, args: argparse.Namespace) -> None:
+    """Fork a child process for each client until SIGINT or SIGTERM."""
+    # SIGCHLD is ignored by default. A handler, even one that does nothing,
+    # makes it arrive on the signal socket too, so the accept loop wakes up and
+    # reaps a child the moment it exits.
+    signal.signal(signal.SIGCHLD, lambda signum, frame: None)
+    children: set[int] = set()
+    numbers = itertools.count(1)
+    while (conn := accept_client(listener, signals, children, args.max_children)) is not None:
+        number = next(numbers)
+        pid = os.fork()
+        if pid == 0:
+            serve_in_child(listener, signals, conn, number, args)
+        children.add(pid)
+        conn.close()  # the child has its own copy; keeping ours would hold the connection open
+    if children:
+        log.info("waiting for %d children", len(children))
+    while children:
+        reap_children(children, block=True)
+
+
+def serve_in_child(
+    listener: socket.socket, signals: socket.socket, conn: socket.socket, number: int, args: argparse.Namespace
+) -> NoReturn:
+    """Serve one client in the forked child, then exit: never return to the loop."""
+    listener.close()
+    signals.close()
+    signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    # Ctrl+C signals the whole process group, children included. The parent
+    # decides when to stop, and a child always finishes its one client, which
+    # the timeouts bound; so a child ignores both stop signals.
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+    try:
+        handle_client(conn, number, args)
+    except Exception:
+        log.exception("#%d failed", number)
+        os._exit(1)
+    # os._exit(), not sys.exit(): the child must not run the parent's clean-up
+    # on its way out (the with-blocks up the stack, atexit handlers).
+    os._exit(0)
+
+
+def reap_children(children: set[int], block: bool = False) -> None:
+    """Collect the exit status of finished children, so none stays a zombie."""
+    while children:
+        pid, _ = os.waitpid(-1, 0 if block else os.WNOHANG)
+        if pid == 0:  # none has exited yet
+            return
+        children.discard(pid)
+        block = False
+
+
+def accept_client(
+    listener: socket.socket, signals: socket.socket, children: set[int], max_children: int
+) -> socket.socket | None:
+    """Wait for the next client, reaping children meanwhile; None once a stop signal has come."""
+    while True:
+        if len(children) >= max_children:
+            reap_children(children, block=True)  # at the limit: wait for one to exit
+            continue
+        # select() handles only fds below FD_SETSIZE (1024); these two are
+        # opened first, so they qualify however many clients are connected.
+        readable, _, _ = select.select([listener, signals], [], [])
+        if signals in readable:
+            received = signals.recv(4096)  # a byte per signal: its number
+            reap_children(children)
+            if any(signum in received for signum in STOP_SIGNALS):
+                return None
+            continue
+        try:
+            conn, _ = listener.accept()
+            return conn
+        except OSError as exc:
+            # Out of file descriptors (EMFILE), or a client that gave up while
+            # queued: the server carries on. The pause keeps a full fd table
+            # from turning this loop into a busy spin.
+            log.warning("accept failed: %s", exc)
+            time.sleep(0.1)
+
+
+def handle_client(conn: socket.socket, number: int, args: argparse.Namespace) -> None:
+    """Serve one connection: read the request, do the work, reply, close."""
+    started = time.monotonic()
+    with conn:
+        try:
+            request = read_request(conn, started + args.timeout, args.max_request)
+            reply = handle_request(request, args.delay)
+            write_response(conn, reply, args.timeout)
+        except ClientError as exc:
+            log.info("#%d %s", number, exc)
+            return
+    log.info("#%d answered %d bytes in %.3f s", number, len(reply), time.monotonic() - started)
+
+
+def read_request(conn: socket.socket, deadline: float, limit: int) -> bytearray:
+    """Read up to and including the first DELIMITER; what follows is ignored.
+
+    The deadline is fixed when the client connects: a timeout per recv() would
+    let a client that trickles one byte at a time hold the connection forever.
+    """
+    request = bytearray()
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise ClientError("sent no complete request in time: closed")
+        conn.settimeout(remaining)
+        try:
+            # Never ask for more than the limit allows: memory stays bounded.
+            chunk = conn.recv(min(CHUNK_SIZE, limit - len(request)))
+        except socket.timeout:
+            raise ClientError("sent no complete request in time: closed") from None
+        except OSError:  # reset, or any other failure of this one connection
+            chunk = b""
+        if not chunk:
+            raise ClientError("disconnected before a complete request")
+        # Search only the new chunk: rescanning the whole buffer each time would
+        # make a large request cost O(n^2).
+        end = chunk.find(DELIMITER)
+        if end >= 0:
+            request += chunk[: end + 1]
+            return request
+        request += chunk
+        if len(request) >= limit:
+            raise ClientError(f"sent {len(request)} bytes without {DELIMITER.decode()}: too large, closed")
+
+
+def handle_request(request: bytearray, delay: float) -> bytearray:
+    """The simulated slow work, then the answer: the request reversed."""
+    time.sleep(delay)
+    request.reverse()  # in place: no second copy of a large request
+    return request
+
+
+def write_response(conn: socket.socket, reply: bytearray, timeout: float) -> None:
+    # Since Python 3.5 a timeout bounds the whole sendall(), not each send(), so
+    # a client that never reads holds the connection for at most this long.
+    conn.settimeout(timeout)
+    try:
+        conn.sendall(reply)
+    except socket.timeout:
+        raise ClientError("did not read the reply in time: closed") from None
+    except OSError:
+        raise ClientError("disconnected before the whole reply was sent") from None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,235 @@
+#!/usr/bin/env python3
+"""One client at a time: the plainest TCP server, and the baseline for the rest.
+
+The accept loop serves each connection to the end before it accepts the next, so
+n clients that each need d seconds of work take n*d seconds: a slow client holds
+up everyone behind it. In exchange there is no concurrency to get wrong, nothing
+shared, and the least overhead per connection: when the work is quick, this is
+as fast as a Python server gets, because the kernel's connection set-up costs
+more than the Python that runs in between.
+
+Pick it when clients are few and the work is short, or to learn what the other
+scripts add. The protocol: the client sends bytes ending in "!", the server
+waits --delay seconds (simulated work) and answers with the bytes reversed.
+
+Try it:  python sync_server.py 8000
+         python client.py 8000 hello          # prints !olleh after 5 s
+         python client.py 8000 --clients 3    # ~15 s: one after another
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import logging
+import math
+import select
+import signal
+import socket
+import sys
+import time
+
+DELIMITER = b"!"
+# One recv() per chunk. The seed read 4 bytes at a time: a system call per 4
+# bytes, and a rescan of the whole buffer after each, O(n^2) for n bytes.
+CHUNK_SIZE = 64 * 1024
+# Connections the kernel completes and queues while the loop is busy. listen()
+# with no argument asks for at most 128, and a burst beyond the queue is left
+# to SYN retries: a client stalls 1 s, then 3 s, then 7 s. The kernel caps the
+# number at net.core.somaxconn (4096 on Linux since 5.4).
+BACKLOG = max(socket.SOMAXCONN, 4096)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+log = logging.getLogger("sync_server")
+
+
+class ClientError(Exception):
+    """The client broke the protocol or a limit; the message says how."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="%(asctime)s %(message)s",
+    )
+    try:
+        listener = open_listener(args.host, args.port)
+    except OSError as exc:
+        print(f"cannot listen on {format_address(args.host, args.port)}: {reason(exc)}", file=sys.stderr)
+        return 1
+    with listener:
+        signals = stop_signals()
+        print(f"Listening on {format_address(*listener.getsockname()[:2])}", flush=True)
+        serve(listener, signals, args)
+    log.info("stopped")
+    return 0
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("port", type=port_number, help="TCP port; 0 lets the OS pick a free one")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 or :: exposes the server")
+    parser.add_argument("--delay", type=seconds, default=5.0, help="simulated work per request, in seconds")
+    parser.add_argument("--timeout", type=seconds, default=10.0, help="seconds a client has to send its request, and again to read the reply")
+    parser.add_argument("--max-request", type=positive_int, default=1024 * 1024, help="largest request in bytes, '!' included")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no per-client log lines")
+    return parser.parse_args(argv)
+
+
+def port_number(text: str) -> int:
+    port = int(text)
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 0..65535, not {port}")
+    return port
+
+
+def seconds(text: str) -> float:
+    value = float(text)
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, not {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, not {value}")
+    return value
+
+
+def open_listener(host: str, port: int) -> socket.socket:
+    """Bind and listen, IPv4 or IPv6 as the host says.
+
+    create_server() turns on SO_REUSEADDR, so a restart can bind again at once
+    instead of failing with 'Address already in use' while the last run's
+    connections sit in TIME_WAIT.
+    """
+    family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    return socket.create_server(address[:2], family=family, backlog=BACKLOG)
+
+
+def format_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def reason(exc: OSError) -> str:
+    # create_server() appends the address to strerror; the caller names it already.
+    return exc.strerror.split(" (while attempting")[0] if exc.strerror else str(exc)
+
+
+def stop_signals() -> socket.socket:
+    """Return a socket that becomes readable when SIGINT or SIGTERM arrives.
+
+    A blocking accept() cannot also wait for a signal, and a handler that raises
+    an exception could cut a request in half. So the handler does nothing, and
+    signal.set_wakeup_fd() has the C-level handler write the signal number to a
+    socket pair, which the accept loop watches beside the listener: the
+    self-pipe trick, as asyncio does it. It works whichever thread the kernel
+    delivers the signal to; a Python handler only ever runs in the main thread,
+    and not while that thread is blocked in a system call.
+    """
+    receiver, sender = socket.socketpair()
+    sender.setblocking(False)
+    signal.set_wakeup_fd(sender.detach())  # detach(): the fd must outlive this function
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, lambda signum, frame: None)
+    return receiver
+
+
+def serve(listener: socket.socket, signals: socket.socket, args: argparse.Namespace) -> None:
+    """Serve clients one after another until SIGINT or SIGTERM."""
+    numbers = itertools.count(1)
+    while (conn := accept_client(listener, signals)) is not None:
+        handle_client(conn, next(numbers), args)
+
+
+def accept_client(listener: socket.socket, signals: socket.socket) -> socket.socket | None:
+    """Wait for the next client; None once a stop signal has come."""
+    while True:
+        # select() handles only fds below FD_SETSIZE (1024); these two are
+        # opened first, so they qualify however many clients are connected.
+        readable, _, _ = select.select([listener, signals], [], [])
+        if signals in readable:
+            return None
+        try:
+            conn, _ = listener.accept()
+            return conn
+        except OSError as exc:
+            # Out of file descriptors (EMFILE), or a client that gave up while
+            # queued: the server carries on. The pause keeps a full fd table
+            # from turning this loop into a busy spin.
+            log.warning("accept failed: %s", exc)
+            time.sleep(0.1)
+
+
+def handle_client(conn: socket.socket, number: int, args: argparse.Namespace) -> None:
+    """Serve one connection: read the request, do the work, reply, close."""
+    started = time.monotonic()
+    with conn:
+        try:
+            request = read_request(conn, started + args.timeout, args.max_request)
+            reply = handle_request(request, args.delay)
+            write_response(conn, reply, args.timeout)
+        except ClientError as exc:
+            log.info("#%d %s", number, exc)
+            return
+    log.info("#%d answered %d bytes in %.3f s", number, len(reply), time.monotonic() - started)
+
+
+def read_request(conn: socket.socket, deadline: float, limit: int) -> bytearray:
+    """Read up to and including the first DELIMITER; what follows is ignored.
+
+    The deadline is fixed when the client connects: a timeout per recv() would
+    let a client that trickles one byte at a time hold the connection forever.
+    """
+    request = bytearray()
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise ClientError("sent no complete request in time: closed")
+        conn.settimeout(remaining)
+        try:
+            # Never ask for more than the limit allows: memory stays bounded.
+            chunk = conn.recv(min(CHUNK_SIZE, limit - len(request)))
+        except socket.timeout:
+            raise ClientError("sent no complete request in time: closed") from None
+        except OSError:  # reset, or any other failure of this one connection
+            chunk = b""
+        if not chunk:
+            raise ClientError("disconnected before a complete request")
+        # Search only the new chunk: rescanning the whole buffer each time would
+        # make a large request cost O(n^2).
+        end = chunk.find(DELIMITER)
+        if end >= 0:
+            request += chunk[: end + 1]
+            return request
+        request += chunk
+        if len(request) >= limit:
+            raise ClientError(f"sent {len(request)} bytes without {DELIMITER.decode()}: too large, closed")
+
+
+def handle_request(request: bytearray, delay: float) -> bytearray:
+    """The simulated slow work, then the answer: the request reversed."""
+    time.sleep(delay)
+    request.reverse()  # in place: no second copy of a large request
+    return request
+
+
+def write_response(conn: socket.socket, reply: bytearray, timeout: float) -> None:
+    # Since Python 3.5 a timeout bounds the whole sendall(), not each send(), so
+    # a client that never reads holds the connection for at most this long.
+    conn.settimeout(timeout)
+    try:
+        conn.sendall(reply)
+    except socket.timeout:
+        raise ClientError("did not read the reply in time: closed") from None
+    except OSError:
+        raise ClientError("disconnected before the whole reply was sent") from None
+
+
+if __name__ == "__main__":
+    sys.exit(main())
