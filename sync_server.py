@@ -38,6 +38,7 @@ CHUNK_SIZE = 64 * 1024
 # to SYN retries: a client stalls 1 s, then 3 s, then 7 s. The kernel caps the
 # number at net.core.somaxconn (4096 on Linux since 5.4).
 BACKLOG = max(socket.SOMAXCONN, 4096)
+MAX_REQUEST = 1024 * 1024  # the default bound on what one client can make us hold
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 log = logging.getLogger("sync_server")
@@ -74,8 +75,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("port", type=port_number, help="TCP port; 0 lets the OS pick a free one")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 or :: exposes the server")
     parser.add_argument("--delay", type=seconds, default=5.0, help="simulated work per request, in seconds")
-    parser.add_argument("--timeout", type=seconds, default=10.0, help="seconds a client has to send its request, and again to read the reply")
-    parser.add_argument("--max-request", type=positive_int, default=1024 * 1024, help="largest request in bytes, '!' included")
+    parser.add_argument(
+        "--timeout", type=seconds, default=10.0, help="seconds to send a request, and again to read the reply"
+    )
+    parser.add_argument(
+        "--max-request", type=positive_int, default=MAX_REQUEST, help="largest request in bytes, '!' included"
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="no per-client log lines")
     return parser.parse_args(argv)
 
@@ -108,7 +113,7 @@ def open_listener(host: str, port: int) -> socket.socket:
     instead of failing with 'Address already in use' while the last run's
     connections sit in TIME_WAIT.
     """
-    family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    family, _, _, _, address = socket.getaddrinfo(host, port, flags=socket.AI_PASSIVE)[0]
     return socket.create_server(address[:2], family=family, backlog=BACKLOG)
 
 
