@@ -1,0 +1,255 @@
+#!/usr/bin/env python3
+"""One event loop, a task per connection: asyncio's streams.
+
+A single thread runs an event loop that waits on every socket at once (epoll,
+kqueue) and resumes whichever coroutine's data has arrived. A client costs a
+task and two small buffers, a few kilobytes, not a thread: ten thousand clients
+waiting at once are routine, and n clients that each wait d seconds take about
+d seconds. The catch is that every `await` is the only place another client
+gets a turn: one handler that blocks (time.sleep, a blocking library call, a
+long computation) freezes every client, so slow work must be awaited
+(asyncio.sleep, an async driver) or pushed to a thread (asyncio.to_thread).
+selectors_server.py writes out by hand what the loop does here.
+
+The defaults to mind: start_server() listens with a queue of 100, and a
+StreamReader's readuntil() stops at 64 KiB (its `limit`); this file passes a
+larger backlog and reads in chunks of its own. Timeouts use asyncio.wait_for(),
+which works on Python 3.8 (asyncio.timeout() needs 3.11).
+
+Try it:  python asyncio_server.py 8000
+         python client.py 8000 --clients 1000    # ~5 s
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import logging
+import math
+import signal
+import socket
+import sys
+import time
+from typing import Any, Coroutine
+
+DELIMITER = b"!"
+# One recv() per chunk. The seed read 4 bytes at a time: a system call per 4
+# bytes, and a rescan of the whole buffer after each, O(n^2) for n bytes.
+CHUNK_SIZE = 64 * 1024
+# Connections the kernel completes and queues while the loop is busy. listen()
+# with no argument asks for at most 128, and a burst beyond the queue is left
+# to SYN retries: a client stalls 1 s, then 3 s, then 7 s. The kernel caps the
+# number at net.core.somaxconn (4096 on Linux since 5.4).
+BACKLOG = max(socket.SOMAXCONN, 4096)
+MAX_REQUEST = 1024 * 1024  # the default bound on what one client can make us hold
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+log = logging.getLogger("asyncio_server")
+
+
+class ClientError(Exception):
+    """The client broke the protocol or a limit; the message says how."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="%(asctime)s %(message)s",
+    )
+    try:
+        listener = open_listener(args.host, args.port)
+    except OSError as exc:
+        print(f"cannot listen on {format_address(args.host, args.port)}: {reason(exc)}", file=sys.stderr)
+        return 1
+    with listener:
+        asyncio.run(serve(listener, args))
+    log.info("stopped")
+    return 0
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("port", type=port_number, help="TCP port; 0 lets the OS pick a free one")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 or :: exposes the server")
+    parser.add_argument("--delay", type=seconds, default=5.0, help="simulated work per request, in seconds")
+    parser.add_argument(
+        "--timeout", type=seconds, default=10.0, help="seconds to send a request, and again to read the reply"
+    )
+    parser.add_argument(
+        "--max-request", type=positive_int, default=MAX_REQUEST, help="largest request in bytes, '!' included"
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="no per-client log lines")
+    return parser.parse_args(argv)
+
+
+def port_number(text: str) -> int:
+    port = int(text)
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 0..65535, not {port}")
+    return port
+
+
+def seconds(text: str) -> float:
+    value = float(text)
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, not {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, not {value}")
+    return value
+
+
+def open_listener(host: str, port: int) -> socket.socket:
+    """Bind and listen, IPv4 or IPv6 as the host says.
+
+    create_server() turns on SO_REUSEADDR, so a restart can bind again at once
+    instead of failing with 'Address already in use' while the last run's
+    connections sit in TIME_WAIT.
+    """
+    family, _, _, _, address = socket.getaddrinfo(host, port, flags=socket.AI_PASSIVE)[0]
+    return socket.create_server(address[:2], family=family, backlog=BACKLOG)
+
+
+def format_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def reason(exc: OSError) -> str:
+    # create_server() appends the address to strerror; the caller names it already.
+    return exc.strerror.split(" (while attempting")[0] if exc.strerror else str(exc)
+
+
+async def serve(listener: socket.socket, args: argparse.Namespace) -> None:
+    """Serve every client from one event loop until SIGINT or SIGTERM."""
+    raise_open_file_limit()
+    stop = stop_signals()
+    numbers = itertools.count(1)
+
+    def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> Coroutine[Any, Any, None]:
+        return handle_client(reader, writer, next(numbers), args)  # the loop runs it as a task
+
+    # start_server() calls listen() again, with a queue of 100 unless told.
+    server = await asyncio.start_server(on_connect, sock=listener, backlog=BACKLOG)
+    # Only now, with the signal handlers in place: a Ctrl+C that comes right
+    # after the ready line must stop the server cleanly, not with a traceback.
+    print(f"Listening on {format_address(*listener.getsockname()[:2])}", flush=True)
+    await stop.wait()
+    server.close()  # stop accepting
+    # Before Python 3.12, server.wait_closed() does not wait for the clients,
+    # so wait for every other task: the clients in progress, and those
+    # accepted a moment ago whose task has only just been created.
+    while pending := asyncio.all_tasks() - {asyncio.current_task()}:
+        await asyncio.wait(pending)
+
+
+def raise_open_file_limit() -> None:
+    """Let the process hold as many sockets as the hard limit allows.
+
+    Every connected client holds a file descriptor, and the usual soft limit is
+    1024: without this, client number 1,021 or so fails in accept() (EMFILE).
+    """
+    try:
+        import resource  # Unix only; Windows has no such limit to raise
+    except ImportError:
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError):  # macOS refuses an unlimited hard limit
+        log.warning("open files limited to %d", soft)
+
+
+def stop_signals() -> asyncio.Event:
+    """Return an event that is set when SIGINT or SIGTERM arrives.
+
+    The loop's own signal handling (add_signal_handler) wakes it through a
+    socket, the same self-pipe trick the blocking servers use.
+    """
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in STOP_SIGNALS:
+        try:
+            loop.add_signal_handler(signum, stop.set)
+        except NotImplementedError:  # Windows: a plain handler, handed to the loop
+            signal.signal(signum, lambda signum, frame: loop.call_soon_threadsafe(stop.set))
+    return stop
+
+
+async def handle_client(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, number: int, args: argparse.Namespace
+) -> None:
+    """Serve one connection: read the request, do the work, reply, close."""
+    started = time.monotonic()
+    try:
+        try:
+            # One deadline for the whole request, fixed at connect: a client
+            # that trickles a byte at a time does not extend it.
+            request = await asyncio.wait_for(read_request(reader, args.max_request), args.timeout)
+        except asyncio.TimeoutError:
+            raise ClientError("sent no complete request in time: closed") from None
+        reply = await handle_request(request, args.delay)
+        await write_response(writer, reply, args.timeout)
+    except ClientError as exc:
+        log.info("#%d %s", number, exc)
+        return
+    finally:
+        writer.close()
+    log.info("#%d answered %d bytes in %.3f s", number, len(reply), time.monotonic() - started)
+
+
+async def read_request(reader: asyncio.StreamReader, limit: int) -> bytearray:
+    """Read up to and including the first DELIMITER; what follows is ignored."""
+    request = bytearray()
+    while True:
+        try:
+            # Never ask for more than the limit allows: memory stays bounded.
+            chunk = await reader.read(min(CHUNK_SIZE, limit - len(request)))
+        except OSError:  # reset, or any other failure of this one connection
+            chunk = b""
+        if not chunk:
+            raise ClientError("disconnected before a complete request")
+        # Search only the new chunk: rescanning the whole buffer each time would
+        # make a large request cost O(n^2).
+        end = chunk.find(DELIMITER)
+        if end >= 0:
+            request += chunk[: end + 1]
+            return request
+        request += chunk
+        if len(request) >= limit:
+            raise ClientError(f"sent {len(request)} bytes without {DELIMITER.decode()}: too large, closed")
+
+
+async def handle_request(request: bytearray, delay: float) -> bytearray:
+    """The simulated slow work, then the answer: the request reversed."""
+    await asyncio.sleep(delay)  # time.sleep() here would stop every client
+    request.reverse()  # in place: no second copy of a large request
+    return request
+
+
+async def write_response(writer: asyncio.StreamWriter, reply: bytearray, timeout: float) -> None:
+    # drain() returns once the transport's buffer is below its high-water mark
+    # (64 KiB), so the rest of the reply could wait there, and keep the
+    # connection open, for as long as the client does not read. With the mark
+    # at zero, drain() returns when the whole reply is with the kernel.
+    writer.transport.set_write_buffer_limits(high=0)
+    writer.write(reply)
+    try:
+        await asyncio.wait_for(writer.drain(), timeout)
+    except asyncio.TimeoutError:
+        writer.transport.abort()
+        raise ClientError("did not read the reply in time: closed") from None
+    except OSError:
+        raise ClientError("disconnected before the whole reply was sent") from None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

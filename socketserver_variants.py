@@ -1,0 +1,302 @@
+#!/usr/bin/env python3
+"""The standard library's socketserver: the same servers in a few lines each.
+
+socketserver (Lib/socketserver.py) has the accept loop, the threading and
+forking strategies and the shutdown plumbing built in; an application writes
+only a handler class, and a mix-in picks the concurrency:
+
+  --variant sync       TCPServer: one client at a time, like sync_server.py
+  --variant threading  ThreadingMixIn: a thread per client, like threaded_server.py
+  --variant forking    ForkingMixIn: a process per client, like forking_server.py
+  --variant stream     threads again, but a long-lived session: each line the
+                       client sends is answered at once with the line reversed
+
+What it leaves to you is what this file adds: socketserver listens with a queue
+of 5 (request_queue_size), so a burst of clients stalls on SYN retries; it has
+no timeouts, so an idle client ties up a thread or a process forever; and
+shutdown() must be called from another thread than the one running
+serve_forever(), or it waits for itself forever. serve_forever() also polls
+every 0.5 s, which bounds how fast it notices shutdown() and reaps children.
+
+Try it:  python socketserver_variants.py 8000 --variant threading
+         python client.py 8000 --clients 10             # ~5 s
+         python socketserver_variants.py 8001 --variant stream
+         python client.py 8001 --stream                 # type lines; Ctrl+D ends
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import logging
+import math
+import os
+import signal
+import socket
+import socketserver
+import sys
+import threading
+import time
+from typing import Any
+
+DELIMITER = b"!"
+# One recv() per chunk. The seed read 4 bytes at a time: a system call per 4
+# bytes, and a rescan of the whole buffer after each, O(n^2) for n bytes.
+CHUNK_SIZE = 64 * 1024
+# Connections the kernel completes and queues while the loop is busy. listen()
+# with no argument asks for at most 128, and a burst beyond the queue is left
+# to SYN retries: a client stalls 1 s, then 3 s, then 7 s. The kernel caps the
+# number at net.core.somaxconn (4096 on Linux since 5.4).
+BACKLOG = max(socket.SOMAXCONN, 4096)
+MAX_REQUEST = 1024 * 1024  # the default bound on what one client can make us hold
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+VARIANTS = ("sync", "threading", "forking", "stream")
+
+log = logging.getLogger("socketserver_variants")
+
+
+class ClientError(Exception):
+    """The client broke the protocol or a limit; the message says how."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="%(asctime)s %(message)s",
+    )
+    if args.variant == "forking" and not hasattr(os, "fork"):
+        print("--variant forking needs os.fork(), which this platform lacks: try --variant threading", file=sys.stderr)
+        return 1
+    try:
+        server = make_server(args)
+    except OSError as exc:
+        print(f"cannot listen on {format_address(args.host, args.port)}: {reason(exc)}", file=sys.stderr)
+        return 1
+    # Leaving the with-block calls server_close(): it closes the listener, then
+    # joins the handler threads (threading, stream) or waits for the children
+    # (forking), so clients in progress get their whole reply.
+    with server:
+        stop_on_signals(server)
+        print(f"Listening on {format_address(*server.server_address[:2])} ({args.variant})", flush=True)
+        server.serve_forever()
+    log.info("stopped")
+    return 0
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("port", type=port_number, help="TCP port; 0 lets the OS pick a free one")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 or :: exposes the server")
+    parser.add_argument("--delay", type=seconds, default=5.0, help="simulated work per request, in seconds")
+    parser.add_argument(
+        "--timeout", type=seconds, default=10.0, help="seconds to send a request, and again to read the reply"
+    )
+    parser.add_argument(
+        "--max-request", type=positive_int, default=MAX_REQUEST, help="largest request (stream: line) in bytes"
+    )
+    parser.add_argument("--variant", choices=VARIANTS, default="threading", help="which socketserver class serves")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no per-client log lines")
+    return parser.parse_args(argv)
+
+
+def port_number(text: str) -> int:
+    port = int(text)
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 0..65535, not {port}")
+    return port
+
+
+def seconds(text: str) -> float:
+    value = float(text)
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, not {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, not {value}")
+    return value
+
+
+def make_server(args: argparse.Namespace) -> socketserver.TCPServer:
+    """Bind and listen with the socketserver class the variant names."""
+    server_class = {
+        "sync": ReverseServer,
+        "threading": ThreadingReverseServer,
+        "forking": ForkingReverseServer,
+        "stream": ThreadingReverseServer,
+    }[args.variant]
+    handler_class = LineHandler if args.variant == "stream" else ReverseHandler
+    family, _, _, _, address = socket.getaddrinfo(args.host, args.port, flags=socket.AI_PASSIVE)[0]
+    return server_class(address[:2], handler_class, family, args)
+
+
+class ReverseServer(socketserver.TCPServer):
+    """TCPServer with the defaults a real server needs."""
+
+    allow_reuse_address = True  # SO_REUSEADDR: a restart binds again at once
+    request_queue_size = BACKLOG  # the default, 5, makes a burst stall on SYN retries
+
+    def __init__(
+        self, address: tuple[str, int], handler_class: type, family: socket.AddressFamily, args: argparse.Namespace
+    ) -> None:
+        self.address_family = family  # read by TCPServer.__init__ to make the socket: IPv4 or IPv6
+        self.args = args
+        self.numbers = itertools.count(1)
+        super().__init__(address, handler_class)
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        # Number the client here, in the accepting process: with ForkingMixIn
+        # the handler runs in a child, where a counter would never advance.
+        conn, address = self.socket.accept()
+        return conn, (next(self.numbers), address)
+
+
+class ThreadingReverseServer(socketserver.ThreadingMixIn, ReverseServer):
+    # Non-daemon threads, joined by server_close() (block_on_close, Python
+    # 3.7+): a client in progress at shutdown gets its whole reply.
+    daemon_threads = False
+
+
+if hasattr(socketserver, "ForkingMixIn"):  # absent on Windows
+
+    class ForkingReverseServer(socketserver.ForkingMixIn, ReverseServer):
+        # ForkingMixIn reaps finished children each time serve_forever() polls
+        # (every 0.5 s), even with no new client, and server_close() waits for
+        # the rest. At max_children (40) it waits for one before going on.
+        pass
+
+
+def format_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def reason(exc: OSError) -> str:
+    # create_server() appends the address to strerror; the caller names it already.
+    return exc.strerror.split(" (while attempting")[0] if exc.strerror else str(exc)
+
+
+def stop_on_signals(server: socketserver.TCPServer) -> None:
+    """Make SIGINT and SIGTERM end serve_forever()."""
+
+    def stop(signum: int, frame: Any) -> None:
+        # This handler runs in the thread that is inside serve_forever(), and
+        # shutdown() waits for serve_forever() to return: called here, it
+        # would wait for itself forever. A helper thread calls it instead.
+        threading.Thread(target=server.shutdown).start()
+
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, stop)
+
+
+class ReverseHandler(socketserver.BaseRequestHandler):
+    """The reverse protocol: one request per connection."""
+
+    def handle(self) -> None:
+        number, _ = self.client_address
+        handle_client(self.request, number, self.server.args)  # type: ignore[attr-defined]
+
+
+class LineHandler(socketserver.StreamRequestHandler):
+    """The stream variant: each line is answered at once, reversed, until the client closes."""
+
+    def handle(self) -> None:
+        number, _ = self.client_address
+        args = self.server.args  # type: ignore[attr-defined]
+        # Between two lines a client may wait up to --timeout; rfile reads
+        # through a buffer, and readline(limit) bounds what one line can hold,
+        # so an endless stream costs bounded memory.
+        self.connection.settimeout(args.timeout)
+        lines = 0
+        try:
+            while True:
+                line = self.rfile.readline(args.max_request)
+                if not line.endswith(b"\n"):
+                    break  # the client closed (a last unterminated line is not answered), or a line too long
+                self.wfile.write(line[:-1][::-1] + b"\n")
+                lines += 1
+        except socket.timeout:
+            log.info("#%d idle for %g s: closed", number, args.timeout)
+            return
+        except OSError:
+            log.info("#%d disconnected", number)
+            return
+        if len(line) >= args.max_request:
+            log.info("#%d sent a line longer than %d bytes: closed", number, args.max_request)
+        else:
+            log.info("#%d closed after %d lines", number, lines)
+
+
+def handle_client(conn: socket.socket, number: int, args: argparse.Namespace) -> None:
+    """Serve one connection: read the request, do the work, reply, close."""
+    started = time.monotonic()
+    with conn:
+        try:
+            request = read_request(conn, started + args.timeout, args.max_request)
+            reply = handle_request(request, args.delay)
+            write_response(conn, reply, args.timeout)
+        except ClientError as exc:
+            log.info("#%d %s", number, exc)
+            return
+    log.info("#%d answered %d bytes in %.3f s", number, len(reply), time.monotonic() - started)
+
+
+def read_request(conn: socket.socket, deadline: float, limit: int) -> bytearray:
+    """Read up to and including the first DELIMITER; what follows is ignored.
+
+    The deadline is fixed when the client connects: a timeout per recv() would
+    let a client that trickles one byte at a time hold the connection forever.
+    """
+    request = bytearray()
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise ClientError("sent no complete request in time: closed")
+        conn.settimeout(remaining)
+        try:
+            # Never ask for more than the limit allows: memory stays bounded.
+            chunk = conn.recv(min(CHUNK_SIZE, limit - len(request)))
+        except socket.timeout:
+            raise ClientError("sent no complete request in time: closed") from None
+        except OSError:  # reset, or any other failure of this one connection
+            chunk = b""
+        if not chunk:
+            raise ClientError("disconnected before a complete request")
+        # Search only the new chunk: rescanning the whole buffer each time would
+        # make a large request cost O(n^2).
+        end = chunk.find(DELIMITER)
+        if end >= 0:
+            request += chunk[: end + 1]
+            return request
+        request += chunk
+        if len(request) >= limit:
+            raise ClientError(f"sent {len(request)} bytes without {DELIMITER.decode()}: too large, closed")
+
+
+def handle_request(request: bytearray, delay: float) -> bytearray:
+    """The simulated slow work, then the answer: the request reversed."""
+    time.sleep(delay)
+    request.reverse()  # in place: no second copy of a large request
+    return request
+
+
+def write_response(conn: socket.socket, reply: bytearray, timeout: float) -> None:
+    # Since Python 3.5 a timeout bounds the whole sendall(), not each send(), so
+    # a client that never reads holds the connection for at most this long.
+    conn.settimeout(timeout)
+    try:
+        conn.sendall(reply)
+    except socket.timeout:
+        raise ClientError("did not read the reply in time: closed") from None
+    except OSError:
+        raise ClientError("disconnected before the whole reply was sent") from None
+
+
+if __name__ == "__main__":
+    sys.exit(main())
