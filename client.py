@@ -1,0 +1,234 @@
+#!/usr/bin/env python3
+"""Client for the reverse protocol: one request, a load test, or a line stream.
+
+One request:  python client.py 8000 hello
+    sends "hello!" (a "!" is added when the message has none), prints the reply
+    ("!olleh") and exits 0; a refused connection, a timeout or a wrong reply is
+    one line on stderr and exit 1.
+
+Load:  python client.py 8000 --clients 100 --requests 1000 --size 64
+    keeps 100 connections in flight until 1000 requests are done, checks every
+    reply, and prints ok/failed, wall time, requests/s and latency percentiles.
+    It runs on asyncio, so ten thousand connections at once fit in one process.
+
+Stream:  python client.py 8000 --stream
+    for socketserver_variants.py --variant stream: each line of stdin goes to
+    the server, and each reversed line is printed as it arrives.
+
+Importing this module has no side effects: test_all.py and bench.py use
+request(), expected_reply() and run_load().
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import socket
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+DELIMITER = b"!"
+CHUNK_SIZE = 64 * 1024
+# Payload bytes for load tests: anything but the delimiter, and not a palindrome,
+# so a server that forgot to reverse is caught.
+ALPHABET = b"abcdefghijklmnopqrstuvwxyz0123456789"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        if args.stream:
+            return stream_lines(args.host, args.port, args.timeout)
+        if args.clients:
+            result = run_load(
+                args.host, args.port, args.clients, args.requests or args.clients, args.size, args.timeout
+            )
+            print(result.summary())
+            return 0 if result.failed == 0 else 1
+        return send_one(args.host, args.port, args.message.encode(), args.timeout)
+    except KeyboardInterrupt:
+        return 130
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("port", type=int, help="the server's TCP port")
+    parser.add_argument("message", nargs="?", default="hello", help="what to send; a '!' is added when it has none")
+    parser.add_argument("--host", default="127.0.0.1", help="the server's address")
+    parser.add_argument("--clients", type=int, default=0, metavar="N", help="load mode: connections in flight at once")
+    parser.add_argument("--requests", type=int, default=0, metavar="M", help="load mode: requests in all (default: N)")
+    parser.add_argument("--size", type=int, default=64, metavar="BYTES", help="load mode: request size, '!' included")
+    parser.add_argument("--timeout", type=float, default=30.0, metavar="S", help="seconds allowed for each request")
+    parser.add_argument("--stream", action="store_true", help="send stdin line by line (the stream variant)")
+    args = parser.parse_args(argv)
+    if args.clients < 0 or args.requests < 0 or args.size < 1 or args.timeout <= 0:
+        parser.error("--clients and --requests must be >= 0, --size >= 1, --timeout > 0")
+    return args
+
+
+def expected_reply(message: bytes) -> bytes:
+    """What a correct server answers: the request, up to its first '!', reversed."""
+    return message[: message.index(DELIMITER) + 1][::-1]
+
+
+def request(host: str, port: int, message: bytes, timeout: float = 30.0) -> bytes:
+    """Send one request and return everything the server sends back before it closes.
+
+    Raises OSError: ConnectionRefusedError, socket.timeout (the whole exchange
+    took longer than timeout), and the like.
+    """
+    deadline = time.monotonic() + timeout
+    with socket.create_connection((host, port), timeout=timeout) as conn:
+        conn.sendall(message)
+        chunks = []
+        while True:
+            conn.settimeout(max(deadline - time.monotonic(), 0.001))
+            chunk = conn.recv(CHUNK_SIZE)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+
+
+def send_one(host: str, port: int, message: bytes, timeout: float) -> int:
+    if DELIMITER not in message:
+        message += DELIMITER
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        reply = request(host, port, message, timeout)
+    except socket.timeout:
+        print(f"no reply from {address} within {timeout:g} s", file=sys.stderr)
+        return 1
+    except ConnectionRefusedError:
+        print(f"connection refused by {address}: is the server running?", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"cannot talk to {address}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    if reply != expected_reply(message):
+        print(f"wrong reply from {address}: {reply[:80]!r}", file=sys.stderr)
+        return 1
+    sys.stdout.buffer.write(reply + b"\n")
+    return 0
+
+
+@dataclass
+class LoadResult:
+    """What a load run saw: one latency per good reply, a count per kind of failure."""
+
+    wall: float
+    latencies: list[float] = field(default_factory=list)
+    errors: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def ok(self) -> int:
+        return len(self.latencies)
+
+    @property
+    def failed(self) -> int:
+        return sum(self.errors.values())
+
+    def percentile(self, fraction: float) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else float("nan")
+
+    def summary(self) -> str:
+        rate = self.ok / self.wall if self.wall else 0.0
+        lines = [
+            f"{self.ok} ok, {self.failed} failed in {self.wall:.2f} s: {rate:.0f} requests/s",
+            "latency ms: p50 {:.1f}, p90 {:.1f}, p99 {:.1f}, max {:.1f}".format(
+                *(1000 * self.percentile(f) for f in (0.5, 0.9, 0.99, 1.0))
+            ),
+        ]
+        for error, count in self.errors.most_common(5):
+            lines.append(f"failed: {count} x {error}")
+        return "\n".join(lines)
+
+
+def run_load(host: str, port: int, clients: int, requests: int, size: int, timeout: float = 30.0) -> LoadResult:
+    """Keep `clients` requests in flight until `requests` are done; check every reply."""
+    raise_open_file_limit()
+    return asyncio.run(load(host, port, clients, requests, size, timeout))
+
+
+async def load(host: str, port: int, clients: int, requests: int, size: int, timeout: float) -> LoadResult:
+    message = (ALPHABET * (size // len(ALPHABET) + 1))[: size - 1] + DELIMITER
+    expected = expected_reply(message)
+    result = LoadResult(wall=0.0)
+    tickets = iter(range(requests))  # shared by the workers: each next() is one request
+
+    async def worker() -> None:
+        for _ in tickets:
+            started = time.perf_counter()
+            try:
+                reply = await asyncio.wait_for(exchange(host, port, message), timeout)
+            except asyncio.TimeoutError:
+                result.errors[f"no reply within {timeout:g} s"] += 1
+                continue
+            except OSError as exc:
+                result.errors[exc.strerror or type(exc).__name__] += 1
+                continue
+            if reply == expected:
+                result.latencies.append(time.perf_counter() - started)
+            else:
+                result.errors["wrong reply"] += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(min(clients, requests))))
+    result.wall = time.perf_counter() - started
+    return result
+
+
+async def exchange(host: str, port: int, message: bytes) -> bytes:
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(message)
+        return await reader.read()  # everything, until the server closes
+    finally:
+        writer.close()
+
+
+def raise_open_file_limit() -> None:
+    """Each connection in flight holds a file descriptor; the soft limit is often 1024."""
+    try:
+        import resource  # Unix only
+    except ImportError:
+        return
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError):
+        pass
+
+
+def stream_lines(host: str, port: int, timeout: float) -> int:
+    """Send stdin a line at a time; print each reply line as it comes back."""
+    try:
+        conn = socket.create_connection((host, port), timeout=timeout)
+    except OSError as exc:
+        print(f"cannot connect to {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    with conn, conn.makefile("rb") as replies:
+        for line in sys.stdin.buffer:
+            if not line.endswith(b"\n"):
+                line += b"\n"
+            try:
+                conn.sendall(line)
+                reply = replies.readline()
+            except OSError as exc:  # socket.timeout included
+                print(f"no reply from {host}:{port}: {exc.strerror or exc or 'timed out'}", file=sys.stderr)
+                return 1
+            if not reply:
+                print(f"{host}:{port} closed the connection", file=sys.stderr)
+                return 1
+            sys.stdout.buffer.write(reply)
+            sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
