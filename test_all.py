@@ -1,0 +1,586 @@
+#!/usr/bin/env python3
+"""The collection's contract (CONTRACT.md), checked the way a user would see it.
+
+Each test starts a script with this interpreter on port 0, reads its ready line,
+talks to it over real loopback sockets, and stops it with SIGTERM. Every server
+runs in a process group of its own, killed at clean-up, so a failing test leaves
+nothing behind, forked children included.
+
+Run:  python test_all.py            (all of it, well under 90 s on 2 cores)
+      python test_all.py -k Pool    (unittest's own options work)
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import select
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+from pathlib import Path
+from typing import Callable, Sequence
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import client  # noqa: E402  (the one import between scripts the contract allows)
+
+READY_LINE = re.compile(r"^Listening on (?:http://)?(\[[^\]]+\]|[^:\s]+):(\d+)")
+START_TIMEOUT = 10.0  # a loaded CI machine can be slow to start an interpreter
+STOP_TIMEOUT = 10.0
+MIB = 1024 * 1024
+# The options most tests run with: no simulated work, short limits, and a
+# maximum request large enough to exceed what kernel buffers absorb (4 MiB).
+QUICK = ("--delay", "0", "--timeout", "0.5", "--max-request", str(8 * MIB))
+
+
+def has_ipv6() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+class Server:
+    """A script started (on port 0 unless told): its process, its address, and its log."""
+
+    def __init__(
+        self, script: str, args: Sequence[str], add_cleanup: Callable, host: str = "127.0.0.1", port: int = 0
+    ) -> None:
+        self.script = script
+        self.log_file = tempfile.TemporaryFile()
+        add_cleanup(self.log_file.close)
+        # A session of its own makes the server a process-group leader, so
+        # clean-up can kill it together with any child it forked.
+        self.process = subprocess.Popen(
+            [sys.executable, str(HERE / script), str(port), "--host", host, *args],
+            stdout=subprocess.PIPE,
+            stderr=self.log_file,
+            start_new_session=True,
+        )
+        add_cleanup(self.kill)
+        self.ready_line = self.read_ready_line()
+        match = READY_LINE.match(self.ready_line)
+        if not match:
+            raise AssertionError(f"{script}: first line is not a ready line: {self.ready_line!r}\n{self.log()}")
+        self.host = match.group(1).strip("[]")
+        self.port = int(match.group(2))
+
+    def read_ready_line(self) -> str:
+        assert self.process.stdout is not None
+        ready, _, _ = select.select([self.process.stdout], [], [], START_TIMEOUT)
+        if not ready:
+            raise AssertionError(f"{self.script}: no ready line within {START_TIMEOUT} s\n{self.log()}")
+        return self.process.stdout.readline().decode()
+
+    def kill(self) -> None:
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.process.wait()
+        if self.process.stdout:
+            self.process.stdout.close()
+
+    def log(self) -> str:
+        self.log_file.seek(0)
+        return self.log_file.read().decode(errors="replace")
+
+    def wait_for_log(self, pattern: str, timeout: float = 5.0) -> re.Match:
+        deadline = time.monotonic() + timeout
+        while True:
+            match = re.search(pattern, self.log())
+            if match:
+                return match
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{self.script}: no log line like {pattern!r} within {timeout} s:\n{self.log()}")
+            time.sleep(0.02)
+
+    def connect(self) -> socket.socket:
+        conn = socket.create_connection((self.host, self.port), timeout=10)
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return conn
+
+    def request(self, message: bytes, timeout: float = 10.0) -> bytes:
+        return client.request(self.host, self.port, message, timeout)
+
+    def stop(self, signum: int = signal.SIGTERM) -> int:
+        """Send a stop signal and return the exit status."""
+        self.process.send_signal(signum)
+        return self.process.wait(STOP_TIMEOUT)
+
+    def wait_until_accepted(self, timeout: float = 5.0) -> None:
+        """Return once no connection waits in the listen queue: all are accepted.
+
+        On Linux a listening socket's rx_queue in /proc/net/tcp is the number of
+        connections the kernel has completed and the server not yet accepted.
+        """
+        deadline = time.monotonic() + timeout
+        while listen_queue_length(self.port) > 0:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{self.script}: a connection still waits to be accepted after {timeout} s")
+            time.sleep(0.01)
+
+
+def listen_queue_length(port: int) -> int:
+    """Connections queued on the listening socket at port (0 where /proc is absent)."""
+    queued = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as rows:
+                next(rows)
+                for row in rows:
+                    fields = row.split()
+                    local, state, queues = fields[1], fields[3], fields[4]
+                    if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                        queued += int(queues.split(":")[1], 16)
+        except FileNotFoundError:
+            pass
+    return queued
+
+
+def run_script(*args: str, timeout: float = 10.0) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout, cwd=HERE)
+
+
+def read_until_closed(conn: socket.socket, timeout: float) -> tuple[bytes, float]:
+    """Everything the server sends until it closes (a reset counts as closed), and when that was."""
+    conn.settimeout(timeout)
+    chunks = []
+    try:
+        while chunk := conn.recv(client.CHUNK_SIZE):
+            chunks.append(chunk)
+    except ConnectionError:
+        pass
+    return b"".join(chunks), time.monotonic()
+
+
+def timed(action: Callable[[], object]) -> float:
+    started = time.monotonic()
+    action()
+    return time.monotonic() - started
+
+
+def run_clients(server: Server, count: int) -> None:
+    """count clients at once, each sending its own request; all must be answered."""
+    replies: dict[int, bytes] = {}
+
+    def one(index: int) -> None:
+        replies[index] = server.request(b"client %d!" % index)
+
+    threads = [threading.Thread(target=one, args=(index,)) for index in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert replies == {index: (b"client %d!" % index)[::-1] for index in range(count)}, replies
+
+
+class ServerTestCase(unittest.TestCase):
+    script = ""
+    args: tuple[str, ...] = ()  # options every server of the class gets, such as --variant
+
+    def start(self, *args: str, host: str = "127.0.0.1") -> Server:
+        return Server(self.script, (*self.args, *args), self.addCleanup, host)
+
+    def assert_clean_exit(self, server: Server) -> None:
+        self.assertEqual(server.stop(), 0, server.log())
+        self.assertNotIn("Traceback", server.log())
+
+
+class ReverseProtocolTests(ServerTestCase):
+    """Sections 1 and 2 of the contract, for one TCP server; subclasses name it."""
+
+    server: Server
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        cls.server = Server(cls.script, (*cls.args, *QUICK), cls.addClassCleanup)
+
+    # Section 1: the command line and the process.
+
+    def test_ready_line_names_the_real_port(self) -> None:
+        self.assertRegex(self.server.ready_line, r"^Listening on 127\.0\.0\.1:[1-9]\d*")
+
+    def test_help_describes_the_approach_and_the_defaults(self) -> None:
+        result = run_script(self.script, *self.args, "--help")
+        self.assertEqual(result.returncode, 0)
+        first_docstring_line = (HERE / self.script).read_text().split('"""')[1].splitlines()[0]
+        self.assertIn(" ".join(first_docstring_line.split()[:4]), " ".join(result.stdout.split()))
+        self.assertRegex(result.stdout, r"--delay DELAY\s+simulated work per request, in seconds \(default: 5\.0\)")
+
+    def test_bad_arguments_exit_2_with_usage(self) -> None:
+        for bad in (["not-a-port"], ["70000"], ["0", "--delay", "-1"], ["0", "--no-such-option"]):
+            with self.subTest(bad=bad):
+                result = run_script(self.script, *self.args, *bad)
+                self.assertEqual(result.returncode, 2)
+                self.assertIn("usage:", result.stderr)
+                self.assertNotIn("Traceback", result.stderr)
+
+    def test_port_in_use_is_one_line_and_exit_1(self) -> None:
+        with socket.create_server(("127.0.0.1", 0)) as taken:
+            port = taken.getsockname()[1]
+            result = run_script(self.script, *self.args, str(port))
+        self.assertEqual(result.returncode, 1)
+        self.assertEqual(result.stderr.count("\n"), 1, result.stderr)
+        self.assertIn(f"127.0.0.1:{port}", result.stderr)
+        self.assertIn("in use", result.stderr)
+
+    def test_unknown_host_is_one_line_and_exit_1(self) -> None:
+        result = run_script(self.script, *self.args, "0", "--host", "no-such-host.invalid")
+        self.assertEqual(result.returncode, 1)
+        self.assertEqual(result.stderr.count("\n"), 1, result.stderr)
+        self.assertIn("no-such-host.invalid", result.stderr)
+
+    @unittest.skipUnless(has_ipv6(), "no IPv6 on this machine")
+    def test_ipv6_host_is_bracketed_and_served(self) -> None:
+        server = self.start(*QUICK, host="::1")
+        self.assertRegex(server.ready_line, r"^Listening on \[::1\]:\d+")
+        self.assertEqual(server.request(b"six!"), b"!xis")
+
+    def test_sigterm_lets_a_request_in_flight_finish(self) -> None:
+        server = self.start("--delay", "0.5", "--timeout", "5")
+        with server.connect() as conn:
+            conn.sendall(b"in flight!")
+            server.wait_until_accepted()
+            server.process.send_signal(signal.SIGTERM)
+            reply, _ = read_until_closed(conn, timeout=5)
+        self.assertEqual(reply, b"!thgilf ni")
+        self.assertEqual(server.process.wait(STOP_TIMEOUT), 0, server.log())
+        self.assertNotIn("Traceback", server.log())
+
+    def test_sigint_stops_an_idle_server_cleanly(self) -> None:
+        server = self.start(*QUICK)
+        self.assertEqual(server.stop(signal.SIGINT), 0, server.log())
+        self.assertNotIn("Traceback", server.log())
+
+    def test_restart_binds_the_same_port_at_once(self) -> None:
+        # Leave a connection in TIME_WAIT on the port: without SO_REUSEADDR the
+        # next bind would fail for a minute.
+        first = self.start(*QUICK)
+        self.assertEqual(first.request(b"x!"), b"!x")
+        self.assert_clean_exit(first)
+        second = Server(self.script, (*self.args, *QUICK), self.addCleanup, port=first.port)
+        self.assertEqual(second.port, first.port)
+        self.assertEqual(second.request(b"again!"), b"!niaga")
+
+    # Section 2: the reverse protocol.
+
+    def test_reply_is_the_request_reversed(self) -> None:
+        self.assertEqual(self.server.request(b"hello!"), b"!olleh")
+
+    def test_request_split_across_writes(self) -> None:
+        with self.server.connect() as conn:
+            for piece in (b"hel", b"lo, wor", b"ld!"):
+                conn.sendall(piece)
+                time.sleep(0.02)  # separate segments: the server must reassemble them
+            reply, _ = read_until_closed(conn, timeout=5)
+        self.assertEqual(reply, b"!dlrow ,olleh")
+
+    def test_bytes_after_the_delimiter_are_ignored(self) -> None:
+        self.assertEqual(self.server.request(b"abc!def!ghi"), b"!cba")
+
+    def test_every_byte_value_passes_through(self) -> None:
+        message = bytes(value for value in range(256) if value != ord("!")) + b"!"
+        self.assertEqual(self.server.request(message), message[::-1])
+
+    def test_a_one_mib_request(self) -> None:
+        message = os.urandom(MIB).replace(b"!", b".") + b"!"
+        self.assertEqual(self.server.request(message), message[::-1])
+
+    def test_disconnect_before_the_delimiter_is_logged(self) -> None:
+        with self.server.connect() as conn:
+            conn.sendall(b"no delimiter")
+        self.server.wait_for_log(r"#\d+ disconnected before a complete request")
+        self.assertEqual(self.server.request(b"next!"), b"!txen")
+
+    def test_oversized_request_is_cut_off(self) -> None:
+        with self.server.connect() as conn:
+            try:
+                conn.sendall(b"x" * (8 * MIB + 1))
+            except ConnectionError:
+                pass  # the server closed while we were still sending: as it should
+            reply, _ = read_until_closed(conn, timeout=5)
+        self.assertEqual(reply, b"")
+        self.server.wait_for_log(r"#\d+ sent \d+ bytes without !: too large")
+        self.assertEqual(self.server.request(b"next!"), b"!txen")
+
+    def test_idle_client_is_closed_after_the_timeout(self) -> None:
+        with self.server.connect() as conn:
+            opened = time.monotonic()
+            reply, closed = read_until_closed(conn, timeout=5)
+        self.assertEqual(reply, b"")
+        self.assertGreaterEqual(closed - opened, 0.4)
+        self.assertLess(closed - opened, 3.0)
+        self.server.wait_for_log(r"#\d+ sent no complete request in time")
+
+    def test_trickling_client_does_not_extend_the_deadline(self) -> None:
+        with self.server.connect() as conn:
+            opened = time.monotonic()
+            while time.monotonic() - opened < 5:
+                try:
+                    conn.sendall(b"x")
+                except ConnectionError:
+                    break
+                readable, _, _ = select.select([conn], [], [], 0.05)
+                if readable:
+                    break
+            closed = time.monotonic()
+        self.assertLess(closed - opened, 3.0, "a byte every 50 ms kept the connection open")
+
+    def test_client_that_does_not_read_is_cut_off(self) -> None:
+        with socket.socket() as conn:
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: a small window
+            conn.connect((self.server.host, self.server.port))
+            conn.sendall(b"r" * (6 * MIB) + b"!")  # a reply larger than kernel buffers hold
+            self.server.wait_for_log(r"#\d+ did not read the reply in time", timeout=10)
+
+
+class SyncServerTest(ReverseProtocolTests):
+    script = "sync_server.py"
+
+    def test_clients_are_served_one_after_another(self) -> None:
+        server = self.start("--delay", "0.3")
+        self.assertGreaterEqual(timed(lambda: run_clients(server, 3)), 0.85)
+
+
+class ConcurrentServerTests(ReverseProtocolTests):
+    """Servers that serve every client at once: n clients take about one delay."""
+
+    def test_clients_are_served_at_once(self) -> None:
+        server = self.start("--delay", "0.5")
+        elapsed = timed(lambda: run_clients(server, 10))
+        self.assertGreaterEqual(elapsed, 0.5)
+        self.assertLess(elapsed, 2.0)  # one after another would take 5 s
+
+
+class ThreadedServerTest(ConcurrentServerTests):
+    script = "threaded_server.py"
+
+
+class PoolServerTest(ReverseProtocolTests):
+    script = "pool_server.py"
+
+    def test_clients_beyond_max_workers_wait_their_turn(self) -> None:
+        server = self.start("--delay", "0.5", "--min-workers", "1", "--max-workers", "2")
+        elapsed = timed(lambda: run_clients(server, 4))  # two rounds of two: 1 s
+        self.assertGreaterEqual(elapsed, 0.95)
+        self.assertLess(elapsed, 1.9)
+
+    def test_pool_grows_under_load_and_shrinks_when_idle(self) -> None:
+        server = self.start("--delay", "0.3", "--min-workers", "1", "--max-workers", "4", "--idle-timeout", "0.3")
+        run_clients(server, 4)
+        server.wait_for_log(r"pool grew to 4 workers")
+        server.wait_for_log(r"pool shrank to 1 workers")
+        self.assertEqual(server.request(b"still there!"), b"!ereht llits")
+
+    def test_min_workers_above_max_workers_is_refused(self) -> None:
+        result = run_script(self.script, "0", "--min-workers", "5", "--max-workers", "2")
+        self.assertEqual(result.returncode, 2)
+        self.assertIn("--min-workers cannot exceed --max-workers", result.stderr)
+
+
+def zombie_children(pid: int) -> list[int]:
+    """Children of pid that have exited but not been reaped (state Z)."""
+    zombies = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            state, parent = stat.rsplit(")", 1)[1].split()[:2]
+            if int(parent) == pid and state == "Z":
+                zombies.append(int(entry.name))
+    return zombies
+
+
+class ForkingServerTests(ConcurrentServerTests):
+    @unittest.skipUnless(Path("/proc/self/stat").exists(), "needs /proc to see zombies")
+    def test_children_are_reaped_while_idle(self) -> None:
+        server = self.start("--delay", "0")
+        run_clients(server, 3)
+        # A child exits right after its reply; unreaped, it would stay a zombie
+        # until the next client arrived. None arrives here.
+        deadline = time.monotonic() + 1.5
+        while zombie_children(server.process.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertEqual(zombie_children(server.process.pid), [])
+
+
+class ForkingServerTest(ForkingServerTests):
+    script = "forking_server.py"
+
+    def test_max_children_makes_clients_wait(self) -> None:
+        server = self.start("--delay", "0.5", "--max-children", "2")
+        elapsed = timed(lambda: run_clients(server, 4))
+        self.assertGreaterEqual(elapsed, 0.95)
+        self.assertLess(elapsed, 1.9)
+
+
+class SocketserverSyncTest(ReverseProtocolTests):
+    script = "socketserver_variants.py"
+    args = ("--variant", "sync")
+
+    def test_clients_are_served_one_after_another(self) -> None:
+        server = self.start("--delay", "0.3")
+        self.assertGreaterEqual(timed(lambda: run_clients(server, 3)), 0.85)
+
+
+class SocketserverThreadingTest(ConcurrentServerTests):
+    script = "socketserver_variants.py"
+    args = ("--variant", "threading")
+
+
+class SocketserverForkingTest(ForkingServerTests):
+    script = "socketserver_variants.py"
+    args = ("--variant", "forking")
+
+
+class SocketserverStreamTest(ServerTestCase):
+    script = "socketserver_variants.py"
+    args = ("--variant", "stream")
+
+    def test_each_line_is_answered_at_once(self) -> None:
+        server = self.start("--timeout", "5")
+        with server.connect() as conn, conn.makefile("rb") as replies:
+            for line in (b"abc\n", b"\n", b"hello world\n", b"\x00\xff\n"):
+                conn.sendall(line)
+                self.assertEqual(replies.readline(), line[:-1][::-1] + b"\n")
+        self.assert_clean_exit(server)
+
+    def test_an_endless_line_is_cut_off(self) -> None:
+        server = self.start("--timeout", "5", "--max-request", "1000")
+        with server.connect() as conn:
+            try:
+                for _ in range(100):  # 1 MiB in all, far beyond the limit
+                    conn.sendall(b"y" * 10_000)
+            except ConnectionError:
+                pass
+            reply, _ = read_until_closed(conn, timeout=5)
+        self.assertEqual(reply, b"")
+        server.wait_for_log(r"#1 sent a line longer than 1000 bytes")
+
+    def test_an_idle_session_times_out(self) -> None:
+        server = self.start("--timeout", "0.3")
+        with server.connect() as conn:
+            conn.sendall(b"one\n")
+            reply, _ = read_until_closed(conn, timeout=5)
+        self.assertEqual(reply, b"eno\n")
+        server.wait_for_log(r"#1 idle for 0.3 s: closed")
+
+    def test_client_stream_mode(self) -> None:
+        server = self.start("--timeout", "5")
+        result = subprocess.run(
+            [sys.executable, str(HERE / "client.py"), str(server.port), "--stream"],
+            input="abc\nhello\nlast line without newline",
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(result.stdout, "cba\nolleh\nenilwen tuohtiw enil tsal\n")
+
+
+class AsyncioServerTest(ConcurrentServerTests):
+    script = "asyncio_server.py"
+
+    def test_a_thousand_clients_at_once(self) -> None:
+        server = self.start("--delay", "0.5", "--quiet")
+        result = client.run_load(server.host, server.port, clients=1000, requests=1000, size=64, timeout=10)
+        self.assertEqual((result.ok, result.failed), (1000, 0), result.summary())
+        self.assertLess(result.wall, 5.0)
+
+
+class ClientTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls) -> None:
+        cls.server = Server("threaded_server.py", ("--delay", "0", "--quiet"), cls.addClassCleanup)
+
+    def client(self, *args: str) -> subprocess.CompletedProcess:
+        return run_script("client.py", *args)
+
+    def test_one_request_prints_the_reply(self) -> None:
+        result = self.client(str(self.server.port), "hello")
+        self.assertEqual((result.returncode, result.stdout, result.stderr), (0, "!olleh\n", ""))
+
+    def test_a_message_with_its_own_delimiter_is_sent_as_is(self) -> None:
+        self.assertEqual(self.client(str(self.server.port), "ab!cd").stdout, "!ba\n")
+
+    def test_connection_refused_is_one_line_and_exit_1(self) -> None:
+        with socket.create_server(("127.0.0.1", 0)) as probe:
+            free_port = probe.getsockname()[1]  # closed again below: nobody listens there
+        result = self.client(str(free_port))
+        self.assertEqual(result.returncode, 1)
+        self.assertEqual(result.stderr, f"connection refused by 127.0.0.1:{free_port}: is the server running?\n")
+
+    def test_no_reply_in_time_is_one_line_and_exit_1(self) -> None:
+        with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts (the kernel does), never answers
+            result = self.client(str(silent.getsockname()[1]), "--timeout", "0.3")
+        self.assertEqual(result.returncode, 1)
+        self.assertIn("no reply from 127.0.0.1", result.stderr)
+        self.assertNotIn("Traceback", result.stderr)
+
+    def test_a_wrong_reply_is_exit_1(self) -> None:
+        wrong = SingleReplyServer(b"!wrong")
+        self.addCleanup(wrong.close)
+        result = self.client(str(wrong.port), "right")
+        self.assertEqual(result.returncode, 1)
+        self.assertIn("wrong reply", result.stderr)
+
+    def test_load_mode_prints_a_summary(self) -> None:
+        result = self.client(str(self.server.port), "--clients", "20", "--requests", "200", "--size", "100")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertRegex(result.stdout, r"^200 ok, 0 failed in [\d.]+ s: \d+ requests/s\n")
+        self.assertRegex(result.stdout, r"latency ms: p50 [\d.]+, p90 [\d.]+, p99 [\d.]+, max [\d.]+")
+
+    def test_load_mode_counts_failures_and_exits_1(self) -> None:
+        wrong = SingleReplyServer(b"!nope")
+        self.addCleanup(wrong.close)
+        result = self.client(str(wrong.port), "--clients", "1", "--requests", "1")
+        self.assertEqual(result.returncode, 1)
+        self.assertIn("0 ok, 1 failed", result.stdout)
+        self.assertIn("failed: 1 x wrong reply", result.stdout)
+
+    def test_importing_has_no_side_effects(self) -> None:
+        result = run_script("-c", "import client")
+        self.assertEqual((result.returncode, result.stdout, result.stderr), (0, "", ""))
+
+
+class SingleReplyServer:
+    """A broken server in a thread: answers its first client with a fixed reply."""
+
+    def __init__(self, reply: bytes) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.thread = threading.Thread(target=self.serve, args=(reply,))
+        self.thread.start()
+
+    def serve(self, reply: bytes) -> None:
+        self.listener.settimeout(10)
+        try:
+            conn, _ = self.listener.accept()
+        except OSError:
+            return
+        with conn:
+            conn.recv(65536)
+            conn.sendall(reply)
+
+    def close(self) -> None:
+        self.listener.close()
+        self.thread.join()
+
+
+# The base classes hold tests but name no script: only their subclasses run them.
+del ReverseProtocolTests, ConcurrentServerTests, ForkingServerTests
+
+
+if __name__ == "__main__":
+    unittest.main()
