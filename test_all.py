@@ -387,9 +387,9 @@ class PoolServerTest(ReverseProtocolTests):
         self.assertIn("--min-workers cannot exceed --max-workers", result.stderr)
 
 
-def zombie_children(pid: int) -> list[int]:
-    """Children of pid that have exited but not been reaped (state Z)."""
-    zombies = []
+def children_of(pid: int) -> dict[int, str]:
+    """The child processes of pid and their states (Z: exited, not yet reaped), from /proc."""
+    children = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
@@ -397,9 +397,17 @@ def zombie_children(pid: int) -> list[int]:
             except OSError:
                 continue
             state, parent = stat.rsplit(")", 1)[1].split()[:2]
-            if int(parent) == pid and state == "Z":
-                zombies.append(int(entry.name))
-    return zombies
+            if int(parent) == pid:
+                children[int(entry.name)] = state
+    return children
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, message: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(message)
+        time.sleep(0.02)
 
 
 class ForkingServerTests(ConcurrentServerTests):
@@ -409,10 +417,11 @@ class ForkingServerTests(ConcurrentServerTests):
         run_clients(server, 3)
         # A child exits right after its reply; unreaped, it would stay a zombie
         # until the next client arrived. None arrives here.
-        deadline = time.monotonic() + 1.5
-        while zombie_children(server.process.pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        self.assertEqual(zombie_children(server.process.pid), [])
+        wait_for(
+            lambda: "Z" not in children_of(server.process.pid).values(),
+            timeout=1.5,
+            message=f"zombies left: {children_of(server.process.pid)}",
+        )
 
 
 class ForkingServerTest(ForkingServerTests):
@@ -489,14 +498,45 @@ class SocketserverStreamTest(ServerTestCase):
         self.assertEqual(result.stdout, "cba\nolleh\nenilwen tuohtiw enil tsal\n")
 
 
-class AsyncioServerTest(ConcurrentServerTests):
-    script = "asyncio_server.py"
+class EventLoopServerTests(ConcurrentServerTests):
+    """One thread for every client: a thousand at once is nothing special."""
 
     def test_a_thousand_clients_at_once(self) -> None:
         server = self.start("--delay", "0.5", "--quiet")
         result = client.run_load(server.host, server.port, clients=1000, requests=1000, size=64, timeout=10)
         self.assertEqual((result.ok, result.failed), (1000, 0), result.summary())
         self.assertLess(result.wall, 5.0)
+
+
+class AsyncioServerTest(EventLoopServerTests):
+    script = "asyncio_server.py"
+
+
+class SelectorsServerTest(EventLoopServerTests):
+    script = "selectors_server.py"
+
+
+@unittest.skipUnless(Path("/proc/self/stat").exists(), "needs /proc to find the workers")
+class PreforkServerTest(ReverseProtocolTests):
+    script = "prefork_server.py"
+
+    def test_clients_beyond_the_workers_wait_their_turn(self) -> None:
+        server = self.start("--delay", "0.5", "--workers", "2")
+        elapsed = timed(lambda: run_clients(server, 4))  # two rounds of two: 1 s
+        self.assertGreaterEqual(elapsed, 0.95)
+        self.assertLess(elapsed, 1.9)
+
+    def test_a_killed_worker_is_replaced(self) -> None:
+        server = self.start(*QUICK, "--workers", "2")
+        workers = lambda: set(children_of(server.process.pid))  # noqa: E731
+        wait_for(lambda: len(workers()) == 2, timeout=5, message="two workers did not start")
+        victim = min(workers())
+        os.kill(victim, signal.SIGKILL)
+        server.wait_for_log(rf"worker {victim} was killed by signal 9: starting another")
+        wait_for(lambda: len(workers()) == 2 and victim not in workers(), timeout=5, message="no replacement")
+        for index in range(6):  # whichever worker takes them, every client is served
+            self.assertEqual(server.request(b"%d after!" % index), b"!retfa %d" % index)
+        self.assert_clean_exit(server)
 
 
 class ClientTest(unittest.TestCase):
@@ -579,7 +619,7 @@ class SingleReplyServer:
 
 
 # The base classes hold tests but name no script: only their subclasses run them.
-del ReverseProtocolTests, ConcurrentServerTests, ForkingServerTests
+del ReverseProtocolTests, ConcurrentServerTests, ForkingServerTests, EventLoopServerTests
 
 
 if __name__ == "__main__":

@@ -1,0 +1,326 @@
+#!/usr/bin/env python3
+"""Pre-fork TCP server: worker processes forked up front share one listening socket.
+
+gunicorn's model (and Apache's prefork, and nginx's workers). The parent binds
+and listens, then forks --workers processes (default: one per CPU), each a
+copy of the sync server's loop, all accepting on the same socket. n clients
+that each need d seconds take ceil(n / workers) * d seconds, on every core at
+once: no GIL between processes, and no fork per client as in
+forking_server.py. The parent only supervises: a worker that dies is replaced,
+and SIGINT or SIGTERM stops every worker gracefully (each finishes its client).
+
+Why a shared accept() is safe: the kernel hands each queued connection to
+exactly one accept() call; the losers get EAGAIN from their non-blocking
+socket and go back to waiting. What it does cost is the thundering herd: every
+idle worker's select() wakes for each new connection, and all but one wake
+for nothing. With a few workers per core that is a few wasted microseconds
+per connection, which is why gunicorn's sync worker works this way too; big
+servers avoid it with a blocking accept() (Linux wakes one waiter),
+EPOLLEXCLUSIVE, or SO_REUSEPORT (a listening socket per worker).
+
+Log lines carry the worker's pid; #N counts the clients of each worker.
+fork() exists on Unix only: on Windows this script says so and exits.
+
+Try it:  python prefork_server.py 8000 --workers 4
+         python client.py 8000 --clients 8     # ~10 s: two rounds of four
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import logging
+import math
+import os
+import select
+import signal
+import socket
+import sys
+import time
+from typing import NoReturn
+
+DELIMITER = b"!"
+# One recv() per chunk. The seed read 4 bytes at a time: a system call per 4
+# bytes, and a rescan of the whole buffer after each, O(n^2) for n bytes.
+CHUNK_SIZE = 64 * 1024
+# Connections the kernel completes and queues while the loop is busy. listen()
+# with no argument asks for at most 128, and a burst beyond the queue is left
+# to SYN retries: a client stalls 1 s, then 3 s, then 7 s. The kernel caps the
+# number at net.core.somaxconn (4096 on Linux since 5.4).
+BACKLOG = max(socket.SOMAXCONN, 4096)
+MAX_REQUEST = 1024 * 1024  # the default bound on what one client can make us hold
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+log = logging.getLogger("prefork_server")
+
+
+class ClientError(Exception):
+    """The client broke the protocol or a limit; the message says how."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if not hasattr(os, "fork"):
+        print("prefork_server.py needs os.fork(), which this platform lacks: try threaded_server.py", file=sys.stderr)
+        return 1
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="%(asctime)s [%(process)d] %(message)s",
+    )
+    try:
+        listener = open_listener(args.host, args.port)
+    except OSError as exc:
+        print(f"cannot listen on {format_address(args.host, args.port)}: {reason(exc)}", file=sys.stderr)
+        return 1
+    with listener:
+        signals = stop_signals()
+        print(f"Listening on {format_address(*listener.getsockname()[:2])}", flush=True)
+        serve(listener, signals, args)
+    log.info("stopped")
+    return 0
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("port", type=port_number, help="TCP port; 0 lets the OS pick a free one")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 or :: exposes the server")
+    parser.add_argument("--delay", type=seconds, default=5.0, help="simulated work per request, in seconds")
+    parser.add_argument(
+        "--timeout", type=seconds, default=10.0, help="seconds to send a request, and again to read the reply"
+    )
+    parser.add_argument(
+        "--max-request", type=positive_int, default=MAX_REQUEST, help="largest request in bytes, '!' included"
+    )
+    parser.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1, help="worker processes")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no per-client log lines")
+    return parser.parse_args(argv)
+
+
+def port_number(text: str) -> int:
+    port = int(text)
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 0..65535, not {port}")
+    return port
+
+
+def seconds(text: str) -> float:
+    value = float(text)
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, not {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, not {value}")
+    return value
+
+
+def open_listener(host: str, port: int) -> socket.socket:
+    """Bind and listen, IPv4 or IPv6 as the host says.
+
+    create_server() turns on SO_REUSEADDR, so a restart can bind again at once
+    instead of failing with 'Address already in use' while the last run's
+    connections sit in TIME_WAIT.
+    """
+    family, _, _, _, address = socket.getaddrinfo(host, port, flags=socket.AI_PASSIVE)[0]
+    return socket.create_server(address[:2], family=family, backlog=BACKLOG)
+
+
+def format_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def reason(exc: OSError) -> str:
+    # create_server() appends the address to strerror; the caller names it already.
+    return exc.strerror.split(" (while attempting")[0] if exc.strerror else str(exc)
+
+
+def stop_signals() -> socket.socket:
+    """Return a socket that becomes readable when SIGINT or SIGTERM arrives.
+
+    A blocking accept() cannot also wait for a signal, and a handler that raises
+    an exception could cut a request in half. So the handler does nothing, and
+    signal.set_wakeup_fd() has the C-level handler write the signal number to a
+    socket pair, which the accept loop watches beside the listener: the
+    self-pipe trick, as asyncio does it. It works whichever thread the kernel
+    delivers the signal to; a Python handler only ever runs in the main thread,
+    and not while that thread is blocked in a system call.
+    """
+    receiver, sender = socket.socketpair()
+    sender.setblocking(False)
+    signal.set_wakeup_fd(sender.detach())  # detach(): the fd must outlive this function
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, lambda signum, frame: None)
+    return receiver
+
+
+def serve(listener: socket.socket, signals: socket.socket, args: argparse.Namespace) -> None:
+    """Start the workers, replace any that dies, and stop them all on SIGINT or SIGTERM."""
+    # SIGCHLD is ignored by default. A handler, even one that does nothing,
+    # makes it arrive on the signal socket too, so the parent learns at once
+    # that a worker has died.
+    signal.signal(signal.SIGCHLD, lambda signum, frame: None)
+    listener.setblocking(False)  # a worker that loses the race for a client must not block
+    workers = {start_worker(listener, signals, args) for _ in range(args.workers)}
+    log.info("started %d workers", len(workers))
+    while True:
+        received = signals.recv(4096)  # blocks until a signal arrives: a byte each, its number
+        if any(signum in received for signum in STOP_SIGNALS):
+            break
+        for pid, status in reap_workers(workers):
+            log.warning("worker %d %s: starting another", pid, describe(status))
+            workers.add(start_worker(listener, signals, args))
+    # Ctrl+C reaches the workers directly (they share the terminal's process
+    # group); a SIGTERM sent to the parent alone is passed on here.
+    for pid in workers:
+        os.kill(pid, signal.SIGTERM)
+    while workers:
+        reap_workers(workers, block=True)
+
+
+def start_worker(listener: socket.socket, signals: socket.socket, args: argparse.Namespace) -> int:
+    # A new worker runs with the parent's do-nothing handlers until it has set
+    # up its own: a SIGTERM in that moment would be lost, and the worker would
+    # serve on forever. Blocked across fork(), the signal waits instead, and
+    # arrives when the worker unblocks it, ready.
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        pid = os.fork()
+        if pid == 0:
+            run_worker(listener, signals, args)
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    return pid
+
+
+def run_worker(listener: socket.socket, parent_signals: socket.socket, args: argparse.Namespace) -> NoReturn:
+    """The worker: the sync server's loop on the shared socket, until a stop signal."""
+    parent_signals.close()
+    os.close(signal.set_wakeup_fd(-1))  # the parent's end of its self-pipe
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    signals = stop_signals()  # a self-pipe of the worker's own
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    numbers = itertools.count(1)
+    try:
+        while (conn := accept_client(listener, signals)) is not None:
+            handle_client(conn, next(numbers), args)
+    except Exception:
+        log.exception("worker failed")
+        os._exit(1)
+    # os._exit(), not sys.exit(): the worker must not run the parent's clean-up
+    # on its way out (the with-blocks up the stack, atexit handlers).
+    os._exit(0)
+
+
+def reap_workers(workers: set[int], block: bool = False) -> list[tuple[int, int]]:
+    """Collect the workers that have exited: (pid, wait status) for each."""
+    exited = []
+    while workers:
+        pid, status = os.waitpid(-1, 0 if block else os.WNOHANG)
+        if pid == 0:  # none has exited yet
+            break
+        workers.discard(pid)
+        exited.append((pid, status))
+        block = False
+    return exited
+
+
+def describe(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"was killed by signal {os.WTERMSIG(status)}"
+    return f"exited with status {os.WEXITSTATUS(status)}"
+
+
+def accept_client(listener: socket.socket, signals: socket.socket) -> socket.socket | None:
+    """Wait for the next client; None once a stop signal has come."""
+    while True:
+        # select() handles only fds below FD_SETSIZE (1024); these two are
+        # opened first, so they qualify however many clients are connected.
+        readable, _, _ = select.select([listener, signals], [], [])
+        if signals in readable:
+            return None
+        try:
+            conn, _ = listener.accept()
+            return conn
+        except BlockingIOError:  # another worker took this client first
+            continue
+        except OSError as exc:
+            # Out of file descriptors (EMFILE), or a client that gave up while
+            # queued: the server carries on. The pause keeps a full fd table
+            # from turning this loop into a busy spin.
+            log.warning("accept failed: %s", exc)
+            time.sleep(0.1)
+
+
+def handle_client(conn: socket.socket, number: int, args: argparse.Namespace) -> None:
+    """Serve one connection: read the request, do the work, reply, close."""
+    started = time.monotonic()
+    with conn:
+        try:
+            request = read_request(conn, started + args.timeout, args.max_request)
+            reply = handle_request(request, args.delay)
+            write_response(conn, reply, args.timeout)
+        except ClientError as exc:
+            log.info("#%d %s", number, exc)
+            return
+    log.info("#%d answered %d bytes in %.3f s", number, len(reply), time.monotonic() - started)
+
+
+def read_request(conn: socket.socket, deadline: float, limit: int) -> bytearray:
+    """Read up to and including the first DELIMITER; what follows is ignored.
+
+    The deadline is fixed when the client connects: a timeout per recv() would
+    let a client that trickles one byte at a time hold the connection forever.
+    """
+    request = bytearray()
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise ClientError("sent no complete request in time: closed")
+        conn.settimeout(remaining)
+        try:
+            # Never ask for more than the limit allows: memory stays bounded.
+            chunk = conn.recv(min(CHUNK_SIZE, limit - len(request)))
+        except socket.timeout:
+            raise ClientError("sent no complete request in time: closed") from None
+        except OSError:  # reset, or any other failure of this one connection
+            chunk = b""
+        if not chunk:
+            raise ClientError("disconnected before a complete request")
+        # Search only the new chunk: rescanning the whole buffer each time would
+        # make a large request cost O(n^2).
+        end = chunk.find(DELIMITER)
+        if end >= 0:
+            request += chunk[: end + 1]
+            return request
+        request += chunk
+        if len(request) >= limit:
+            raise ClientError(f"sent {len(request)} bytes without {DELIMITER.decode()}: too large, closed")
+
+
+def handle_request(request: bytearray, delay: float) -> bytearray:
+    """The simulated slow work, then the answer: the request reversed."""
+    time.sleep(delay)
+    request.reverse()  # in place: no second copy of a large request
+    return request
+
+
+def write_response(conn: socket.socket, reply: bytearray, timeout: float) -> None:
+    # Since Python 3.5 a timeout bounds the whole sendall(), not each send(), so
+    # a client that never reads holds the connection for at most this long.
+    conn.settimeout(timeout)
+    try:
+        conn.sendall(reply)
+    except socket.timeout:
+        raise ClientError("did not read the reply in time: closed") from None
+    except OSError:
+        raise ClientError("disconnected before the whole reply was sent") from None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

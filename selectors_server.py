@@ -1,0 +1,342 @@
+#!/usr/bin/env python3
+"""A hand-written event loop on selectors: what asyncio does for you, in plain sight.
+
+One thread, non-blocking sockets, and one selector (epoll on Linux, kqueue on
+macOS) that says which sockets are ready. Each connection is a small state
+machine (reading, working, writing) instead of a coroutine, and its buffers
+and deadline live in a Connection object instead of a coroutine's locals. The
+simulated work is a timer, never a sleep(): the loop sleeps only in select(),
+for as long as the nearest timer allows, so ten thousand clients that each
+wait d seconds are all answered after about d seconds, as with asyncio, and
+often faster, because nothing here is more general than this protocol needs.
+
+What each part would be in asyncio:
+  selector.select(timeout)      the event loop's _run_once(), waiting for I/O
+  Connection + its state        a coroutine's local variables and await point
+  key.data (a method to call)   the Handle that call_soon() schedules
+  the timer heap                loop.call_later(), also a heap of deadlines
+  send() before waiting         transport.write(), which tries at once too
+  timeouts checked on timers    asyncio.wait_for()
+
+The cost: every step of the protocol is a callback, and a callback that blocks
+or computes for long stops every client. Pick this to learn how event loops
+work, or when a dependency-free, single-threaded loop is all a small daemon
+needs; otherwise let asyncio (asyncio_server.py) do it.
+
+Try it:  python selectors_server.py 8000
+         python client.py 8000 --clients 1000    # ~5 s, one thread
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import itertools
+import logging
+import math
+import selectors
+import signal
+import socket
+import sys
+import time
+
+DELIMITER = b"!"
+# One recv() per chunk. The seed read 4 bytes at a time: a system call per 4
+# bytes, and a rescan of the whole buffer after each, O(n^2) for n bytes.
+CHUNK_SIZE = 64 * 1024
+# Connections the kernel completes and queues while the loop is busy. listen()
+# with no argument asks for at most 128, and a burst beyond the queue is left
+# to SYN retries: a client stalls 1 s, then 3 s, then 7 s. The kernel caps the
+# number at net.core.somaxconn (4096 on Linux since 5.4).
+BACKLOG = max(socket.SOMAXCONN, 4096)
+MAX_REQUEST = 1024 * 1024  # the default bound on what one client can make us hold
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+log = logging.getLogger("selectors_server")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="%(asctime)s %(message)s",
+    )
+    try:
+        listener = open_listener(args.host, args.port)
+    except OSError as exc:
+        print(f"cannot listen on {format_address(args.host, args.port)}: {reason(exc)}", file=sys.stderr)
+        return 1
+    with listener:
+        signals = stop_signals()
+        print(f"Listening on {format_address(*listener.getsockname()[:2])}", flush=True)
+        serve(listener, signals, args)
+    log.info("stopped")
+    return 0
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("port", type=port_number, help="TCP port; 0 lets the OS pick a free one")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 or :: exposes the server")
+    parser.add_argument("--delay", type=seconds, default=5.0, help="simulated work per request, in seconds")
+    parser.add_argument(
+        "--timeout", type=seconds, default=10.0, help="seconds to send a request, and again to read the reply"
+    )
+    parser.add_argument(
+        "--max-request", type=positive_int, default=MAX_REQUEST, help="largest request in bytes, '!' included"
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="no per-client log lines")
+    return parser.parse_args(argv)
+
+
+def port_number(text: str) -> int:
+    port = int(text)
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 0..65535, not {port}")
+    return port
+
+
+def seconds(text: str) -> float:
+    value = float(text)
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, not {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, not {value}")
+    return value
+
+
+def open_listener(host: str, port: int) -> socket.socket:
+    """Bind and listen, IPv4 or IPv6 as the host says.
+
+    create_server() turns on SO_REUSEADDR, so a restart can bind again at once
+    instead of failing with 'Address already in use' while the last run's
+    connections sit in TIME_WAIT.
+    """
+    family, _, _, _, address = socket.getaddrinfo(host, port, flags=socket.AI_PASSIVE)[0]
+    return socket.create_server(address[:2], family=family, backlog=BACKLOG)
+
+
+def format_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def reason(exc: OSError) -> str:
+    # create_server() appends the address to strerror; the caller names it already.
+    return exc.strerror.split(" (while attempting")[0] if exc.strerror else str(exc)
+
+
+def stop_signals() -> socket.socket:
+    """Return a socket that becomes readable when SIGINT or SIGTERM arrives.
+
+    A blocking accept() cannot also wait for a signal, and a handler that raises
+    an exception could cut a request in half. So the handler does nothing, and
+    signal.set_wakeup_fd() has the C-level handler write the signal number to a
+    socket pair, which the accept loop watches beside the listener: the
+    self-pipe trick, as asyncio does it. It works whichever thread the kernel
+    delivers the signal to; a Python handler only ever runs in the main thread,
+    and not while that thread is blocked in a system call.
+    """
+    receiver, sender = socket.socketpair()
+    sender.setblocking(False)
+    signal.set_wakeup_fd(sender.detach())  # detach(): the fd must outlive this function
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, lambda signum, frame: None)
+    return receiver
+
+
+def serve(listener: socket.socket, signals: socket.socket, args: argparse.Namespace) -> None:
+    """Run the event loop until SIGINT or SIGTERM, then until every client is done."""
+    raise_open_file_limit()
+    EventLoop(listener, signals, args).run()
+
+
+def raise_open_file_limit() -> None:
+    """Let the process hold as many sockets as the hard limit allows.
+
+    Every connected client holds a file descriptor, and the usual soft limit is
+    1024: without this, client number 1,021 or so fails in accept() (EMFILE).
+    """
+    try:
+        import resource  # Unix only; Windows has no such limit to raise
+    except ImportError:
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError):  # macOS refuses an unlimited hard limit
+        log.warning("open files limited to %d", soft)
+
+
+class EventLoop:
+    """The selector, the timers, and the connections between them."""
+
+    def __init__(self, listener: socket.socket, signals: socket.socket, args: argparse.Namespace) -> None:
+        self.listener = listener
+        self.signals = signals
+        self.args = args
+        self.selector = selectors.DefaultSelector()
+        self.timers: list[tuple[float, int, Connection]] = []  # a heap: the nearest deadline first
+        self.tiebreak = itertools.count()  # heap entries never compare two Connections
+        self.numbers = itertools.count(1)
+        self.open = 0  # connections not yet closed
+        self.accepting = True
+        listener.setblocking(False)
+        self.selector.register(listener, selectors.EVENT_READ, self.accept)
+        self.selector.register(signals, selectors.EVENT_READ, self.stop)
+
+    def run(self) -> None:
+        while self.accepting or self.open:
+            for key, _ in self.selector.select(self.wait_time()):
+                key.data()  # the method to call when this socket is ready
+            self.run_timers()
+        self.selector.close()
+
+    def stop(self) -> None:
+        """SIGINT or SIGTERM: accept no more; run() returns when the last client is done."""
+        self.selector.unregister(self.signals)
+        self.selector.unregister(self.listener)
+        self.listener.close()
+        self.accepting = False
+
+    def accept(self) -> None:
+        # Take every connection that is waiting, not just one: one wake-up of
+        # the loop then serves a whole burst.
+        while True:
+            try:
+                sock, _ = self.listener.accept()
+            except BlockingIOError:  # none left
+                return
+            except OSError as exc:  # EMFILE, or a client that gave up while queued
+                log.warning("accept failed: %s", exc)
+                return
+            sock.setblocking(False)
+            self.open += 1
+            Connection(self, sock, next(self.numbers)).start()
+
+    def call_at(self, when: float, conn: Connection) -> None:
+        heapq.heappush(self.timers, (when, next(self.tiebreak), conn))
+        # A superseded entry stays in the heap until it comes due, --timeout
+        # seconds on, holding its closed Connection. When such entries
+        # outnumber the live ones, rebuild the heap without them, as asyncio
+        # does with cancelled timers: memory stays in proportion to the clients.
+        if len(self.timers) > 2 * self.open + 100:
+            self.timers = [entry for entry in self.timers if entry[0] == entry[2].deadline]
+            heapq.heapify(self.timers)
+
+    def wait_time(self) -> float | None:
+        """How long select() may sleep: until the nearest timer, or for good without one."""
+        if not self.timers:
+            return None
+        return max(0.0, self.timers[0][0] - time.monotonic())
+
+    def run_timers(self) -> None:
+        now = time.monotonic()
+        while self.timers and self.timers[0][0] <= now:
+            when, _, conn = heapq.heappop(self.timers)
+            # A connection has one timer that counts at a time: entries left
+            # over from an earlier state are skipped, not removed from the heap
+            # (removal from the middle of a heap costs O(n)).
+            if when == conn.deadline:
+                conn.on_timer()
+
+
+class Connection:
+    """One client, from accept to close: reading, then working, then writing."""
+
+    def __init__(self, loop: EventLoop, sock: socket.socket, number: int) -> None:
+        self.loop = loop
+        self.sock = sock
+        self.number = number
+        self.started = time.monotonic()
+        self.state = "reading"
+        self.request = bytearray()
+        self.reply = memoryview(b"")
+        self.deadline = 0.0
+
+    def start(self) -> None:
+        # One deadline for the whole request, fixed at connect: a client that
+        # trickles a byte at a time does not extend it.
+        self.set_timer(self.started + self.loop.args.timeout)
+        self.loop.selector.register(self.sock, selectors.EVENT_READ, self.on_readable)
+
+    def set_timer(self, when: float) -> None:
+        self.deadline = when
+        self.loop.call_at(when, self)
+
+    def on_readable(self) -> None:
+        limit = self.loop.args.max_request
+        try:
+            # Never ask for more than the limit allows: memory stays bounded.
+            chunk = self.sock.recv(min(CHUNK_SIZE, limit - len(self.request)))
+        except BlockingIOError:  # a spurious wake-up: nothing to read after all
+            return
+        except OSError:  # reset, or any other failure of this one connection
+            chunk = b""
+        if not chunk:
+            self.close("disconnected before a complete request")
+            return
+        # Search only the new chunk: rescanning the whole buffer each time would
+        # make a large request cost O(n^2).
+        end = chunk.find(DELIMITER)
+        if end >= 0:
+            self.request += chunk[: end + 1]
+            self.loop.selector.unregister(self.sock)
+            self.state = "working"
+            # The simulated work is a timer: the loop serves everyone else meanwhile.
+            self.set_timer(time.monotonic() + self.loop.args.delay)
+            return
+        self.request += chunk
+        if len(self.request) >= limit:
+            self.close(f"sent {len(self.request)} bytes without {DELIMITER.decode()}: too large, closed")
+
+    def on_timer(self) -> None:
+        if self.state == "working":
+            self.request.reverse()  # in place: no second copy of a large request
+            self.reply = memoryview(self.request)
+            self.state = "writing"
+            self.set_timer(time.monotonic() + self.loop.args.timeout)
+            # Send at once: most replies fit in the kernel's buffer, and waiting
+            # for select() to say so first would cost a trip round the loop.
+            self.on_writable()
+            if self.state == "writing":  # the rest goes when the client reads
+                self.loop.selector.register(self.sock, selectors.EVENT_WRITE, self.on_writable)
+        elif self.state == "reading":
+            self.close("sent no complete request in time: closed")
+        else:
+            self.close("did not read the reply in time: closed")
+
+    def on_writable(self) -> None:
+        try:
+            sent = self.sock.send(self.reply)
+        except BlockingIOError:  # the kernel's buffer is full: wait to be told
+            return
+        except OSError:
+            self.close("disconnected before the whole reply was sent")
+            return
+        self.reply = self.reply[sent:]  # a view: no copy of what is left
+        if not self.reply:
+            self.close(f"answered {len(self.request)} bytes in {time.monotonic() - self.started:.3f} s")
+
+    def close(self, outcome: str) -> None:
+        if self.state in ("reading", "writing") and self.sock.fileno() >= 0:
+            try:
+                self.loop.selector.unregister(self.sock)
+            except KeyError:  # writing, but never registered: the first send() took it all
+                pass
+        self.sock.close()
+        self.state = "closed"
+        self.deadline = 0.0  # leaves any pending timer of this connection stale
+        self.loop.open -= 1
+        log.info("#%d %s", self.number, outcome)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
