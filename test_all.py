@@ -12,6 +12,8 @@ Run:  python test_all.py            (all of it, well under 90 s on 2 cores)
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
 import re
 import select
@@ -23,6 +25,7 @@ import tempfile
 import threading
 import time
 import unittest
+import urllib.parse
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -195,29 +198,32 @@ class ServerTestCase(unittest.TestCase):
         self.assertNotIn("Traceback", server.log())
 
 
-class ReverseProtocolTests(ServerTestCase):
-    """Sections 1 and 2 of the contract, for one TCP server; subclasses name it."""
+class CommandLineTests(ServerTestCase):
+    """Section 1 of the contract, for any server script; subclasses name it."""
 
     server: Server
+    quick_args: tuple[str, ...] = ()
+    ready_line = r"^Listening on 127\.0\.0\.1:[1-9]\d*\b"
 
     @classmethod
     def setUpClass(cls) -> None:
-        cls.server = Server(cls.script, (*cls.args, *QUICK), cls.addClassCleanup)
+        cls.server = Server(cls.script, (*cls.args, *cls.quick_args), cls.addClassCleanup)
 
-    # Section 1: the command line and the process.
+    def assert_serves(self, server: Server) -> None:
+        raise NotImplementedError  # one request, the reply checked
 
     def test_ready_line_names_the_real_port(self) -> None:
-        self.assertRegex(self.server.ready_line, r"^Listening on 127\.0\.0\.1:[1-9]\d*")
+        self.assertRegex(self.server.ready_line, self.ready_line)
 
     def test_help_describes_the_approach_and_the_defaults(self) -> None:
         result = run_script(self.script, *self.args, "--help")
         self.assertEqual(result.returncode, 0)
         first_docstring_line = (HERE / self.script).read_text().split('"""')[1].splitlines()[0]
         self.assertIn(" ".join(first_docstring_line.split()[:4]), " ".join(result.stdout.split()))
-        self.assertRegex(result.stdout, r"--delay DELAY\s+simulated work per request, in seconds \(default: 5\.0\)")
+        self.assertRegex(" ".join(result.stdout.split()), r"--host HOST .*\(default: 127\.0\.0\.1\)")
 
     def test_bad_arguments_exit_2_with_usage(self) -> None:
-        for bad in (["not-a-port"], ["70000"], ["0", "--delay", "-1"], ["0", "--no-such-option"]):
+        for bad in (["not-a-port"], ["70000"], ["0", "--timeout", "-1"], ["0", "--no-such-option"]):
             with self.subTest(bad=bad):
                 result = run_script(self.script, *self.args, *bad)
                 self.assertEqual(result.returncode, 2)
@@ -241,9 +247,33 @@ class ReverseProtocolTests(ServerTestCase):
 
     @unittest.skipUnless(has_ipv6(), "no IPv6 on this machine")
     def test_ipv6_host_is_bracketed_and_served(self) -> None:
-        server = self.start(*QUICK, host="::1")
-        self.assertRegex(server.ready_line, r"^Listening on \[::1\]:\d+")
-        self.assertEqual(server.request(b"six!"), b"!xis")
+        server = self.start(*self.quick_args, host="::1")
+        self.assertRegex(server.ready_line, r"^Listening on (http://)?\[::1\]:\d+")
+        self.assert_serves(server)
+
+    def test_sigint_stops_an_idle_server_cleanly(self) -> None:
+        server = self.start(*self.quick_args)
+        self.assertEqual(server.stop(signal.SIGINT), 0, server.log())
+        self.assertNotIn("Traceback", server.log())
+
+    def test_restart_binds_the_same_port_at_once(self) -> None:
+        # Leave a connection in TIME_WAIT on the port: without SO_REUSEADDR the
+        # next bind would fail for a minute.
+        first = self.start(*self.quick_args)
+        self.assert_serves(first)
+        self.assert_clean_exit(first)
+        second = Server(self.script, (*self.args, *self.quick_args), self.addCleanup, port=first.port)
+        self.assertEqual(second.port, first.port)
+        self.assert_serves(second)
+
+
+class ReverseProtocolTests(CommandLineTests):
+    """Sections 1 and 2 of the contract, for one TCP server; subclasses name it."""
+
+    quick_args = QUICK
+
+    def assert_serves(self, server: Server) -> None:
+        self.assertEqual(server.request(b"served!"), b"!devres")
 
     def test_sigterm_lets_a_request_in_flight_finish(self) -> None:
         server = self.start("--delay", "0.5", "--timeout", "5")
@@ -255,21 +285,6 @@ class ReverseProtocolTests(ServerTestCase):
         self.assertEqual(reply, b"!thgilf ni")
         self.assertEqual(server.process.wait(STOP_TIMEOUT), 0, server.log())
         self.assertNotIn("Traceback", server.log())
-
-    def test_sigint_stops_an_idle_server_cleanly(self) -> None:
-        server = self.start(*QUICK)
-        self.assertEqual(server.stop(signal.SIGINT), 0, server.log())
-        self.assertNotIn("Traceback", server.log())
-
-    def test_restart_binds_the_same_port_at_once(self) -> None:
-        # Leave a connection in TIME_WAIT on the port: without SO_REUSEADDR the
-        # next bind would fail for a minute.
-        first = self.start(*QUICK)
-        self.assertEqual(first.request(b"x!"), b"!x")
-        self.assert_clean_exit(first)
-        second = Server(self.script, (*self.args, *QUICK), self.addCleanup, port=first.port)
-        self.assertEqual(second.port, first.port)
-        self.assertEqual(second.request(b"again!"), b"!niaga")
 
     # Section 2: the reverse protocol.
 
@@ -539,6 +554,296 @@ class PreforkServerTest(ReverseProtocolTests):
         self.assert_clean_exit(server)
 
 
+class HttpServerTests(CommandLineTests):
+    """What both HTTP scripts promise on top of section 1."""
+
+    ready_line = r"^Listening on http://127\.0\.0\.1:[1-9]\d*/"
+
+    def http(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: dict | None = None,
+        server: Server | None = None,
+    ) -> tuple[http.client.HTTPResponse, bytes]:
+        server = server or self.server
+        conn = http.client.HTTPConnection(server.host, server.port, timeout=10)
+        self.addCleanup(conn.close)
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        return response, response.read()
+
+    def raw(self, request: bytes) -> bytes:
+        """Send bytes as they are (http.client would refuse a malformed request) and read the answer."""
+        with self.server.connect() as conn:
+            conn.sendall(request)
+            reply, _ = read_until_closed(conn, timeout=10)
+        return reply
+
+    def test_sigterm_lets_a_request_in_flight_finish(self) -> None:
+        server = self.start(*self.quick_args, "--timeout", "5")
+        with server.connect() as conn:
+            conn.sendall(b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n")  # not finished yet
+            server.wait_until_accepted()
+            server.process.send_signal(signal.SIGTERM)
+            time.sleep(0.2)  # let the signal land while the request is half sent
+            conn.sendall(b"\r\n")
+            reply, _ = read_until_closed(conn, timeout=5)
+        self.assertRegex(reply, rb"^HTTP/1\.[01] 200 ")
+        self.assertEqual(server.process.wait(STOP_TIMEOUT), 0, server.log())
+        self.assertNotIn("Traceback", server.log())
+
+    def test_a_malformed_request_gets_400_and_the_server_goes_on(self) -> None:
+        # http.server answers a request line it cannot parse the HTTP/0.9 way:
+        # the error page, without a status line.
+        self.assertRegex(self.raw(b"GET / HTTP/one.one\r\n\r\n"), rb"^HTTP/1\.[01] 400 |Error code: 400")
+        self.assert_serves(self.server)
+
+    def test_an_oversized_request_line_gets_414(self) -> None:
+        self.assertRegex(self.raw(b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\n\r\n"), rb"^HTTP/1\.[01] 414 ")
+        self.assert_serves(self.server)
+
+
+class HttpStaticTest(HttpServerTests):
+    script = "http_static.py"
+    files = {
+        "index.html": b"<h1>home</h1>",
+        "app.wasm": b"\0asm\1\0\0\0",
+        "module.mjs": b"export {};",
+        "script.js": b"alert(1);",
+        "docs/notes.txt": b"0123456789",
+    }
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        root = Path(tempfile.mkdtemp())
+        cls.addClassCleanup(subprocess.run, ["rm", "-rf", str(root)])
+        (root / "secret.txt").write_bytes(b"TOP SECRET")  # outside the served directory
+        site = root / "site"
+        for name, content in cls.files.items():
+            (site / name).parent.mkdir(parents=True, exist_ok=True)
+            (site / name).write_bytes(content)
+        (site / "escape.txt").symlink_to(root / "secret.txt")
+        cls.quick_args = ("--directory", str(site), "--timeout", "0.5")
+        super().setUpClass()
+
+    def assert_serves(self, server: Server) -> None:
+        response, body = self.http("GET", "/", server=server)
+        self.assertEqual((response.status, body), (200, b"<h1>home</h1>"))
+
+    def test_types_browsers_insist_on(self) -> None:
+        for path, expected in (
+            ("/app.wasm", "application/wasm"),
+            ("/module.mjs", "text/javascript"),
+            ("/script.js", "text/javascript"),
+            ("/index.html", "text/html"),
+        ):
+            with self.subTest(path=path):
+                response, body = self.http("GET", path)
+                self.assertEqual(response.status, 200)
+                self.assertEqual(response.getheader("Content-Type"), expected)
+                self.assertEqual(body, self.files[path[1:]])
+
+    def test_nothing_outside_the_directory_is_reachable(self) -> None:
+        attempts = [
+            "/../secret.txt",
+            "/%2e%2e/secret.txt",
+            "/..%2fsecret.txt",
+            "/%2e%2e%2fsecret.txt",
+            "/docs/../../secret.txt",
+            "/..\\secret.txt",
+            "/..%5csecret.txt",
+            "//../secret.txt",
+            "/escape.txt",
+            "/%00",
+            "/docs/%00../../secret.txt",
+        ]
+        for path in attempts:
+            with self.subTest(path=path):
+                reply = self.raw(f"GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".encode())
+                self.assertRegex(reply, rb"^HTTP/1\.[01] (400|404) ")
+                self.assertNotIn(b"TOP SECRET", reply)
+        self.assert_serves(self.server)
+
+    def test_no_open_redirect(self) -> None:
+        for path in ("//example.com/..", "//example.com/%2e%2e", "///example.com/.."):
+            with self.subTest(path=path):
+                response, _ = self.http("GET", path)
+                location = response.getheader("Location")
+                if location is not None:
+                    self.assertEqual(urllib.parse.urlsplit(location).netloc, "", location)
+
+    def test_keep_alive_serves_two_requests_on_one_connection(self) -> None:
+        conn = http.client.HTTPConnection(self.server.host, self.server.port, timeout=10)
+        self.addCleanup(conn.close)
+        conn.request("GET", "/index.html")
+        first = conn.getresponse()
+        first.read()
+        sock = conn.sock
+        conn.request("GET", "/docs/notes.txt")
+        second = conn.getresponse()
+        self.assertEqual((first.version, second.status, second.read()), (11, 200, b"0123456789"))
+        self.assertIs(conn.sock, sock)  # the same connection: http.client would have reconnected
+
+    def test_an_idle_connection_is_closed_after_the_timeout(self) -> None:
+        with self.server.connect() as conn:
+            opened = time.monotonic()
+            reply, closed = read_until_closed(conn, timeout=5)
+        self.assertEqual(reply, b"")
+        self.assertLess(closed - opened, 3.0)
+
+    def test_head_has_the_headers_and_no_body(self) -> None:
+        response, body = self.http("HEAD", "/docs/notes.txt")
+        self.assertEqual((response.status, response.getheader("Content-Length"), body), (200, "10", b""))
+
+    def test_if_modified_since_gets_304(self) -> None:
+        response, _ = self.http("GET", "/docs/notes.txt")
+        last_modified = response.getheader("Last-Modified")
+        response, body = self.http("GET", "/docs/notes.txt", headers={"If-Modified-Since": last_modified})
+        self.assertEqual((response.status, body), (304, b""))
+
+    def test_byte_ranges(self) -> None:
+        cases = [
+            ("bytes=2-5", 206, b"2345", "bytes 2-5/10"),
+            ("bytes=7-", 206, b"789", "bytes 7-9/10"),
+            ("bytes=-3", 206, b"789", "bytes 7-9/10"),
+            ("bytes=8-100", 206, b"89", "bytes 8-9/10"),
+            ("bytes=10-", 416, b"", "bytes */10"),
+            ("bytes=-0", 416, b"", "bytes */10"),
+            ("bytes=0-1,4-5", 200, b"0123456789", None),  # several ranges: ignored
+            ("pages=1-2", 200, b"0123456789", None),
+            ("bytes=5-2", 200, b"0123456789", None),
+        ]
+        for header, status, body, content_range in cases:
+            with self.subTest(range=header):
+                response, got = self.http("GET", "/docs/notes.txt", headers={"Range": header})
+                self.assertEqual(
+                    (response.status, got, response.getheader("Content-Range")), (status, body, content_range)
+                )
+                self.assertEqual(response.getheader("Content-Length"), str(len(body)))
+
+    def test_a_directory_without_slash_redirects_with_a_length(self) -> None:
+        response, body = self.http("GET", "/docs?x=1")
+        self.assertEqual((response.status, response.getheader("Location")), (301, "/docs/?x=1"))
+        self.assertEqual((response.getheader("Content-Length"), body), ("0", b""))
+
+    def test_a_directory_is_listed(self) -> None:
+        response, body = self.http("GET", "/docs/")
+        self.assertEqual(response.status, 200)
+        self.assertIn(b"notes.txt", body)
+        self.assertEqual(response.getheader("Content-Length"), str(len(body)))
+
+    def test_a_missing_directory_is_one_line_and_exit_1(self) -> None:
+        result = run_script(self.script, "0", "--directory", "/no/such/dir")
+        self.assertEqual((result.returncode, result.stderr), (1, "not a directory: /no/such/dir\n"))
+
+
+class WsgiAppTest(HttpServerTests):
+    script = "wsgi_app.py"
+    quick_args = ("--timeout", "2")
+
+    def assert_serves(self, server: Server) -> None:
+        response, body = self.http("GET", "/", server=server)
+        self.assertEqual((response.status, body), (200, b"Hello world!"))
+
+    def test_hello(self) -> None:
+        response, body = self.http("GET", "/")
+        self.assertEqual(response.getheader("Content-Type"), "text/plain; charset=utf-8")
+        self.assertEqual(response.getheader("Content-Length"), "12")
+
+    def test_reverse_reads_exactly_content_length(self) -> None:
+        body = bytes(range(256)) * 100
+        response, got = self.http("POST", "/reverse", body=body)
+        self.assertEqual((response.status, got), (200, body[::-1]))
+
+    def test_reverse_refuses_a_missing_or_bad_length(self) -> None:
+        for headers, status in (
+            ("", 411),
+            ("Content-Length: abc\r\n", 400),
+            ("Content-Length: -1\r\n", 400),
+            (f"Content-Length: {2 * MIB}\r\n", 413),
+        ):
+            with self.subTest(headers=headers):
+                reply = self.raw(f"POST /reverse HTTP/1.0\r\n{headers}\r\n".encode())
+                self.assertRegex(reply, rf"^HTTP/1\.[01] {status} ".encode())
+
+    def test_reverse_with_a_body_shorter_than_its_length(self) -> None:
+        with self.server.connect() as conn:
+            conn.sendall(b"POST /reverse HTTP/1.0\r\nContent-Length: 10\r\n\r\nabc")
+            conn.shutdown(socket.SHUT_WR)
+            reply, _ = read_until_closed(conn, timeout=5)
+        self.assertRegex(reply, rb"^HTTP/1\.[01] 400 ")
+
+    def test_unknown_path_and_wrong_method(self) -> None:
+        self.assertEqual(self.http("GET", "/nowhere")[0].status, 404)
+        response, _ = self.http("DELETE", "/reverse")
+        self.assertEqual((response.status, response.getheader("Allow")), (405, "POST"))
+        response, _ = self.http("POST", "/", body=b"x")
+        self.assertEqual((response.status, response.getheader("Allow")), (405, "GET, HEAD"))
+
+    def test_every_route_passes_the_wsgi_validator(self) -> None:
+        # In a child interpreter: test_all.py imports no script but client.py.
+        program = """
+import io, json, warnings, wsgi_app
+from wsgiref.util import setup_testing_defaults
+from wsgiref.validate import validator
+warnings.simplefilter("error")  # a validator warning is a failure
+results = []
+for method, path, body, length in json.loads(input()):
+    environ = {"REQUEST_METHOD": method, "PATH_INFO": path, "SCRIPT_NAME": "", "QUERY_STRING": "", "wsgi.input": io.BytesIO(body.encode())}
+    setup_testing_defaults(environ)
+    if length is not None:
+        environ["CONTENT_LENGTH"] = length
+    seen = {}
+    def start_response(status, headers, exc_info=None):
+        seen.update(status=status, headers=dict(headers))
+        return lambda data: None
+    chunks = validator(wsgi_app.app)(environ, start_response)
+    body = b"".join(chunks)
+    chunks.close()
+    results.append([seen["status"][:3], body.decode("latin-1"), seen["headers"].get("Allow")])
+print(json.dumps(results))
+"""
+        cases = [
+            ["GET", "/", "", None],
+            ["HEAD", "/", "", None],
+            ["POST", "/reverse", "abc", "3"],
+            ["POST", "/reverse", "", None],
+            ["POST", "/reverse", "", str(2 * MIB)],
+            ["POST", "/reverse", "ab", "3"],
+            ["PUT", "/", "", None],
+            ["GET", "/nowhere", "", None],
+        ]
+        result = subprocess.run(
+            [sys.executable, "-c", program],
+            input=json.dumps(cases),
+            capture_output=True,
+            text=True,
+            timeout=10,
+            cwd=HERE,
+        )
+        self.assertEqual(result.returncode, 0, result.stderr)
+        statuses = [(status, body[:12], allow) for status, body, allow in json.loads(result.stdout)]
+        self.assertEqual(
+            statuses,
+            [
+                ("200", "Hello world!", None),
+                ("200", "", None),
+                ("200", "cba", None),
+                ("411", "a Content-Le", None),
+                ("413", "at most 1048", None),
+                ("400", "the body is ", None),
+                ("405", "use GET or H", "GET, HEAD"),
+                ("404", "not found\n", None),
+            ],
+        )
+
+    def test_importing_has_no_side_effects(self) -> None:
+        result = run_script("-c", "import wsgi_app")
+        self.assertEqual((result.returncode, result.stdout, result.stderr), (0, "", ""))
+
+
 class ClientTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls) -> None:
@@ -619,7 +924,14 @@ class SingleReplyServer:
 
 
 # The base classes hold tests but name no script: only their subclasses run them.
-del ReverseProtocolTests, ConcurrentServerTests, ForkingServerTests, EventLoopServerTests
+del (
+    CommandLineTests,
+    HttpServerTests,
+    ReverseProtocolTests,
+    ConcurrentServerTests,
+    ForkingServerTests,
+    EventLoopServerTests,
+)
 
 
 if __name__ == "__main__":

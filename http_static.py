@@ -1,0 +1,335 @@
+#!/usr/bin/env python3
+"""Static files over HTTP/1.1: python -m http.server, made fit for daily use.
+
+http.server (Lib/http/server.py) parses requests, lists directories and maps
+paths to files; this script keeps all that and fixes what `python -m
+http.server` gets wrong for real use:
+
+- keep-alive (HTTP/1.1) without 40 ms stalls: Nagle's algorithm is off;
+- file bodies go out with socket.sendfile(), from the page cache to the socket
+  without passing through Python (zero copy), falling back to send() where the
+  platform has no sendfile;
+- single byte ranges (206, 416), so video seeking and resumed downloads work;
+- modern types: .wasm as application/wasm (WebAssembly.instantiateStreaming
+  refuses anything else), .js and .mjs as text/javascript;
+- nothing outside --directory is reachable, whatever the path encodes (..,
+  %2e%2e, %2f, backslashes, NUL bytes, symlinks), and no open redirect
+  (CVE-2021-28861) on any Python version;
+- an idle connection is closed after --timeout, shutdown lets responses in
+  progress finish, and the server never does a reverse DNS lookup at start.
+
+Concurrency: a thread per connection (ThreadingHTTPServer). It is NOT a
+production server: no TLS, no HTTP/2, no compression, no caching headers
+beyond Last-Modified, a thread per keep-alive connection, and http.server's
+parser was written for clarity, not for hostile traffic. For the internet, put
+the files behind nginx, Caddy or a CDN; use this for local development and
+trusted networks.
+
+Try it:  python http_static.py 8000 --directory site/
+         curl -i http://127.0.0.1:8000/
+"""
+
+from __future__ import annotations
+
+import argparse
+import email.utils
+import functools
+import http.server
+import itertools
+import logging
+import math
+import os
+import re
+import signal
+import socket
+import socketserver
+import sys
+import threading
+import urllib.parse
+from typing import Any, BinaryIO
+
+BACKLOG = max(socket.SOMAXCONN, 4096)  # a browser opens several connections at once
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+SINGLE_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+MODERN_TYPES = {
+    ".wasm": "application/wasm",
+    ".js": "text/javascript",  # what RFC 9239 says; older Pythons say application/javascript
+    ".mjs": "text/javascript",
+    ".json": "application/json",
+    ".svg": "image/svg+xml",
+    ".webp": "image/webp",
+    ".avif": "image/avif",
+    ".woff2": "font/woff2",
+}
+
+log = logging.getLogger("http_static")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="%(asctime)s %(message)s",
+    )
+    if not os.path.isdir(args.directory):
+        print(f"not a directory: {args.directory}", file=sys.stderr)
+        return 1
+    try:
+        server = make_server(args)
+    except OSError as exc:
+        print(f"cannot listen on {format_address(args.host, args.port)}: {reason(exc)}", file=sys.stderr)
+        return 1
+    # Leaving the with-block calls server_close(): it closes the listener and
+    # joins the connection threads, so responses in progress finish.
+    with server:
+        stop_on_signals(server)
+        print(f"Listening on http://{format_address(*server.server_address[:2])}/", flush=True)
+        server.serve_forever()
+    log.info("stopped")
+    return 0
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("port", type=port_number, help="TCP port; 0 lets the OS pick a free one")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 or :: exposes the server")
+    parser.add_argument("--directory", default=os.curdir, help="the folder to serve")
+    parser.add_argument("--timeout", type=seconds, default=10.0, help="seconds an idle connection stays open")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no per-request log lines")
+    return parser.parse_args(argv)
+
+
+def port_number(text: str) -> int:
+    port = int(text)
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 0..65535, not {port}")
+    return port
+
+
+def seconds(text: str) -> float:
+    value = float(text)
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, not {text!r}")
+    return value
+
+
+def make_server(args: argparse.Namespace) -> StaticServer:
+    family, _, _, _, address = socket.getaddrinfo(args.host, args.port, flags=socket.AI_PASSIVE)[0]
+    directory = os.path.realpath(args.directory)
+    handler = functools.partial(StaticHandler, directory=directory)
+    return StaticServer(address[:2], handler, family, args.timeout)
+
+
+class StaticServer(http.server.ThreadingHTTPServer):
+    """ThreadingHTTPServer with IPv6, a real backlog, and threads that finish their work."""
+
+    request_queue_size = BACKLOG  # socketserver's default is 5
+    # ThreadingHTTPServer makes daemon threads, which die mid-response when the
+    # process exits. Non-daemon threads are joined by server_close() instead.
+    daemon_threads = False
+
+    def __init__(self, address: tuple[str, int], handler: Any, family: socket.AddressFamily, timeout: float) -> None:
+        self.address_family = family  # read by TCPServer.__init__ to make the socket
+        self.idle_timeout = timeout
+        self.numbers = itertools.count(1)
+        super().__init__(address, handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind() looks up socket.getfqdn(host), a reverse DNS
+        # query that can take seconds on a badly configured network, for a
+        # name this server never uses. Skip it.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
+
+
+def format_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def reason(exc: OSError) -> str:
+    return exc.strerror if exc.strerror else str(exc)
+
+
+def stop_on_signals(server: socketserver.BaseServer) -> None:
+    """Make SIGINT and SIGTERM end serve_forever()."""
+
+    def stop(signum: int, frame: Any) -> None:
+        # This handler runs in the thread that is inside serve_forever(), and
+        # shutdown() waits for serve_forever() to return: called here, it
+        # would wait for itself forever. A helper thread calls it instead.
+        threading.Thread(target=server.shutdown).start()
+
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, stop)
+
+
+class StaticHandler(http.server.SimpleHTTPRequestHandler):
+    """SimpleHTTPRequestHandler with keep-alive, sendfile, ranges and a locked door."""
+
+    protocol_version = "HTTP/1.1"  # keep-alive; every response must then say its length
+    # Headers and body leave in separate writes. With Nagle's algorithm on,
+    # the kernel holds the second small write until the first is acknowledged,
+    # and the client delays that ACK by up to 40 ms hoping to piggyback it:
+    # every keep-alive request after the first would stall. TCP_NODELAY.
+    disable_nagle_algorithm = True
+    extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map, **MODERN_TYPES}
+    server: StaticServer
+
+    def setup(self) -> None:
+        # StreamRequestHandler applies self.timeout to the socket: a connection
+        # idle this long between requests is closed, so a browser's spare
+        # connections cannot hold threads forever.
+        self.timeout = self.server.idle_timeout
+        self.number = next(self.server.numbers)
+        super().setup()
+
+    def do_GET(self) -> None:
+        body = self.send_head()
+        if body is None:
+            return
+        file, offset, length = body
+        with file:
+            # Straight from the page cache to the socket: no read() into Python
+            # and write() back out. socket.sendfile() falls back to send() by
+            # itself where os.sendfile() is missing, or for a directory
+            # listing, which is built in memory.
+            self.connection.sendfile(file, offset, length)
+
+    def do_HEAD(self) -> None:
+        body = self.send_head()
+        if body is not None:
+            body[0].close()
+
+    def send_head(self) -> tuple[BinaryIO, int, int] | None:  # type: ignore[override]
+        """Send the status line and headers; return (file, offset, length) for the body, or None."""
+        path = self.translate_path(self.path)
+        if path is None:
+            self.send_error(404, "File not found")
+            return None
+        if os.path.isdir(path):
+            url_path = urllib.parse.urlsplit(self.path).path
+            if not url_path.endswith("/"):
+                return self.redirect_to_directory(url_path)
+            for index in ("index.html", "index.htm"):
+                if os.path.isfile(os.path.join(path, index)):
+                    path = os.path.join(path, index)
+                    break
+            else:
+                listing = self.list_directory(path)  # sends its own headers, Content-Length included
+                return None if listing is None else (listing, 0, len(listing.getbuffer()))
+        try:
+            file = open(path, "rb")
+        except OSError:
+            self.send_error(404, "File not found")
+            return None
+        try:
+            return self.send_file_headers(file, path)
+        except BaseException:
+            file.close()
+            raise
+
+    def translate_path(self, path: str) -> str | None:  # type: ignore[override]
+        """The file a URL path names, or None if it would lie outside the served directory.
+
+        The stdlib's translate_path() already drops '..' and any segment that
+        decodes to a separator ('%2f', and '\\' on Windows); on top of that,
+        a NUL byte is refused (open() would raise ValueError, not OSError), and
+        symlinks are resolved, so one that points out of the directory fails.
+        """
+        candidate = super().translate_path(path)
+        if "\0" in candidate:
+            return None
+        real = os.path.realpath(candidate)
+        if real != self.directory and not real.startswith(os.path.join(self.directory, "")):
+            return None
+        return real
+
+    def redirect_to_directory(self, url_path: str) -> None:
+        # '/docs' -> '/docs/', so relative links in the page resolve. The
+        # Location keeps one leading slash: '//evil.example/..' would
+        # otherwise come back as a protocol-relative URL to another host (the
+        # open redirect of CVE-2021-28861, fixed in the stdlib only in 3.11).
+        parts = urllib.parse.urlsplit(self.path)
+        location = urllib.parse.urlunsplit(("", "", "/" + url_path.lstrip("/") + "/", parts.query, ""))
+        self.send_response(301)
+        self.send_header("Location", location)
+        self.send_header("Content-Length", "0")  # Python 3.8 leaves it out: a keep-alive client would hang
+        self.end_headers()
+        return None
+
+    def send_file_headers(self, file: BinaryIO, path: str) -> tuple[BinaryIO, int, int] | None:
+        stat = os.fstat(file.fileno())
+        size = stat.st_size
+        if self.not_modified_since(stat.st_mtime):
+            file.close()
+            self.send_response(304)
+            self.end_headers()
+            return None
+        span = self.requested_range(size)
+        if span == "unsatisfiable":
+            file.close()
+            self.send_response(416)
+            self.send_header("Content-Range", f"bytes */{size}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return None
+        offset, length = (0, size) if span is None else span
+        self.send_response(200 if span is None else 206)
+        self.send_header("Content-Type", self.guess_type(path))
+        self.send_header("Content-Length", str(length))
+        self.send_header("Last-Modified", self.date_time_string(int(stat.st_mtime)))
+        self.send_header("Accept-Ranges", "bytes")
+        if span is not None:
+            self.send_header("Content-Range", f"bytes {offset}-{offset + length - 1}/{size}")
+        self.end_headers()
+        return file, offset, length
+
+    def not_modified_since(self, mtime: float) -> bool:
+        """If-Modified-Since, as http.server does it (ignored when If-None-Match is present)."""
+        header = self.headers.get("If-Modified-Since")
+        if header is None or "If-None-Match" in self.headers:
+            return False
+        try:
+            since = email.utils.parsedate_to_datetime(header)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return False
+        if since is None or since.tzinfo is None:
+            return False
+        return int(mtime) <= since.timestamp()
+
+    def requested_range(self, size: int) -> tuple[int, int] | str | None:
+        """(offset, length) for a single satisfiable byte range; "unsatisfiable"; or None: send it all.
+
+        Only 'bytes=a-b', 'bytes=a-' and 'bytes=-n' are honoured. Anything else
+        (several ranges, other units, a conditional If-Range) is ignored, which
+        RFC 9110 allows: the client simply gets the whole file with 200.
+        """
+        header = self.headers.get("Range")
+        if header is None or "If-Range" in self.headers:
+            return None
+        match = SINGLE_RANGE.fullmatch(header.strip())
+        if not match or match.group(1) == match.group(2) == "":
+            return None
+        first, last = match.groups()
+        if first == "":  # the last n bytes
+            count = int(last)
+            if count == 0 or size == 0:
+                return "unsatisfiable"
+            return max(0, size - count), min(count, size)
+        start = int(first)
+        if last != "" and int(last) < start:
+            return None  # invalid: ignore the header
+        if start >= size:
+            return "unsatisfiable"
+        end = size - 1 if last == "" else min(int(last), size - 1)
+        return start, end - start + 1
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.info("#%d %s", self.number, format % args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
