@@ -791,7 +791,8 @@ from wsgiref.validate import validator
 warnings.simplefilter("error")  # a validator warning is a failure
 results = []
 for method, path, body, length in json.loads(input()):
-    environ = {"REQUEST_METHOD": method, "PATH_INFO": path, "SCRIPT_NAME": "", "QUERY_STRING": "", "wsgi.input": io.BytesIO(body.encode())}
+    environ = {"REQUEST_METHOD": method, "PATH_INFO": path, "SCRIPT_NAME": "", "QUERY_STRING": ""}
+    environ["wsgi.input"] = io.BytesIO(body.encode())
     setup_testing_defaults(environ)
     if length is not None:
         environ["CONTENT_LENGTH"] = length
