@@ -9,7 +9,7 @@ For each approach, with --quiet and on loopback:
                 at a time (sync: 1), a burst of 4k clients, ideally 4 s
   10,000        --scale clients at once with --delay 1 (event loops and threads
                 only): all served?, wall time, p99 latency, the server's peak RSS
-  16 MiB        one request of --large MiB with --delay 0: MB/s
+  16 MiB        one request of --large MiB with --delay 0: MB/s, the best of three
 
 The load comes from client.py's load mode: one process, its own small event
 loop, about 25,000 requests/s on one core, so the fastest servers here come
@@ -127,10 +127,12 @@ def measure(approach: Approach, args: argparse.Namespace) -> str:
         size = args.large * 1024 * 1024
         message = bytes(size - 1) + b"!"
         with Server(approach, "--delay", "0", "--max-request", str(size), *quiet) as server:
-            started = time.perf_counter()
-            reply = client.request(server.host, server.port, message, timeout=60)
-            elapsed = time.perf_counter() - started
-        large_cell = f"{size / elapsed / 1e6:.0f} MB/s" if reply == message[::-1] else "wrong reply"
+            best = math.inf
+            for _ in range(3):  # one transfer is noisy: the best of three
+                started = time.perf_counter()
+                reply = client.request(server.host, server.port, message, timeout=60)
+                best = min(best, time.perf_counter() - started)
+        large_cell = f"{size / best / 1e6:.0f} MB/s" if reply == message[::-1] else "wrong reply"
 
     return f"| {approach.name} | {rate} | {rate_logging} | {burst_cell} | {scale_cell} | {large_cell} |"
 

@@ -5,10 +5,11 @@ http.server (Lib/http/server.py) parses requests, lists directories and maps
 paths to files; this script keeps all that and fixes what `python -m
 http.server` gets wrong for real use:
 
-- keep-alive (HTTP/1.1) without 40 ms stalls: Nagle's algorithm is off;
-- file bodies go out with socket.sendfile(), from the page cache to the socket
-  without passing through Python (zero copy), falling back to send() where the
-  platform has no sendfile;
+- keep-alive (HTTP/1.1) without 40 ms stalls: headers and small bodies leave
+  in one send(), and Nagle's algorithm is off;
+- large files go out with socket.sendfile(), from the page cache to the
+  socket without passing through Python (zero copy), falling back to send()
+  where the platform has no sendfile;
 - single byte ranges (206, 416), so video seeking and resumed downloads work;
 - modern types: .wasm as application/wasm (WebAssembly.instantiateStreaming
   refuses anything else), .js and .mjs as text/javascript;
@@ -50,6 +51,7 @@ from typing import Any, BinaryIO
 
 BACKLOG = max(socket.SOMAXCONN, 4096)  # a browser opens several connections at once
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+SMALL_BODY = 64 * 1024  # bodies up to this size go out with the headers, in one send()
 SINGLE_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 MODERN_TYPES = {
     ".wasm": "application/wasm",
@@ -170,10 +172,14 @@ class StaticHandler(http.server.SimpleHTTPRequestHandler):
     """SimpleHTTPRequestHandler with keep-alive, sendfile, ranges and a locked door."""
 
     protocol_version = "HTTP/1.1"  # keep-alive; every response must then say its length
-    # Headers and body leave in separate writes. With Nagle's algorithm on,
-    # the kernel holds the second small write until the first is acknowledged,
-    # and the client delays that ACK by up to 40 ms hoping to piggyback it:
-    # every keep-alive request after the first would stall. TCP_NODELAY.
+    # http.server writes unbuffered by default (wbufsize = 0): the status
+    # line and headers in one send(), the body in another. With Nagle's
+    # algorithm on, the kernel holds a second small write until the first is
+    # acknowledged, and the client delays that ACK by up to 40 ms hoping to
+    # piggyback it: keep-alive requests stall. So: a buffer, which sends
+    # headers and a small body together, and TCP_NODELAY for the large files,
+    # whose headers go ahead of sendfile().
+    wbufsize = SMALL_BODY
     disable_nagle_algorithm = True
     extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map, **MODERN_TYPES}
     server: StaticServer
@@ -192,11 +198,19 @@ class StaticHandler(http.server.SimpleHTTPRequestHandler):
             return
         file, offset, length = body
         with file:
-            # Straight from the page cache to the socket: no read() into Python
-            # and write() back out. socket.sendfile() falls back to send() by
-            # itself where os.sendfile() is missing, or for a directory
-            # listing, which is built in memory.
-            self.connection.sendfile(file, offset, length)
+            if length <= SMALL_BODY:
+                # Into wfile's buffer, after the headers: handle_one_request()
+                # flushes both in one send(). For a small file, one system call
+                # matters more than zero copy: with many connections, every
+                # call is a trip through the GIL.
+                file.seek(offset)
+                self.wfile.write(file.read(length))
+            else:
+                # Straight from the page cache to the socket: no read() into
+                # Python and write() back out. socket.sendfile() falls back to
+                # send() by itself where os.sendfile() does not exist.
+                self.wfile.flush()  # the headers first
+                self.connection.sendfile(file, offset, length)
 
     def do_HEAD(self) -> None:
         body = self.send_head()
@@ -328,7 +342,7 @@ class StaticHandler(http.server.SimpleHTTPRequestHandler):
         return start, end - start + 1
 
     def log_message(self, format: str, *args: Any) -> None:
-        log.info("#%d %s", self.number, format % args)
+        log.info("#%d " + format, self.number, *args)  # formatted only if logged: --quiet costs nothing
 
 
 if __name__ == "__main__":

@@ -202,7 +202,7 @@ class RequestHandler(WSGIRequestHandler):
         super().setup()
 
     def log_message(self, format: str, *args: Any) -> None:
-        log.info("#%d %s", self.number, format % args)
+        log.info("#%d " + format, self.number, *args)  # formatted only if logged
 
 
 def format_address(host: str, port: int) -> str:
