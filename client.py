@@ -86,7 +86,7 @@ def request(host: str, port: int, message: bytes, timeout: float = 30.0) -> byte
     deadline = time.monotonic() + timeout
     with socket.create_connection((host, port), timeout=timeout) as conn:
         conn.sendall(message)
-        chunks = []
+        chunks: list[bytes] = []
         while True:
             conn.settimeout(max(deadline - time.monotonic(), 0.001))
             chunk = conn.recv(CHUNK_SIZE)

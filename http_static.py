@@ -67,6 +67,10 @@ MODERN_TYPES = {
 log = logging.getLogger("http_static")
 
 
+class RangeNotSatisfiable(Exception):
+    """The Range header asks only for bytes past the end of the file: 416."""
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(
@@ -226,7 +230,8 @@ class StaticHandler(http.server.SimpleHTTPRequestHandler):
         if os.path.isdir(path):
             url_path = urllib.parse.urlsplit(self.path).path
             if not url_path.endswith("/"):
-                return self.redirect_to_directory(url_path)
+                self.redirect_to_directory(url_path)
+                return None
             for index in ("index.html", "index.htm"):
                 if os.path.isfile(os.path.join(path, index)):
                     path = os.path.join(path, index)
@@ -272,7 +277,6 @@ class StaticHandler(http.server.SimpleHTTPRequestHandler):
         self.send_header("Location", location)
         self.send_header("Content-Length", "0")  # Python 3.8 leaves it out: a keep-alive client would hang
         self.end_headers()
-        return None
 
     def send_file_headers(self, file: BinaryIO, path: str) -> tuple[BinaryIO, int, int] | None:
         stat = os.fstat(file.fileno())
@@ -282,8 +286,9 @@ class StaticHandler(http.server.SimpleHTTPRequestHandler):
             self.send_response(304)
             self.end_headers()
             return None
-        span = self.requested_range(size)
-        if span == "unsatisfiable":
+        try:
+            span = self.requested_range(size)
+        except RangeNotSatisfiable:
             file.close()
             self.send_response(416)
             self.send_header("Content-Range", f"bytes */{size}")
@@ -314,8 +319,8 @@ class StaticHandler(http.server.SimpleHTTPRequestHandler):
             return False
         return int(mtime) <= since.timestamp()
 
-    def requested_range(self, size: int) -> tuple[int, int] | str | None:
-        """(offset, length) for a single satisfiable byte range; "unsatisfiable"; or None: send it all.
+    def requested_range(self, size: int) -> tuple[int, int] | None:
+        """(offset, length) of the single byte range asked for, or None: send it all.
 
         Only 'bytes=a-b', 'bytes=a-' and 'bytes=-n' are honoured. Anything else
         (several ranges, other units, a conditional If-Range) is ignored, which
@@ -331,13 +336,13 @@ class StaticHandler(http.server.SimpleHTTPRequestHandler):
         if first == "":  # the last n bytes
             count = int(last)
             if count == 0 or size == 0:
-                return "unsatisfiable"
+                raise RangeNotSatisfiable
             return max(0, size - count), min(count, size)
         start = int(first)
         if last != "" and int(last) < start:
             return None  # invalid: ignore the header
         if start >= size:
-            return "unsatisfiable"
+            raise RangeNotSatisfiable
         end = size - 1 if last == "" else min(int(last), size - 1)
         return start, end - start + 1
 

@@ -251,6 +251,25 @@ class CommandLineTests(ServerTestCase):
         self.assertRegex(server.ready_line, r"^Listening on (http://)?\[::1\]:\d+")
         self.assert_serves(server)
 
+    # A request in two parts, options that keep it in progress a while, and
+    # the reply it must get although SIGTERM arrives between the two parts.
+    in_flight: tuple[bytes, bytes, bytes] = (b"", b"", b"")
+    in_flight_args: tuple[str, ...] = ()
+
+    def test_sigterm_lets_a_request_in_flight_finish(self) -> None:
+        first, rest, expected = self.in_flight
+        server = self.start(*self.in_flight_args)
+        with server.connect() as conn:
+            conn.sendall(first)
+            server.wait_until_accepted()
+            server.process.send_signal(signal.SIGTERM)
+            time.sleep(0.2)  # let the signal land while the request is half sent
+            conn.sendall(rest)
+            reply, _ = read_until_closed(conn, timeout=5)
+        self.assertRegex(reply, expected)
+        self.assertEqual(server.process.wait(STOP_TIMEOUT), 0, server.log())
+        self.assertNotIn("Traceback", server.log())
+
     def test_sigint_stops_an_idle_server_cleanly(self) -> None:
         server = self.start(*self.quick_args)
         self.assertEqual(server.stop(signal.SIGINT), 0, server.log())
@@ -271,20 +290,11 @@ class ReverseProtocolTests(CommandLineTests):
     """Sections 1 and 2 of the contract, for one TCP server; subclasses name it."""
 
     quick_args = QUICK
+    in_flight = (b"in fl", b"ight!", rb"^!thgilf ni$")
+    in_flight_args = ("--delay", "0.5", "--timeout", "5")
 
     def assert_serves(self, server: Server) -> None:
         self.assertEqual(server.request(b"served!"), b"!devres")
-
-    def test_sigterm_lets_a_request_in_flight_finish(self) -> None:
-        server = self.start("--delay", "0.5", "--timeout", "5")
-        with server.connect() as conn:
-            conn.sendall(b"in flight!")
-            server.wait_until_accepted()
-            server.process.send_signal(signal.SIGTERM)
-            reply, _ = read_until_closed(conn, timeout=5)
-        self.assertEqual(reply, b"!thgilf ni")
-        self.assertEqual(server.process.wait(STOP_TIMEOUT), 0, server.log())
-        self.assertNotIn("Traceback", server.log())
 
     # Section 2: the reverse protocol.
 
@@ -558,6 +568,7 @@ class HttpServerTests(CommandLineTests):
     """What both HTTP scripts promise on top of section 1."""
 
     ready_line = r"^Listening on http://127\.0\.0\.1:[1-9]\d*/"
+    in_flight = (b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n", b"\r\n", rb"^HTTP/1\.[01] 200 ")
 
     def http(
         self,
@@ -580,19 +591,6 @@ class HttpServerTests(CommandLineTests):
             conn.sendall(request)
             reply, _ = read_until_closed(conn, timeout=10)
         return reply
-
-    def test_sigterm_lets_a_request_in_flight_finish(self) -> None:
-        server = self.start(*self.quick_args, "--timeout", "5")
-        with server.connect() as conn:
-            conn.sendall(b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n")  # not finished yet
-            server.wait_until_accepted()
-            server.process.send_signal(signal.SIGTERM)
-            time.sleep(0.2)  # let the signal land while the request is half sent
-            conn.sendall(b"\r\n")
-            reply, _ = read_until_closed(conn, timeout=5)
-        self.assertRegex(reply, rb"^HTTP/1\.[01] 200 ")
-        self.assertEqual(server.process.wait(STOP_TIMEOUT), 0, server.log())
-        self.assertNotIn("Traceback", server.log())
 
     def test_a_malformed_request_gets_400_and_the_server_goes_on(self) -> None:
         # http.server answers a request line it cannot parse the HTTP/0.9 way:
@@ -626,6 +624,7 @@ class HttpStaticTest(HttpServerTests):
             (site / name).write_bytes(content)
         (site / "escape.txt").symlink_to(root / "secret.txt")
         cls.quick_args = ("--directory", str(site), "--timeout", "0.5")
+        cls.in_flight_args = ("--directory", str(site), "--timeout", "5")
         super().setUpClass()
 
     def assert_serves(self, server: Server) -> None:
@@ -846,6 +845,8 @@ print(json.dumps(results))
 
 
 class ClientTest(unittest.TestCase):
+    server: Server
+
     @classmethod
     def setUpClass(cls) -> None:
         cls.server = Server("threaded_server.py", ("--delay", "0", "--quiet"), cls.addClassCleanup)

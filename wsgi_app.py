@@ -54,8 +54,10 @@ def app(environ: dict, start_response: Callable) -> Iterable[bytes]:
     method = environ["REQUEST_METHOD"]
     if methods is None:
         status, headers, body = text("404 Not Found", "not found\n")
-    elif method in methods or (method == "HEAD" and "GET" in methods):
-        status, headers, body = methods.get(method, methods.get("GET"))(environ)
+    elif method in methods:
+        status, headers, body = methods[method](environ)
+    elif method == "HEAD" and "GET" in methods:
+        status, headers, body = methods["GET"](environ)  # the body is dropped below
     else:
         allowed = sorted({*methods, "HEAD"} if "GET" in methods else methods)
         status, headers, body = text("405 Method Not Allowed", f"use {' or '.join(allowed)}\n")
