@@ -901,6 +901,19 @@ class ClientTest(unittest.TestCase):
         self.assertEqual((result.returncode, result.stdout, result.stderr), (0, "", ""))
 
 
+class BenchTest(unittest.TestCase):
+    def test_bench_prints_a_markdown_table(self) -> None:
+        result = run_script(
+            "bench.py", "--scripts", "asyncio_server.py", "--requests", "200", "--burst", "5", "--scale", "0",
+            "--large", "1", timeout=60,
+        )  # fmt: skip
+        self.assertEqual(result.returncode, 0, result.stderr)
+        lines = result.stdout.splitlines()
+        self.assertRegex(lines[0], r"^Python 3\.\d+\.\d+, .*, \d+ cores$")
+        self.assertIn("| approach | requests/s | logs on |", result.stdout)
+        self.assertRegex(lines[-1], r"^\| asyncio \| [\d,]+ \| [\d,]+ \| n=5: [\d.]+ s / 1 s \| - \| \d+ MB/s \|$")
+
+
 class SingleReplyServer:
     """A broken server in a thread: answers its first client with a fixed reply."""
 
