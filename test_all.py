@@ -427,6 +427,17 @@ def children_of(pid: int) -> dict[int, str]:
     return children
 
 
+def assert_refuses_without_fork(test: ServerTestCase) -> None:
+    """On a platform without os.fork (Windows): one clear line, exit 1."""
+    without_fork = (
+        "import os, runpy, sys; del os.fork; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], None, '__main__')"
+    )
+    result = run_script("-c", without_fork, test.script, "0", *test.args)
+    test.assertEqual(result.returncode, 1, result.stderr)
+    test.assertEqual(result.stderr.count("\n"), 1, result.stderr)
+    test.assertIn("os.fork()", result.stderr)
+
+
 def wait_for(condition: Callable[[], bool], timeout: float, message: str) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -436,6 +447,9 @@ def wait_for(condition: Callable[[], bool], timeout: float, message: str) -> Non
 
 
 class ForkingServerTests(ConcurrentServerTests):
+    def test_without_fork_it_says_so(self) -> None:
+        assert_refuses_without_fork(self)
+
     @unittest.skipUnless(Path("/proc/self/stat").exists(), "needs /proc to see zombies")
     def test_children_are_reaped_while_idle(self) -> None:
         server = self.start("--delay", "0")
@@ -550,6 +564,9 @@ class PreforkServerTest(ReverseProtocolTests):
         elapsed = timed(lambda: run_clients(server, 4))  # two rounds of two: 1 s
         self.assertGreaterEqual(elapsed, 0.95)
         self.assertLess(elapsed, 1.9)
+
+    def test_without_fork_it_says_so(self) -> None:
+        assert_refuses_without_fork(self)
 
     def test_a_killed_worker_is_replaced(self) -> None:
         server = self.start(*QUICK, "--workers", "2")
