@@ -17,6 +17,7 @@ import json
 import os
 import re
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -149,8 +150,21 @@ def listen_queue_length(port: int) -> int:
     return queued
 
 
-def run_script(*args: str, timeout: float = 10.0) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout, cwd=HERE)
+def run_script(*args: str, timeout: float = 10.0, stdin: str = "") -> subprocess.CompletedProcess:
+    """Run a script to its end. Whatever it started dies with it, even on a time-out."""
+    command = [sys.executable, *args]
+    pipe = subprocess.PIPE
+    with subprocess.Popen(
+        command, stdin=pipe, stdout=pipe, stderr=pipe, text=True, cwd=HERE, start_new_session=True
+    ) as process:
+        try:
+            stdout, stderr = process.communicate(stdin, timeout=timeout)
+        finally:
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
 def read_until_closed(conn: socket.socket, timeout: float) -> tuple[bytes, float]:
@@ -526,13 +540,7 @@ class SocketserverStreamTest(ServerTestCase):
 
     def test_client_stream_mode(self) -> None:
         server = self.start("--timeout", "5")
-        result = subprocess.run(
-            [sys.executable, str(HERE / "client.py"), str(server.port), "--stream"],
-            input="abc\nhello\nlast line without newline",
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
+        result = run_script("client.py", str(server.port), "--stream", stdin="abc\nhello\nlast line without newline")
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertEqual(result.stdout, "cba\nolleh\nenilwen tuohtiw enil tsal\n")
 
@@ -633,7 +641,7 @@ class HttpStaticTest(HttpServerTests):
     @classmethod
     def setUpClass(cls) -> None:
         root = Path(tempfile.mkdtemp())
-        cls.addClassCleanup(subprocess.run, ["rm", "-rf", str(root)])
+        cls.addClassCleanup(shutil.rmtree, root)
         (root / "secret.txt").write_bytes(b"TOP SECRET")  # outside the served directory
         site = root / "site"
         for name, content in cls.files.items():
@@ -832,14 +840,7 @@ print(json.dumps(results))
             ["PUT", "/", "", None],
             ["GET", "/nowhere", "", None],
         ]
-        result = subprocess.run(
-            [sys.executable, "-c", program],
-            input=json.dumps(cases),
-            capture_output=True,
-            text=True,
-            timeout=10,
-            cwd=HERE,
-        )
+        result = run_script("-c", program, stdin=json.dumps(cases))
         self.assertEqual(result.returncode, 0, result.stderr)
         statuses = [(status, body[:12], allow) for status, body, allow in json.loads(result.stdout)]
         self.assertEqual(
