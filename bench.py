@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import platform
 import re
 import signal
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     if not chosen:
         print(f"no known script among {args.scripts}", file=sys.stderr)
         return 2
-    print(f"Python {platform.python_version()}, {platform.system()} {platform.machine()}, {cpu_count()} cores")
+    print(f"Python {platform.python_version()}, {platform.system()} {platform.machine()}, {os.cpu_count() or 1} cores")
     print(f"command: python bench.py {' '.join(argv if argv is not None else sys.argv[1:])}".rstrip())
     print()
     print(
@@ -90,12 +91,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--scale", type=int, default=10_000, help="clients at once in scale runs (0: skip)")
     parser.add_argument("--large", type=int, default=16, help="MiB in the large request (0: skip)")
     return parser.parse_args(argv)
-
-
-def cpu_count() -> int:
-    import os
-
-    return os.cpu_count() or 1
 
 
 def measure(approach: Approach, args: argparse.Namespace) -> str:

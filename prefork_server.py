@@ -306,7 +306,7 @@ def read_request(conn: socket.socket, deadline: float, limit: int) -> bytearray:
 def handle_request(request: bytearray, delay: float) -> bytearray:
     """The simulated slow work, then the answer: the request reversed."""
     # Not even sleep(0) when there is no work: it is a system call that gives
-    # up the CPU, and at --delay 0 it cost this server two-thirds of its
+    # up the CPU, and at --delay 0 it cost the sync server two-thirds of its
     # throughput (10,000 requests/s instead of 29,000 on 2 cores).
     if delay:
         time.sleep(delay)
