@@ -46,12 +46,18 @@ import socket
 import socketserver
 import sys
 import threading
+import time
 import urllib.parse
 from typing import Any, BinaryIO
 
 BACKLOG = max(socket.SOMAXCONN, 4096)  # a browser opens several connections at once
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 SMALL_BODY = 64 * 1024  # bodies up to this size go out with the headers, in one send()
+# After a response, how long and how much a client may go on sending before the
+# server closes anyway (see close_gracefully()). Apache lingers 2 s per read.
+LINGER_SECONDS = 2.0
+LINGER_BYTES = 16 * 1024 * 1024
+CHUNK_SIZE = 64 * 1024  # one recv() per chunk while discarding
 SINGLE_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 MODERN_TYPES = {
     ".wasm": "application/wasm",
@@ -195,6 +201,22 @@ class StaticHandler(http.server.SimpleHTTPRequestHandler):
         self.timeout = self.server.idle_timeout
         self.number = next(self.server.numbers)
         super().setup()
+
+    def handle_one_request(self) -> None:
+        self.responded = False
+        super().handle_one_request()
+
+    def send_response_only(self, code: int, message: str | None = None) -> None:
+        self.responded = True  # every response passes here, errors included
+        super().send_response_only(code, message)
+
+    def finish(self) -> None:
+        super().finish()  # sends what is still buffered
+        # The server closes after a response (an error, Connection: close): the
+        # client may still be sending a body nobody read. After an idle
+        # time-out or the client's own close, there is nothing to wait for.
+        if self.responded:
+            close_gracefully(self.connection, self.server.idle_timeout)
 
     def do_GET(self) -> None:
         body = self.send_head()
@@ -348,6 +370,37 @@ class StaticHandler(http.server.SimpleHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         log.info("#%d " + format, self.number, *args)  # formatted only if logged: --quiet costs nothing
+
+
+def close_gracefully(conn: socket.socket, timeout: float) -> None:
+    """Close so that the client receives the whole reply, then the end of the stream.
+
+    close() with unread input makes the kernel send RST, not FIN, and an RST
+    makes the client's kernel throw away whatever of the reply it holds
+    unread: over a 20 Mbit/s link, a 1 MB reply arrived cut to 360-540 KB. A
+    client still sending when the server has answered (bytes after the '!', a
+    request body the server refused) leaves such input. So: shut down our
+    sending side (FIN after the reply), read and discard until the client
+    closes, then close. A client that reads and closes costs one round trip;
+    one that never closes, or keeps sending, is cut off after LINGER_SECONDS
+    (never beyond --timeout) or LINGER_BYTES.
+    """
+    try:
+        conn.shutdown(socket.SHUT_WR)
+        deadline = time.monotonic() + min(LINGER_SECONDS, timeout)
+        discarded = 0
+        while discarded < LINGER_BYTES:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            conn.settimeout(remaining)
+            chunk = conn.recv(CHUNK_SIZE)
+            if not chunk:  # the client has closed: nothing can be lost now
+                break
+            discarded += len(chunk)
+    except OSError:  # a time-out, a reset: the client has what it will get
+        pass
+    conn.close()
 
 
 if __name__ == "__main__":

@@ -56,7 +56,13 @@ class Server:
     """A script started (on port 0 unless told): its process, its address, and its log."""
 
     def __init__(
-        self, script: str, args: Sequence[str], add_cleanup: Callable, host: str = "127.0.0.1", port: int = 0
+        self,
+        script: str,
+        args: Sequence[str],
+        add_cleanup: Callable,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        prefix: Sequence[str] = (),  # a command to run it under: ip netns exec NAME
     ) -> None:
         self.script = script
         self.log_file = tempfile.TemporaryFile()
@@ -64,7 +70,7 @@ class Server:
         # A session of its own makes the server a process-group leader, so
         # clean-up can kill it together with any child it forked.
         self.process = subprocess.Popen(
-            [sys.executable, str(HERE / script), str(port), "--host", host, *args],
+            [*prefix, sys.executable, str(HERE / script), str(port), "--host", host, *args],
             stdout=subprocess.PIPE,
             stderr=self.log_file,
             start_new_session=True,
@@ -177,6 +183,49 @@ def read_until_closed(conn: socket.socket, timeout: float) -> tuple[bytes, float
     except ConnectionError:
         pass
     return b"".join(chunks), time.monotonic()
+
+
+def exchange_while_sending(host: str, port: int, data: bytes, timeout: float = 10.0) -> tuple[bytes, str]:
+    """Send data from a second thread while reading, as any full-duplex client does.
+
+    Returns what the server sent and how the stream ended: "end of stream",
+    "reset" (what a server that closes with unread input causes) or "time-out".
+    """
+    with socket.create_connection((host, port), timeout=timeout) as conn:
+
+        def send() -> None:
+            try:
+                conn.sendall(data)
+            except OSError:
+                pass  # the server may stop reading: the reply tells
+
+        sender = threading.Thread(target=send)
+        sender.start()
+        chunks = []
+        try:
+            while chunk := conn.recv(client.CHUNK_SIZE):
+                chunks.append(chunk)
+            ending = "end of stream"
+        except ConnectionResetError:
+            ending = "reset"
+        except socket.timeout:
+            ending = "time-out"
+        try:
+            conn.shutdown(socket.SHUT_RDWR)  # unblocks the sender if the server stopped reading
+        except OSError:  # reset: nothing left to unblock
+            pass
+        sender.join()
+    return b"".join(chunks), ending
+
+
+def post(host: str, port: int, path: str, body: bytes) -> int:
+    """POST body the way urllib does (all of it, then read the answer); return the status."""
+    conn = http.client.HTTPConnection(host, port, timeout=10)
+    try:
+        conn.request("POST", path, body=body)
+        return conn.getresponse().status
+    finally:
+        conn.close()
 
 
 def timed(action: Callable[[], object]) -> float:
@@ -341,6 +390,30 @@ class ReverseProtocolTests(CommandLineTests):
     def test_a_one_mib_request(self) -> None:
         message = os.urandom(MIB).replace(b"!", b".") + b"!"
         self.assert_same_bytes(self.server.request(message), message[::-1])
+
+    def test_bytes_sent_while_reading_do_not_reset_the_reply(self) -> None:
+        # A full-duplex client goes on sending after the '!' while it reads.
+        # Closing with that input unread makes the kernel send RST instead of
+        # FIN, which destroys whatever of the reply the client has not read.
+        for request, extra in ((b"hello!", 256 * 1024), (b"r" * MIB + b"!", 100_000)):
+            with self.subTest(request=len(request), extra=extra):
+                reply, ending = exchange_while_sending(self.server.host, self.server.port, request + b"x" * extra)
+                self.assert_same_bytes(reply, request[::-1])
+                self.assertEqual(ending, "end of stream")
+
+    def test_a_client_that_never_closes_is_cut_off_at_the_linger_bound(self) -> None:
+        server = self.start("--delay", "0", "--timeout", "0.5")  # lingers min(2 s, --timeout)
+        with server.connect() as conn:
+            conn.sendall(b"linger!")
+            reply, answered = read_until_closed(conn, timeout=5)
+            self.assertEqual(reply, b"!regnil")
+            server.wait_for_log(r"#1 answered 7 bytes", timeout=3)  # logged once the server has closed
+            self.assertLess(time.monotonic() - answered, 2.0)
+        self.assertEqual(server.request(b"next!"), b"!txen")
+
+    def test_a_client_that_reads_and_closes_costs_no_linger(self) -> None:
+        server = self.start("--delay", "0", "--timeout", "5")  # a linger of up to 2 s
+        self.assertLess(timed(lambda: [server.request(b"quick!") for _ in range(5)]), 1.5)
 
     def test_disconnect_before_the_delimiter_is_logged(self) -> None:
         with self.server.connect() as conn:
@@ -631,6 +704,16 @@ class HttpServerTests(CommandLineTests):
         self.assertRegex(self.raw(b"GET / HTTP/one.one\r\n\r\n"), rb"^HTTP/1\.[01] 400 |Error code: 400")
         self.assert_serves(self.server)
 
+    refused_upload: tuple[str, int] = ("", 0)  # a path that refuses a POST body unread, and its status
+
+    def test_a_client_still_uploading_reads_the_refusal(self) -> None:
+        # http.client, like urllib, sends the whole body before it reads: the
+        # server must drain it, or its close resets the connection and the
+        # client sees a broken pipe instead of the status.
+        path, status = self.refused_upload
+        self.assertEqual(post(self.server.host, self.server.port, path, b"x" * (8 * MIB)), status)
+        self.assert_serves(self.server)
+
     def test_an_oversized_request_line_gets_414(self) -> None:
         self.assertRegex(self.raw(b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\n\r\n"), rb"^HTTP/1\.[01] 414 ")
         self.assert_serves(self.server)
@@ -638,6 +721,7 @@ class HttpServerTests(CommandLineTests):
 
 class HttpStaticTest(HttpServerTests):
     script = "http_static.py"
+    refused_upload = ("/", 501)  # a static server has no POST
     files = {
         "index.html": b"<h1>home</h1>",
         "app.wasm": b"\0asm\1\0\0\0",
@@ -787,6 +871,7 @@ class HttpStaticTest(HttpServerTests):
 
 class WsgiAppTest(HttpServerTests):
     script = "wsgi_app.py"
+    refused_upload = ("/reverse", 413)  # over 1 MiB
     quick_args = ("--timeout", "2")
 
     def assert_serves(self, server: Server) -> None:
