@@ -156,9 +156,11 @@ def listen_queue_length(port: int) -> int:
     return queued
 
 
-def run_script(*args: str, timeout: float = 10.0, stdin: str = "") -> subprocess.CompletedProcess:
+def run_script(
+    *args: str, timeout: float = 10.0, stdin: str = "", prefix: Sequence[str] = ()
+) -> subprocess.CompletedProcess:
     """Run a script to its end. Whatever it started dies with it, even on a time-out."""
-    command = [sys.executable, *args]
+    command = [*prefix, sys.executable, *args]
     pipe = subprocess.PIPE
     with subprocess.Popen(
         command, stdin=pipe, stdout=pipe, stderr=pipe, text=True, cwd=HERE, start_new_session=True
@@ -218,11 +220,19 @@ def exchange_while_sending(host: str, port: int, data: bytes, timeout: float = 1
     return b"".join(chunks), ending
 
 
-def post(host: str, port: int, path: str, body: bytes) -> int:
-    """POST body the way urllib does (all of it, then read the answer); return the status."""
+def exchange_summary(port: int, size: int, extra: int) -> tuple[int, bool, str]:
+    """A request of size bytes, '!' included, and extra bytes after it, sent while
+    reading: (reply length, whether the reply is right, how it ended)."""
+    request = b"r" * (size - 1) + b"!"
+    reply, ending = exchange_while_sending("127.0.0.1", port, request + b"x" * extra)
+    return len(reply), reply == request[::-1], ending
+
+
+def post(host: str, port: int, path: str, size: int) -> int:
+    """POST size bytes the way urllib does (all of them, then read); return the status."""
     conn = http.client.HTTPConnection(host, port, timeout=10)
     try:
-        conn.request("POST", path, body=body)
+        conn.request("POST", path, body=b"x" * size)
         return conn.getresponse().status
     finally:
         conn.close()
@@ -711,7 +721,7 @@ class HttpServerTests(CommandLineTests):
         # server must drain it, or its close resets the connection and the
         # client sees a broken pipe instead of the status.
         path, status = self.refused_upload
-        self.assertEqual(post(self.server.host, self.server.port, path, b"x" * (8 * MIB)), status)
+        self.assertEqual(post(self.server.host, self.server.port, path, 8 * MIB), status)
         self.assert_serves(self.server)
 
     def test_an_oversized_request_line_gets_414(self) -> None:
@@ -1075,6 +1085,89 @@ class SingleReplyServer:
     def close(self) -> None:
         self.listener.close()
         self.thread.join()
+
+
+# Every server that speaks the reverse protocol, with the options that make it one.
+REVERSE_SERVERS = (
+    ("sync_server.py",),
+    ("threaded_server.py",),
+    ("pool_server.py",),
+    ("forking_server.py",),
+    ("prefork_server.py",),
+    ("selectors_server.py",),
+    ("asyncio_server.py",),
+    ("socketserver_variants.py", "--variant", "sync"),
+    ("socketserver_variants.py", "--variant", "threading"),
+    ("socketserver_variants.py", "--variant", "forking"),
+)
+
+
+def slow_link_unavailable() -> str:
+    """Why this machine cannot make a slow link, or "" when it can."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return "making a network namespace needs root"
+    for tool in ("ip", "tc"):
+        if shutil.which(tool) is None:
+            return f"no {tool} command (iproute2)"
+    return ""
+
+
+class SlowLinkTest(unittest.TestCase):
+    """Section 2's graceful close over a 20 Mbit/s link, where loopback hides the loss.
+
+    Loopback moves a megabyte in a millisecond, so a reply is read before an
+    RST can destroy it. Here a network namespace of the test's own, with a
+    rate-limited loopback, holds both ends: no traffic leaves it, and it is
+    deleted at the end.
+    """
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        reason = slow_link_unavailable()
+        if reason:
+            print(f"\nSlowLinkTest skipped: {reason}", file=sys.stderr)
+            raise unittest.SkipTest(reason)
+        cls.namespace = f"slowlink-{os.getpid()}-{time.monotonic_ns() % 1_000_000}"
+        subprocess.run(["ip", "netns", "add", cls.namespace], check=True, timeout=10)
+        cls.addClassCleanup(subprocess.run, ["ip", "netns", "del", cls.namespace], timeout=10)
+        cls.prefix = ("ip", "netns", "exec", cls.namespace)
+        # tbf drops packets larger than its burst, hence the Ethernet MTU.
+        for command in (
+            ("ip", "link", "set", "lo", "mtu", "1500", "up"),
+            ("tc", "qdisc", "add", "dev", "lo", "root", "tbf", "rate", "20mbit", "burst", "64kb", "latency", "500ms"),
+        ):
+            subprocess.run([*cls.prefix, *command], check=True, timeout=10)
+
+    def start(self, script: str, *args: str) -> Server:
+        return Server(script, args, self.addCleanup, prefix=self.prefix)
+
+    def call_inside(self, function: str, *args: object) -> object:
+        """Call a function of this file from inside the namespace; return its result."""
+        code = f"import json, test_all; print(json.dumps(test_all.{function}(*{args!r})))"
+        result = run_script("-c", code, timeout=30, prefix=self.prefix)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        return json.loads(result.stdout)
+
+    def test_a_large_reply_survives_bytes_sent_while_reading(self) -> None:
+        # Measured before the lingering close: 360 to 540 KB of this reply, then a reset.
+        for command in REVERSE_SERVERS:
+            with self.subTest(" ".join(command)):
+                server = self.start(*command, "--delay", "0", "--timeout", "5")
+                length, intact, ending = self.call_inside("exchange_summary", server.port, 1_000_001, 100_000)
+                self.assertEqual((length, intact, ending), (1_000_001, True, "end of stream"), server.log())
+                self.assertEqual(server.stop(), 0, server.log())
+
+    def test_a_client_still_uploading_reads_the_refusal(self) -> None:
+        site = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, site)
+        for command, path, status in (
+            (("http_static.py", "--directory", site), "/", 501),
+            (("wsgi_app.py",), "/reverse", 413),
+        ):
+            with self.subTest(command[0]):
+                server = self.start(*command, "--timeout", "5")
+                self.assertEqual(self.call_inside("post", "127.0.0.1", server.port, path, 1_500_000), status)
+                self.assertEqual(server.stop(), 0, server.log())
 
 
 # The base classes hold tests but name no script: only their subclasses run them.
