@@ -40,6 +40,7 @@ import itertools
 import logging
 import math
 import os
+import posixpath
 import re
 import signal
 import socket
@@ -252,7 +253,7 @@ class StaticHandler(http.server.SimpleHTTPRequestHandler):
         if os.path.isdir(path):
             url_path = urllib.parse.urlsplit(self.path).path
             if not url_path.endswith("/"):
-                self.redirect_to_directory(url_path)
+                self.redirect_to_directory()
                 return None
             for index in ("index.html", "index.htm"):
                 if os.path.isfile(os.path.join(path, index)):
@@ -288,13 +289,25 @@ class StaticHandler(http.server.SimpleHTTPRequestHandler):
             return None
         return real
 
-    def redirect_to_directory(self, url_path: str) -> None:
-        # '/docs' -> '/docs/', so relative links in the page resolve. The
-        # Location keeps one leading slash: '//evil.example/..' would
-        # otherwise come back as a protocol-relative URL to another host (the
-        # open redirect of CVE-2021-28861, fixed in the stdlib only in 3.11).
+    def redirect_to_directory(self) -> None:
+        """'/docs' -> '/docs/', so that relative links in the listing resolve.
+
+        The Location is built from the directory the server found, never from
+        the path as the client spelled it. Echoing the request path, as the
+        stdlib does, is the open redirect of CVE-2021-28861: '//evil.example/..'
+        names this server's root, and comes back as '//evil.example/../', a
+        protocol-relative URL to another host. The stdlib's fix (3.11) strips
+        leading slashes, but a browser reads '\\' as '/' in an http(s) URL, so
+        '/\\evil.example/%2e%2e' still escaped that way. Here the path is
+        decoded and its dot segments collapsed exactly as translate_path() does,
+        and each segment is percent-encoded whole ('\\' becomes %5C): the
+        Location is '/' and plain segments, and can only name this host.
+        """
         parts = urllib.parse.urlsplit(self.path)
-        location = urllib.parse.urlunsplit(("", "", "/" + url_path.lstrip("/") + "/", parts.query, ""))
+        resolved = posixpath.normpath(urllib.parse.unquote(parts.path))
+        segments = [segment for segment in resolved.split("/") if segment]
+        path = "/" + "".join(urllib.parse.quote(segment, safe="") + "/" for segment in segments)
+        location = urllib.parse.urlunsplit(("", "", path, parts.query, ""))
         self.send_response(301)
         self.send_header("Location", location)
         self.send_header("Content-Length", "0")  # Python 3.8 leaves it out: a keep-alive client would hang

@@ -795,12 +795,36 @@ class HttpStaticTest(HttpServerTests):
         self.assert_serves(self.server)
 
     def test_no_open_redirect(self) -> None:
-        for path in ("//example.com/..", "//example.com/%2e%2e", "///example.com/.."):
+        # Each of these names a directory of this server (the dot segments
+        # collapse), and a Location that echoes it points a browser elsewhere
+        # (CVE-2021-28861). Browsers read '\\' as '/' in http(s) URLs.
+        hosts = ("example.com", "\\example.com", "/example.com", "%5cexample.com", "%2fexample.com", "%5C%5Cexample.com")
+        leads = ("/", "//", "/\\", "\\", "/%2f", "/%5c", "/./", "/docs/../", "/docs/%2e%2e/", "/.%2f/")
+        tails = ("/..", "/%2e%2e", "/%2E%2E", "/../docs", "/.%2e", "/%2e./")
+        base = f"http://{self.server.host}:{self.server.port}/"
+        redirects = 0
+        for path in {lead + host + tail for lead in leads for host in hosts for tail in tails}:
+            if not path.startswith("/"):
+                continue  # not a request target an HTTP client sends
             with self.subTest(path=path):
-                response, _ = self.http("GET", path)
-                location = response.getheader("Location")
-                if location is not None:
-                    self.assertEqual(urllib.parse.urlsplit(location).netloc, "", location)
+                status, location = self.status_and_location(path)
+                if location is None:
+                    continue
+                redirects += 1
+                self.assertEqual(status, 301)
+                # Resolve it as a browser does: backslashes are slashes.
+                target = urllib.parse.urlsplit(urllib.parse.urljoin(base, location.replace("\\", "/")))
+                self.assertEqual(target.netloc, f"{self.server.host}:{self.server.port}", location)
+                self.assertRegex(location, r"^/([^/\\]+/)*$")
+        self.assertGreater(redirects, 100)  # the family does reach the redirect
+
+    def status_and_location(self, path: str) -> tuple[int, str | None]:
+        with self.server.connect() as conn:
+            conn.sendall(f"GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n".encode())
+            reply, _ = read_until_closed(conn, timeout=10)
+        head = reply.split(b"\r\n\r\n")[0].decode("latin-1").split("\r\n")
+        headers = dict(line.split(": ", 1) for line in head[1:] if ": " in line)
+        return int(head[0].split()[1]), headers.get("Location")
 
     def test_keep_alive_serves_two_requests_on_one_connection(self) -> None:
         conn = http.client.HTTPConnection(self.server.host, self.server.port, timeout=10)
