@@ -148,7 +148,30 @@ class StaticServer(http.server.ThreadingHTTPServer):
         self.address_family = family  # read by TCPServer.__init__ to make the socket
         self.idle_timeout = timeout
         self.numbers = itertools.count(1)
+        self.waiting: set[socket.socket] = set()  # connections between two requests
+        self.waiting_lock = threading.Lock()
+        self.stopping = False
         super().__init__(address, handler)
+
+    def server_close(self) -> None:
+        """Close the idle keep-alive connections at once, then join the threads.
+
+        A browser keeps spare connections open; without this, shutdown waits
+        for each to time out (--timeout) before its thread ends. Shutting a
+        socket down wakes the thread blocked reading it, which sees the end of
+        the stream and finishes. A response in progress is untouched, and its
+        connection closes once it is sent. A request that arrives in the same
+        instant is lost, as with nginx: clients retry a request that fails on a
+        reused keep-alive connection.
+        """
+        with self.waiting_lock:
+            self.stopping = True
+            for conn in self.waiting:
+                try:
+                    conn.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+        super().server_close()
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind() looks up socket.getfqdn(host), a reverse DNS
@@ -205,13 +228,26 @@ class StaticHandler(http.server.SimpleHTTPRequestHandler):
 
     def handle_one_request(self) -> None:
         self.responded = False
+        with self.server.waiting_lock:
+            if self.server.stopping:  # the response just sent was the last
+                self.close_connection = True
+                return
+            self.server.waiting.add(self.connection)
         super().handle_one_request()
+
+    def parse_request(self) -> bool:
+        # The request line has arrived: busy until the response is sent.
+        with self.server.waiting_lock:
+            self.server.waiting.discard(self.connection)
+        return super().parse_request()
 
     def send_response_only(self, code: int, message: str | None = None) -> None:
         self.responded = True  # every response passes here, errors included
         super().send_response_only(code, message)
 
     def finish(self) -> None:
+        with self.server.waiting_lock:
+            self.server.waiting.discard(self.connection)
         super().finish()  # sends what is still buffered
         # The server closes after a response (an error, Connection: close): the
         # client may still be sending a body nobody read. After an idle

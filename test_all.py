@@ -838,6 +838,26 @@ class HttpStaticTest(HttpServerTests):
         self.assertEqual((first.version, second.status, second.read()), (11, 200, b"0123456789"))
         self.assertIs(conn.sock, sock)  # the same connection: http.client would have reconnected
 
+    def test_shutdown_closes_idle_connections_at_once(self) -> None:
+        server = self.start(*self.in_flight_args)  # --timeout 5: an idle connection would hold shutdown 5 s
+        idle = http.client.HTTPConnection(server.host, server.port, timeout=10)
+        self.addCleanup(idle.close)
+        busy = server.connect()
+        self.addCleanup(busy.close)
+        idle.request("GET", "/script.js")
+        self.assertEqual(idle.getresponse().read(), b"alert(1);")  # kept alive, now idle
+        busy.sendall(b"GET /docs/notes.txt HTTP/1.1\r\nHost: test\r\n")  # a request half sent
+        server.wait_until_accepted()
+        server.process.send_signal(signal.SIGTERM)
+        time.sleep(0.2)
+        busy.sendall(b"\r\n")
+        reply, _ = read_until_closed(busy, timeout=5)
+        self.assertRegex(reply, rb"(?s)^HTTP/1\.1 200 .*\r\n\r\n0123456789$")  # finished, then closed: no second request awaited
+        stopped = time.monotonic()
+        self.assertEqual(server.process.wait(STOP_TIMEOUT), 0, server.log())
+        self.assertLess(time.monotonic() - stopped, 1.0)
+        self.assertNotIn("Traceback", server.log())
+
     def test_an_idle_connection_is_closed_after_the_timeout(self) -> None:
         with self.server.connect() as conn:
             opened = time.monotonic()
