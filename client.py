@@ -23,6 +23,7 @@ request(), expected_reply() and run_load().
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import selectors
 import socket
@@ -36,6 +37,18 @@ CHUNK_SIZE = 64 * 1024
 # Payload bytes for load tests: anything but the delimiter, and not a palindrome,
 # so a server that forgot to reverse is caught.
 ALPHABET = b"abcdefghijklmnopqrstuvwxyz0123456789"
+SPARE_FILES = 32  # open files besides the connections: stdio, the selector, imports
+
+
+class OpenFileLimit(Exception):
+    """More connections at once than this process may have files open."""
+
+    def __init__(self, wanted: int) -> None:
+        super().__init__(
+            f"{wanted} connections at once need more open files than this process may have"
+            f" ({open_file_limit()}): raise the limit with `ulimit -n {wanted + SPARE_FILES}`"
+            " (as root if that is above the hard limit, `ulimit -Hn`), or use fewer --clients"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
             print(result.summary())
             return 0 if result.failed == 0 else 1
         return send_one(args.host, args.port, args.message.encode(), args.timeout)
+    except OpenFileLimit as exc:
+        print(exc, file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 
@@ -62,7 +78,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("message", nargs="?", default="hello", help="what to send; a '!' is added when it has none")
     parser.add_argument("--host", default="127.0.0.1", help="the server's address")
     parser.add_argument("--clients", type=int, default=0, metavar="N", help="load mode: connections in flight at once")
-    parser.add_argument("--requests", type=int, default=0, metavar="M", help="load mode: requests in all (default: N)")
+    parser.add_argument("--requests", type=int, default=0, metavar="M", help="load mode: requests in all; 0: N")
     parser.add_argument("--size", type=int, default=64, metavar="BYTES", help="load mode: request size, '!' included")
     parser.add_argument("--timeout", type=float, default=30.0, metavar="S", help="seconds allowed for each request")
     parser.add_argument("--stream", action="store_true", help="send stdin line by line (the stream variant)")
@@ -158,12 +174,15 @@ def run_load(host: str, port: int, clients: int, requests: int, size: int, timeo
     transports and futures cost as much per connection as the fastest servers
     here spend on a whole request. So the numbers measure the server.
     """
+    in_flight = min(clients, requests)
     raise_open_file_limit()
+    if in_flight + SPARE_FILES > open_file_limit():
+        raise OpenFileLimit(in_flight)
     message = (ALPHABET * (size // len(ALPHABET) + 1))[: size - 1] + DELIMITER
     family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
     load = Load(family, address, message, timeout)
     started = time.perf_counter()
-    load.run(min(clients, requests), requests)
+    load.run(in_flight, requests)
     load.result.wall = time.perf_counter() - started
     return load.result
 
@@ -206,7 +225,12 @@ class Load:
         self.selector.close()
 
     def start(self) -> None:
-        request = Request(self)
+        try:
+            request = Request(self)
+        except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE):  # files held elsewhere, or the system's table
+                raise OpenFileLimit(len(self.deadlines) + 1) from None
+            raise
         self.deadlines.append((request.started + self.timeout, request))
 
 
@@ -268,6 +292,16 @@ def raise_open_file_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     except (ValueError, OSError):
         pass
+
+
+def open_file_limit() -> float:
+    """How many files this process may have open (no limit where there is no such thing)."""
+    try:
+        import resource  # Unix only
+    except ImportError:
+        return float("inf")
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return float("inf") if soft == resource.RLIM_INFINITY else soft
 
 
 def stream_lines(host: str, port: int, timeout: float) -> int:

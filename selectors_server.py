@@ -70,8 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"cannot listen on {format_address(args.host, args.port)}: {reason(exc)}", file=sys.stderr)
         return 1
-    with listener:
-        signals = stop_signals()
+    # The stop-signal socket closes with the listener: under python -X dev an
+    # unclosed socket is a ResourceWarning at exit.
+    with listener, stop_signals() as signals:
         print(f"Listening on {format_address(*listener.getsockname()[:2])}", flush=True)
         serve(listener, signals, args)
     log.info("stopped")

@@ -186,7 +186,7 @@ def reason(exc: OSError) -> str:
     return exc.strerror.split(" (while attempting")[0] if exc.strerror else str(exc)
 
 
-def stop_on_signals(server: socketserver.TCPServer) -> None:
+def stop_on_signals(server: socketserver.BaseServer) -> None:
     """Make SIGINT and SIGTERM end serve_forever()."""
 
     def stop(signum: int, frame: Any) -> None:

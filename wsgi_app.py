@@ -226,7 +226,8 @@ def format_address(host: str, port: int) -> str:
 
 
 def reason(exc: OSError) -> str:
-    return exc.strerror if exc.strerror else str(exc)
+    # create_server() appends the address to strerror; the caller names it already.
+    return exc.strerror.split(" (while attempting")[0] if exc.strerror else str(exc)
 
 
 def stop_on_signals(server: socketserver.BaseServer) -> None:
