@@ -16,15 +16,37 @@ http.server` gets wrong for real use:
 - nothing outside --directory is reachable, whatever the path encodes (..,
   %2e%2e, %2f, backslashes, NUL bytes, symlinks), and no open redirect
   (CVE-2021-28861) on any Python version;
-- an idle connection is closed after --timeout, shutdown lets responses in
-  progress finish, and the server never does a reverse DNS lookup at start.
+- dotfiles stay private: .env, .git/config and any other path with a segment
+  that starts with "." get 404 and are left out of listings (--dotfiles
+  serves them), however the path is encoded, and through symlinks too;
+- fresh after every edit: Cache-Control: no-cache makes the browser ask each
+  time, and an ETag of the file's size and nanosecond mtime answers 304 when
+  nothing changed (Last-Modified alone has one-second resolution, and without
+  Cache-Control browsers guess a freshness and reuse stale scripts);
+- --cors for a page on another origin (a dev server on another port);
+- --tls-cert and --tls-key for HTTPS, as Python 3.14's http.server has, on
+  every Python from 3.8;
+- an idle connection is closed after --timeout, shutdown closes idle
+  connections at once and lets responses in progress finish, and the server
+  never does a reverse DNS lookup at start.
 
 Concurrency: a thread per connection (ThreadingHTTPServer). It is NOT a
-production server: no TLS, no HTTP/2, no compression, no caching headers
-beyond Last-Modified, a thread per keep-alive connection, and http.server's
-parser was written for clarity, not for hostile traffic. For the internet, put
-the files behind nginx, Caddy or a CDN; use this for local development and
-trusted networks.
+production server: no HTTP/2, no compression, a thread per keep-alive
+connection (a few hundred idle browsers hold a few hundred threads), and
+http.server's parser was written for clarity, not for hostile traffic. For the
+internet, put the files behind nginx, Caddy or a CDN; use this for local
+development and trusted networks.
+
+HTTPS for local use, such as a phone on the LAN that needs a secure context
+(service workers, the camera): make a self-signed certificate,
+
+    openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj /CN=localhost \\
+        -addext subjectAltName=DNS:localhost,IP:127.0.0.1 -keyout key.pem -out cert.pem
+
+and serve with --tls-cert cert.pem --tls-key key.pem. A browser warns about it,
+rightly: no authority it trusts vouches that this certificate belongs to this
+host, so it cannot tell your server from an impostor. Accept it once for your
+own machine, or make a locally trusted one with a tool such as mkcert.
 
 Try it:  python http_static.py 8000 --directory site/
          curl -i http://127.0.0.1:8000/
@@ -35,7 +57,9 @@ from __future__ import annotations
 import argparse
 import email.utils
 import functools
+import html
 import http.server
+import io
 import itertools
 import logging
 import math
@@ -45,6 +69,7 @@ import re
 import signal
 import socket
 import socketserver
+import ssl
 import sys
 import threading
 import time
@@ -87,8 +112,19 @@ def main(argv: list[str] | None = None) -> int:
     if not os.path.isdir(args.directory):
         print(f"not a directory: {args.directory}", file=sys.stderr)
         return 1
+    tls = None
+    if args.tls_cert:
+        files = " and ".join(name for name in (args.tls_cert, args.tls_key) if name)
+        try:
+            tls = tls_context(args.tls_cert, args.tls_key)
+        except ssl.SSLError:  # before OSError: it is one
+            print(f"not a PEM certificate with its private key: {files}", file=sys.stderr)
+            return 1
+        except OSError as exc:
+            print(f"cannot read {files}: {exc.strerror or exc}", file=sys.stderr)
+            return 1
     try:
-        server = make_server(args)
+        server = make_server(args, tls)
     except OSError as exc:
         print(f"cannot listen on {format_address(args.host, args.port)}: {reason(exc)}", file=sys.stderr)
         return 1
@@ -96,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     # joins the connection threads, so responses in progress finish.
     with server:
         stop_on_signals(server)
-        print(f"Listening on http://{format_address(*server.server_address[:2])}/", flush=True)
+        scheme = "https" if tls else "http"
+        print(f"Listening on {scheme}://{format_address(*server.server_address[:2])}/", flush=True)
         server.serve_forever()
     log.info("stopped")
     return 0
@@ -111,8 +148,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 or :: exposes the server")
     parser.add_argument("--directory", default=os.curdir, help="the folder to serve")
     parser.add_argument("--timeout", type=seconds, default=10.0, help="seconds an idle connection stays open")
+    parser.add_argument("--dotfiles", action="store_true", help="serve and list names that start with .")
+    parser.add_argument("--cors", action="store_true", help="let pages from any origin fetch these files (CORS)")
+    parser.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS with this PEM certificate (chain)")
+    parser.add_argument("--tls-key", metavar="FILE", help="its private key, if not in the certificate file")
     parser.add_argument("-q", "--quiet", action="store_true", help="no per-request log lines")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.tls_key and not args.tls_cert:
+        parser.error("--tls-key needs --tls-cert")
+    return args
 
 
 def port_number(text: str) -> int:
@@ -129,11 +173,18 @@ def seconds(text: str) -> float:
     return value
 
 
-def make_server(args: argparse.Namespace) -> StaticServer:
+def tls_context(cert: str, key: str | None) -> ssl.SSLContext:
+    # The server side of the library's defaults: TLS 1.2 and up, no weak ciphers.
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context
+
+
+def make_server(args: argparse.Namespace, tls: ssl.SSLContext | None) -> StaticServer:
     family, _, _, _, address = socket.getaddrinfo(args.host, args.port, flags=socket.AI_PASSIVE)[0]
     directory = os.path.realpath(args.directory)
     handler = functools.partial(StaticHandler, directory=directory)
-    return StaticServer(address[:2], handler, family, args.timeout)
+    return StaticServer(address[:2], handler, family, args.timeout, args.dotfiles, args.cors, tls)
 
 
 class StaticServer(http.server.ThreadingHTTPServer):
@@ -144,14 +195,30 @@ class StaticServer(http.server.ThreadingHTTPServer):
     # process exits. Non-daemon threads are joined by server_close() instead.
     daemon_threads = False
 
-    def __init__(self, address: tuple[str, int], handler: Any, family: socket.AddressFamily, timeout: float) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        handler: Any,
+        family: socket.AddressFamily = socket.AF_INET,
+        timeout: float = 10.0,
+        dotfiles: bool = False,
+        cors: bool = False,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.address_family = family  # read by TCPServer.__init__ to make the socket
         self.idle_timeout = timeout
+        self.dotfiles = dotfiles
+        self.cors = cors
         self.numbers = itertools.count(1)
         self.waiting: set[socket.socket] = set()  # connections between two requests
         self.waiting_lock = threading.Lock()
         self.stopping = False
         super().__init__(address, handler)
+        if tls is not None:
+            # accept() now returns TLS sockets. Their handshake is left to each
+            # connection's thread (StaticHandler.setup): done in accept(), one
+            # slow or hostile client would stall every other.
+            self.socket = tls.wrap_socket(self.socket, server_side=True, do_handshake_on_connect=False)
 
     def server_close(self) -> None:
         """Close the idle keep-alive connections at once, then join the threads.
@@ -225,7 +292,19 @@ class StaticHandler(http.server.SimpleHTTPRequestHandler):
         # connections cannot hold threads forever.
         self.timeout = self.server.idle_timeout
         self.number = next(self.server.numbers)
+        self.responded = False
         super().setup()
+        self.secure = True
+        if isinstance(self.connection, ssl.SSLSocket):
+            try:
+                self.connection.do_handshake()  # bounded by the socket's --timeout
+            except (OSError, ValueError) as exc:  # ssl.SSLError, a time-out, a reset
+                log.info("#%d TLS handshake failed: %s", self.number, exc)
+                self.secure = False
+
+    def handle(self) -> None:
+        if self.secure:  # the connection is plain TCP, or its TLS handshake succeeded
+            super().handle()
 
     def handle_one_request(self) -> None:
         self.responded = False
@@ -245,6 +324,24 @@ class StaticHandler(http.server.SimpleHTTPRequestHandler):
     def send_response_only(self, code: int, message: str | None = None) -> None:
         self.responded = True  # every response passes here, errors included
         super().send_response_only(code, message)
+
+    def end_headers(self) -> None:
+        if self.server.cors:  # on every response, errors included: the page can read why
+            self.send_header("Access-Control-Allow-Origin", "*")
+        super().end_headers()
+
+    def do_OPTIONS(self) -> None:
+        """A CORS preflight: which methods and headers a page from another origin may use."""
+        if not self.server.cors:
+            self.send_error(501, f"Unsupported method ({self.command!r})")  # what http.server answers
+            return
+        self.send_response(204)  # no body, and so no Content-Length (RFC 9110)
+        self.send_header("Access-Control-Allow-Methods", "GET, HEAD, OPTIONS")
+        requested = self.headers.get("Access-Control-Request-Headers")
+        if requested:
+            self.send_header("Access-Control-Allow-Headers", requested)
+        self.send_header("Access-Control-Max-Age", "600")  # the browser may skip the preflight for 10 minutes
+        self.end_headers()
 
     def finish(self) -> None:
         with self.server.waiting_lock:
@@ -317,6 +414,9 @@ class StaticHandler(http.server.SimpleHTTPRequestHandler):
         decodes to a separator ('%2f', and '\\' on Windows); on top of that,
         a NUL byte is refused (open() would raise ValueError, not OSError), and
         symlinks are resolved, so one that points out of the directory fails.
+        Dotfiles are checked on both paths: the one asked for ('/.env', or
+        '/.hidden' linked to a public file) and the one it resolves to (a
+        public name linked to '.env').
         """
         candidate = super().translate_path(path)
         if "\0" in candidate:
@@ -324,7 +424,50 @@ class StaticHandler(http.server.SimpleHTTPRequestHandler):
         real = os.path.realpath(candidate)
         if real != self.directory and not real.startswith(os.path.join(self.directory, "")):
             return None
+        if not self.server.dotfiles and (self.is_hidden(candidate) or self.is_hidden(real)):
+            return None
+        # realpath() drops a trailing slash: '/notes.txt/' must not name a file.
+        if candidate.endswith(os.sep) and not os.path.isdir(real):
+            return None
         return real
+
+    def is_hidden(self, path: str) -> bool:
+        relative = os.path.relpath(path, self.directory)
+        return any(part.startswith(".") and part != os.curdir for part in relative.split(os.sep))
+
+    def list_directory(self, path: str) -> io.BytesIO | None:  # type: ignore[override]
+        """The listing http.server makes, without the dotfiles unless --dotfiles."""
+        try:
+            names = os.listdir(path)
+        except OSError:
+            self.send_error(404, "No permission to list directory")
+            return None
+        if not self.server.dotfiles:  # neither '.env' nor a link to it
+            names = [name for name in names if not self.is_hidden(os.path.realpath(os.path.join(path, name)))]
+            names = [name for name in names if not name.startswith(".")]
+        names.sort(key=str.lower)
+        try:
+            shown = urllib.parse.unquote(self.path, errors="surrogatepass")
+        except UnicodeDecodeError:
+            shown = urllib.parse.unquote(self.path)
+        title = f"Directory listing for {html.escape(shown, quote=False)}"
+        encoding = sys.getfilesystemencoding()
+        lines = ["<!DOCTYPE HTML>", '<html lang="en">', "<head>", f'<meta charset="{encoding}">']
+        lines += [f"<title>{title}</title>", "</head>", "<body>", f"<h1>{title}</h1>", "<hr>", "<ul>"]
+        for name in names:
+            full = os.path.join(path, name)
+            link = name + "/" if os.path.isdir(full) else name
+            shown_name = name + "@" if os.path.islink(full) else link  # a link to a folder: @, but links with /
+            href = urllib.parse.quote(link, errors="surrogatepass")
+            lines.append(f'<li><a href="{href}">{html.escape(shown_name, quote=False)}</a></li>')
+        lines += ["</ul>", "<hr>", "</body>", "</html>", ""]
+        page = "\n".join(lines).encode(encoding, "surrogateescape")
+        self.send_response(200)
+        self.send_header("Content-Type", f"text/html; charset={encoding}")
+        self.send_header("Content-Length", str(len(page)))
+        self.send_header("Cache-Control", "no-cache")
+        self.end_headers()
+        return io.BytesIO(page)
 
     def redirect_to_directory(self) -> None:
         """'/docs' -> '/docs/', so that relative links in the listing resolve.
@@ -353,9 +496,13 @@ class StaticHandler(http.server.SimpleHTTPRequestHandler):
     def send_file_headers(self, file: BinaryIO, path: str) -> tuple[BinaryIO, int, int] | None:
         stat = os.fstat(file.fileno())
         size = stat.st_size
-        if self.not_modified_since(stat.st_mtime):
+        # Size and mtime in nanoseconds: two saves in the same second differ.
+        etag = f'"{size:x}-{stat.st_mtime_ns:x}"'
+        if self.not_modified(etag, stat.st_mtime):
             file.close()
             self.send_response(304)
+            self.send_header("ETag", etag)
+            self.send_header("Cache-Control", "no-cache")
             self.end_headers()
             return None
         try:
@@ -372,16 +519,29 @@ class StaticHandler(http.server.SimpleHTTPRequestHandler):
         self.send_header("Content-Type", self.guess_type(path))
         self.send_header("Content-Length", str(length))
         self.send_header("Last-Modified", self.date_time_string(int(stat.st_mtime)))
+        self.send_header("ETag", etag)
+        # Keep a copy, but ask before every use: without this, a browser
+        # reuses a cached script for a fraction of its age, edits unseen.
+        self.send_header("Cache-Control", "no-cache")
         self.send_header("Accept-Ranges", "bytes")
         if span is not None:
             self.send_header("Content-Range", f"bytes {offset}-{offset + length - 1}/{size}")
         self.end_headers()
         return file, offset, length
 
+    def not_modified(self, etag: str, mtime: float) -> bool:
+        """If-None-Match, which RFC 9110 says wins over If-Modified-Since; else that."""
+        header = self.headers.get("If-None-Match")
+        if header is None:
+            return self.not_modified_since(mtime)
+        # The weak comparison GET uses: W/"x" matches "x".
+        tags = [tag.strip() for tag in header.split(",")]
+        return "*" in tags or any(tag.replace("W/", "", 1) == etag for tag in tags)
+
     def not_modified_since(self, mtime: float) -> bool:
-        """If-Modified-Since, as http.server does it (ignored when If-None-Match is present)."""
+        """If-Modified-Since, as http.server does it."""
         header = self.headers.get("If-Modified-Since")
-        if header is None or "If-None-Match" in self.headers:
+        if header is None:
             return False
         try:
             since = email.utils.parsedate_to_datetime(header)
