@@ -17,6 +17,11 @@ larger backlog and reads in chunks of its own. Timeouts are one timer that
 cancels the connection's task (within()), which is what asyncio.timeout() does
 on 3.11+; asyncio.wait_for() would wrap each await in a task of its own.
 
+Computing clients (--cpu) stop the loop: while one computes, no other client is
+read, answered or accepted. --cpu-workers N hands the computation to N worker
+processes (loop.run_in_executor() with a ProcessPoolExecutor): the loop stays
+free, and the work runs on every core.
+
 Try it:  python asyncio_server.py 8000
          python client.py 8000 --clients 1000    # ~5 s
 """
@@ -25,10 +30,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import gc
 import itertools
 import logging
 import math
+import multiprocessing
 import signal
 import socket
 import sys
@@ -93,6 +100,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 or :: exposes the server")
     parser.add_argument("--delay", type=seconds, default=5.0, help="simulated work per request, in seconds")
     parser.add_argument(
+        "--cpu", type=seconds, default=0.0, help="CPU time spent computing per request (holding the GIL), in seconds"
+    )
+    parser.add_argument(
+        "--cpu-workers", type=count, default=0, help="processes that do the --cpu work; 0: the event loop does it"
+    )
+    parser.add_argument(
         "--timeout", type=seconds, default=10.0, help="seconds to send a request, and again to read the reply"
     )
     parser.add_argument(
@@ -113,6 +126,13 @@ def seconds(text: str) -> float:
     value = float(text)
     if not (math.isfinite(value) and value >= 0):
         raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, not {text!r}")
+    return value
+
+
+def count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, not {value}")
     return value
 
 
@@ -149,9 +169,10 @@ async def serve(listener: socket.socket, args: argparse.Namespace) -> None:
     gc.set_threshold(GC_THRESHOLD)
     stop = stop_signals()
     numbers = itertools.count(1)
+    pool = process_pool(args.cpu_workers) if args.cpu_workers else None
 
     def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> Coroutine[Any, Any, None]:
-        return handle_client(reader, writer, next(numbers), args)  # the loop runs it as a task
+        return handle_client(reader, writer, next(numbers), args, pool)  # the loop runs it as a task
 
     # start_server() calls listen() again, with a queue of 100 unless told.
     server = await asyncio.start_server(on_connect, sock=listener, backlog=BACKLOG)
@@ -165,6 +186,32 @@ async def serve(listener: socket.socket, args: argparse.Namespace) -> None:
     # accepted a moment ago whose task has only just been created.
     while pending := asyncio.all_tasks() - {asyncio.current_task()}:
         await asyncio.wait(pending)
+    if pool is not None:
+        pool.shutdown()  # every computation has finished: the workers exit
+
+
+def process_pool(workers: int) -> concurrent.futures.ProcessPoolExecutor:
+    """Worker processes for the --cpu work, started the safe way.
+
+    fork() copies only the thread that calls it. A lock that another thread
+    held at that instant (the executor's own management thread counts) stays
+    locked forever in the child: a pool that forked its workers from this
+    server hung on its first request in 2 of 3 tries. 'forkserver' forks them
+    from a small server process that runs no threads, which is why Python 3.14
+    made it Linux's default; where it does not exist (Windows), 'spawn' starts
+    each from a fresh interpreter. Either way the worker imports this file as
+    a module, which is why importing it has no side effects.
+    """
+    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    context = multiprocessing.get_context(method)
+    return concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=ignore_stop_signals)
+
+
+def ignore_stop_signals() -> None:
+    # Ctrl+C reaches the whole process group, workers included. The server
+    # decides: it lets the work in progress finish, then closes the pool.
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
 
 
 def raise_open_file_limit() -> None:
@@ -201,7 +248,11 @@ def stop_signals() -> asyncio.Event:
 
 
 async def handle_client(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, number: int, args: argparse.Namespace
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    number: int,
+    args: argparse.Namespace,
+    pool: concurrent.futures.Executor | None,
 ) -> None:
     """Serve one connection: read the request, do the work, reply, close."""
     started = time.monotonic()
@@ -209,7 +260,7 @@ async def handle_client(
         # One deadline for the whole request, fixed at connect: a client that
         # trickles a byte at a time does not extend it.
         request = await within(args.timeout, read_request(reader, args.max_request), "sent no complete request in time")
-        reply = await handle_request(request, args.delay)
+        reply = await handle_request(request, args.delay, args.cpu, pool)
         await write_response(writer, reply, args.timeout)
         await close_gracefully(reader, writer, args.timeout)
     except ClientError as exc:
@@ -260,8 +311,16 @@ async def read_request(reader: asyncio.StreamReader, limit: int) -> bytearray:
             raise ClientError(f"sent {len(request)} bytes without {DELIMITER.decode()}: too large, closed")
 
 
-async def handle_request(request: bytearray, delay: float) -> bytearray:
-    """The simulated slow work, then the answer: the request reversed."""
+async def handle_request(
+    request: bytearray, delay: float, cpu: float, pool: concurrent.futures.Executor | None
+) -> bytearray:
+    """The simulated work (computing, then waiting), and the answer: the request reversed."""
+    if cpu and pool is None:
+        compute(cpu)  # in the loop: every other client waits, accepting included
+    elif cpu:
+        # In a worker process: the loop goes on serving, and the work runs on
+        # every core, as many requests at once as there are workers.
+        await asyncio.get_running_loop().run_in_executor(pool, compute, cpu)
     # asyncio.sleep(), never time.sleep(), which would stop every client. And
     # not even asyncio.sleep(0) when there is no work: it costs a trip round
     # the loop for nothing.
@@ -269,6 +328,21 @@ async def handle_request(request: bytearray, delay: float) -> bytearray:
         await asyncio.sleep(delay)
     request.reverse()  # in place: no second copy of a large request
     return request
+
+
+def compute(seconds: float) -> None:
+    """Spend this many seconds of the thread's CPU time in pure-Python work.
+
+    Like real handler code (parsing, templates, business rules), the loop holds
+    the GIL while it runs; hashlib or zlib on a large buffer would release it
+    and hide what the GIL does. The clock is the thread's CPU time, not the
+    wall: a thread that waits for the GIL, or for a core, is not working.
+    """
+    deadline = time.thread_time() + seconds
+    while time.thread_time() < deadline:
+        total = 0
+        for number in range(1000):  # about 50 us between two looks at the clock
+            total += number * number
 
 
 async def write_response(writer: asyncio.StreamWriter, reply: bytearray, timeout: float) -> None:

@@ -23,6 +23,11 @@ or computes for long stops every client. Pick this to learn how event loops
 work, or when a dependency-free, single-threaded loop is all a small daemon
 needs; otherwise let asyncio (asyncio_server.py) do it.
 
+Computing clients (--cpu) are an event loop's weak spot: the computation runs
+inside a callback, and while it does, no other client is read, answered or
+even accepted. The remedy is to hand it to other processes, as
+asyncio_server.py does with --cpu-workers.
+
 Try it:  python selectors_server.py 8000
          python client.py 8000 --clients 1000    # ~5 s, one thread
 """
@@ -87,6 +92,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("port", type=port_number, help="TCP port; 0 lets the OS pick a free one")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 or :: exposes the server")
     parser.add_argument("--delay", type=seconds, default=5.0, help="simulated work per request, in seconds")
+    parser.add_argument(
+        "--cpu", type=seconds, default=0.0, help="CPU time spent computing per request (holding the GIL), in seconds"
+    )
     parser.add_argument(
         "--timeout", type=seconds, default=10.0, help="seconds to send a request, and again to read the reply"
     )
@@ -296,7 +304,10 @@ class Connection:
             self.request += chunk[: end + 1]
             self.loop.selector.unregister(self.sock)
             self.state = "working"
-            # The simulated work is a timer: the loop serves everyone else meanwhile.
+            # Computing runs here, in the loop: every other client waits for it.
+            if self.loop.args.cpu:
+                compute(self.loop.args.cpu)
+            # Waiting is a timer: the loop serves everyone else meanwhile.
             self.set_timer(time.monotonic() + self.loop.args.delay)
             return
         self.request += chunk
@@ -381,6 +392,21 @@ class Connection:
         self.deadline = 0.0  # leaves any pending timer of this connection stale
         self.loop.open -= 1
         log.info("#%d %s", self.number, outcome)
+
+
+def compute(seconds: float) -> None:
+    """Spend this many seconds of the thread's CPU time in pure-Python work.
+
+    Like real handler code (parsing, templates, business rules), the loop holds
+    the GIL while it runs; hashlib or zlib on a large buffer would release it
+    and hide what the GIL does. The clock is the thread's CPU time, not the
+    wall: a thread that waits for the GIL, or for a core, is not working.
+    """
+    deadline = time.thread_time() + seconds
+    while time.thread_time() < deadline:
+        total = 0
+        for number in range(1000):  # about 50 us between two looks at the clock
+            total += number * number
 
 
 if __name__ == "__main__":

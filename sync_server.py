@@ -12,6 +12,9 @@ Pick it when clients are few and the work is short, or to learn what the other
 scripts add. The protocol: the client sends bytes ending in "!", the server
 waits --delay seconds (simulated work) and answers with the bytes reversed.
 
+Computing clients (--cpu) fare the same: one at a time, on one core, so n
+clients that each compute c seconds take n*c seconds.
+
 Try it:  python sync_server.py 8000
          python client.py 8000 hello          # prints !olleh after 5 s
          python client.py 8000 --clients 3    # ~15 s: one after another
@@ -80,6 +83,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("port", type=port_number, help="TCP port; 0 lets the OS pick a free one")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 or :: exposes the server")
     parser.add_argument("--delay", type=seconds, default=5.0, help="simulated work per request, in seconds")
+    parser.add_argument(
+        "--cpu", type=seconds, default=0.0, help="CPU time spent computing per request (holding the GIL), in seconds"
+    )
     parser.add_argument(
         "--timeout", type=seconds, default=10.0, help="seconds to send a request, and again to read the reply"
     )
@@ -182,7 +188,7 @@ def handle_client(conn: socket.socket, number: int, args: argparse.Namespace) ->
     with conn:
         try:
             request = read_request(conn, started + args.timeout, args.max_request)
-            reply = handle_request(request, args.delay)
+            reply = handle_request(request, args.delay, args.cpu)
             write_response(conn, reply, args.timeout)
         except ClientError as exc:
             log.info("#%d %s", number, exc)
@@ -223,8 +229,10 @@ def read_request(conn: socket.socket, deadline: float, limit: int) -> bytearray:
             raise ClientError(f"sent {len(request)} bytes without {DELIMITER.decode()}: too large, closed")
 
 
-def handle_request(request: bytearray, delay: float) -> bytearray:
-    """The simulated slow work, then the answer: the request reversed."""
+def handle_request(request: bytearray, delay: float, cpu: float) -> bytearray:
+    """The simulated work (computing, then waiting), and the answer: the request reversed."""
+    if cpu:
+        compute(cpu)
     # Not even sleep(0) when there is no work: it is a system call that gives
     # up the CPU, and at --delay 0 it cost the sync server two-thirds of its
     # throughput (10,000 requests/s instead of 29,000 on 2 cores).
@@ -232,6 +240,21 @@ def handle_request(request: bytearray, delay: float) -> bytearray:
         time.sleep(delay)
     request.reverse()  # in place: no second copy of a large request
     return request
+
+
+def compute(seconds: float) -> None:
+    """Spend this many seconds of the thread's CPU time in pure-Python work.
+
+    Like real handler code (parsing, templates, business rules), the loop holds
+    the GIL while it runs; hashlib or zlib on a large buffer would release it
+    and hide what the GIL does. The clock is the thread's CPU time, not the
+    wall: a thread that waits for the GIL, or for a core, is not working.
+    """
+    deadline = time.thread_time() + seconds
+    while time.thread_time() < deadline:
+        total = 0
+        for number in range(1000):  # about 50 us between two looks at the clock
+            total += number * number
 
 
 def write_response(conn: socket.socket, reply: bytearray, timeout: float) -> None:

@@ -6,8 +6,9 @@ talks to it over real loopback sockets, and stops it with SIGTERM. Every server
 runs in a process group of its own, killed at clean-up, so a failing test leaves
 nothing behind, forked children included.
 
-Run:  python test_all.py            (all of it, well under 90 s on 2 cores)
-      python test_all.py -k Pool    (unittest's own options work)
+Run:  python test_all.py            (all of it, in 3 processes at once: about 40 s on 2 cores)
+      python test_all.py -k Pool    (with arguments: in this process, unittest's own options)
+      TEST_WORKERS=1 python test_all.py   (all of it, in this process)
 """
 
 from __future__ import annotations
@@ -1380,6 +1381,7 @@ DIFFERENCES = {
         "forking_server.py": "adds --max-children",
         "prefork_server.py": "adds --workers",
         "socketserver_variants.py": "adds --variant",
+        "asyncio_server.py": "adds --cpu-workers",
         "http_static.py": "HTTP: --directory, and --timeout is the idle time",
         "wsgi_app.py": "HTTP: no --delay or --max-request",
     },
@@ -1469,6 +1471,48 @@ REVERSE_SERVERS = (
 )
 
 
+def session_cpu_seconds(session: int) -> float:
+    """CPU time used by every process of a session, and by its children already reaped (Linux /proc)."""
+    ticks = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # after "pid (command)"
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        if int(fields[3]) == session:  # fields[3] is the session id: field 6 of stat
+            ticks += sum(int(value) for value in fields[11:15])  # utime, stime, cutime, cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+@unittest.skipUnless(Path("/proc/self/stat").exists(), "reads CPU time from /proc")
+class CpuWorkTest(unittest.TestCase):
+    """--cpu S spends S of CPU time per request, wherever the approach computes."""
+
+    def test_cpu_option_spends_that_much_cpu_time(self) -> None:
+        cpu, requests = 0.05, 4
+        for command in (
+            ("sync_server.py",),  # the blocking skeleton, shared by six scripts (SharedSkeletonTest)
+            ("selectors_server.py",),
+            ("asyncio_server.py",),
+            ("asyncio_server.py", "--cpu-workers", "2"),  # in worker processes
+            ("forking_server.py",),  # in children, counted once they are reaped
+            ("prefork_server.py", "--workers", "2"),
+        ):
+            with self.subTest(" ".join(command)):
+                server = Server(command[0], (*command[1:], "--delay", "0", "--cpu", str(cpu)), self.addCleanup)
+                self.assertEqual(server.request(b"warm-up!"), b"!pu-mraw")  # starts a pool's workers
+                before = session_cpu_seconds(server.process.pid)
+                for _ in range(requests):
+                    self.assertEqual(server.request(b"compute!"), b"!etupmoc")
+                expected = cpu * requests
+                deadline = time.monotonic() + 3  # reaped children count only once reaped: poll
+                while (spent := session_cpu_seconds(server.process.pid) - before) < 0.9 * expected:
+                    self.assertLess(time.monotonic(), deadline, f"{command[0]} spent {spent:.2f} s of CPU")
+                    time.sleep(0.05)
+                self.assertLess(spent, expected + 0.3, "far more CPU than --cpu asks")
+                self.assertEqual(server.stop(), 0, server.log())
+
+
 def slow_link_unavailable() -> str:
     """Why this machine cannot make a slow link, or "" when it can."""
     if not hasattr(os, "geteuid") or os.geteuid() != 0:
@@ -1549,5 +1593,50 @@ del (
 )
 
 
+def run_in_parallel(workers: int) -> int:
+    """Run the test classes spread over child processes at once, then report as unittest does.
+
+    Most of the time a test waits (for a server to start, a delay, a time-out),
+    so a few at once fit on two cores; each child is an ordinary run of this
+    file on some of the classes. The report is one unittest summary, which is
+    what CI reads.
+    """
+    loader = unittest.defaultTestLoader
+    classes = [name for name, value in globals().items() if isinstance(value, type) and loader.getTestCaseNames(value)]
+    started = time.monotonic()
+    children = [
+        subprocess.Popen(
+            [sys.executable, __file__, *classes[index::workers]],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for index in range(workers)
+    ]
+    totals: dict[str, int] = {}
+    ran = 0
+    for child in children:
+        output, _ = child.communicate()
+        details, _, summary = output.rpartition("\n" + "-" * 70 + "\n")
+        details = details.strip("\n.")  # the progress dots, unless something failed
+        if details:
+            print(details, file=sys.stderr)
+        match = re.search(r"^Ran (\d+) tests?", summary, re.MULTILINE)
+        if not match or child.returncode not in (0, 1):
+            print(output, file=sys.stderr)  # a crash: show all of it
+            totals["errors"] = totals.get("errors", 0) + 1
+        ran += int(match.group(1)) if match else 0
+        for kind, count in re.findall(r"(\w+(?: \w+)?)=(\d+)", summary):
+            totals[kind] = totals.get(kind, 0) + int(count)
+    failed = totals.get("failures", 0) + totals.get("errors", 0) + totals.get("unexpected successes", 0)
+    counts = ", ".join(f"{kind}={count}" for kind, count in totals.items())
+    print("-" * 70, f"Ran {ran} tests in {time.monotonic() - started:.3f}s", "", sep="\n", file=sys.stderr)
+    print(("FAILED" if failed else "OK") + (f" ({counts})" if counts else ""), file=sys.stderr)
+    return 1 if failed else 0
+
+
 if __name__ == "__main__":
+    workers = int(os.environ.get("TEST_WORKERS", "3"))
+    if len(sys.argv) == 1 and workers > 1:
+        sys.exit(run_in_parallel(workers))
     unittest.main()
