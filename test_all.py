@@ -424,6 +424,18 @@ class ReverseProtocolTests(CommandLineTests):
                 self.assert_same_bytes(reply, request[::-1])
                 self.assertEqual(ending, "end of stream")
 
+    def test_a_client_that_half_closes_gets_its_reply(self) -> None:
+        # shutdown(SHUT_WR) after the request, as `nc -N` does: the end of the
+        # client's stream, not of the connection. A reply too large for the
+        # kernel's buffers is still being written when that end arrives.
+        for request in (b"half!", b"h" * (4 * MIB) + b"!"):
+            with self.subTest(size=len(request)), self.server.connect() as conn:
+                conn.sendall(request)
+                conn.shutdown(socket.SHUT_WR)
+                reply, _ = read_until_closed(conn, timeout=5)
+                self.assert_same_bytes(reply, request[::-1])
+        self.server.wait_for_log(rf"#\d+ answered {4 * MIB + 1} bytes")  # and the server knows it
+
     # The class's server lingers min(2 s, --timeout) = 0.5 s.
 
     def test_a_client_that_never_closes_is_cut_off_at_the_linger_bound(self) -> None:
@@ -662,6 +674,10 @@ class EventLoopServerTests(ConcurrentServerTests):
 
 class AsyncioServerTest(EventLoopServerTests):
     script = "asyncio_server.py"
+
+
+class AsyncioProtocolServerTest(EventLoopServerTests):
+    script = "asyncio_protocol_server.py"
 
 
 class SelectorsServerTest(EventLoopServerTests):
@@ -1359,6 +1375,7 @@ SERVER_SCRIPTS = (
     "prefork_server.py",
     "selectors_server.py",
     "asyncio_server.py",
+    "asyncio_protocol_server.py",
     "socketserver_variants.py",
     "http_static.py",
     "wsgi_app.py",
@@ -1372,6 +1389,7 @@ DIFFERENCES = {
         "forking_server.py": "says so and exits without os.fork()",
         "prefork_server.py": "says so and exits without os.fork(); logs carry the worker's pid",
         "asyncio_server.py": "serve() runs in an event loop",
+        "asyncio_protocol_server.py": "serve() runs in an event loop",
         "socketserver_variants.py": "socketserver builds and runs the server",
         "http_static.py": "checks --directory first; http.server runs the server",
         "wsgi_app.py": "wsgiref runs the server",
@@ -1382,6 +1400,7 @@ DIFFERENCES = {
         "prefork_server.py": "adds --workers",
         "socketserver_variants.py": "adds --variant",
         "asyncio_server.py": "adds --cpu-workers",
+        "asyncio_protocol_server.py": "adds --cpu-workers",
         "http_static.py": "HTTP: --directory, and --timeout is the idle time",
         "wsgi_app.py": "HTTP: no --delay or --max-request",
     },
@@ -1389,7 +1408,10 @@ DIFFERENCES = {
         "http_static.py": "a socket timeout of 0 would make it non-blocking: > 0",
         "wsgi_app.py": "a socket timeout of 0 would make it non-blocking: > 0",
     },
-    "stop_signals": {"asyncio_server.py": "the loop's own signal handling"},
+    "stop_signals": {
+        "asyncio_server.py": "the loop's own signal handling",
+        "asyncio_protocol_server.py": "the loop's own signal handling",
+    },
     "accept_client": {
         "forking_server.py": "reaps children, and waits at --max-children",
         "prefork_server.py": "a worker that loses the race for a client gets EAGAIN",
@@ -1465,6 +1487,7 @@ REVERSE_SERVERS = (
     ("prefork_server.py",),
     ("selectors_server.py",),
     ("asyncio_server.py",),
+    ("asyncio_protocol_server.py",),
     ("socketserver_variants.py", "--variant", "sync"),
     ("socketserver_variants.py", "--variant", "threading"),
     ("socketserver_variants.py", "--variant", "forking"),
@@ -1495,6 +1518,8 @@ class CpuWorkTest(unittest.TestCase):
             ("selectors_server.py",),
             ("asyncio_server.py",),
             ("asyncio_server.py", "--cpu-workers", "2"),  # in worker processes
+            ("asyncio_protocol_server.py",),
+            ("asyncio_protocol_server.py", "--cpu-workers", "2"),
             ("forking_server.py",),  # in children, counted once they are reaped
             ("prefork_server.py", "--workers", "2"),
         ):
