@@ -368,8 +368,11 @@ class ReverseProtocol(asyncio.Protocol):
         self.set_timer(self.args.timeout)
 
     def resume_writing(self) -> None:
+        # Not from inside this callback: the transport calls it from its own
+        # write handler, which goes on to finish a close() begun meanwhile, and
+        # would then report the connection lost twice (an error in the log).
         if self.state == "writing":
-            self.close_gracefully()
+            self.loop.call_soon(self.close_gracefully)
 
     def close_gracefully(self) -> None:
         """FIN after the reply, then discard what the client sends until it closes.
@@ -380,6 +383,8 @@ class ReverseProtocol(asyncio.Protocol):
         360-540 KB. So the connection lingers, a state like the others, cut
         off after LINGER_SECONDS (never beyond --timeout) or LINGER_BYTES.
         """
+        if self.state != "writing":  # closed meanwhile
+            return
         self.state = "lingering"
         self.transport.write_eof()  # shutdown(SHUT_WR): the buffer is empty
         if self.client_done:  # it half-closed earlier: nothing more will come
