@@ -139,6 +139,7 @@ class LoadResult:
 
     wall: float
     latencies: list[float] = field(default_factory=list)
+    spans: list[tuple[float, float]] = field(default_factory=list)  # per good reply: (sent, answered), from the start
     errors: Counter[str] = field(default_factory=Counter)
 
     @property
@@ -198,6 +199,7 @@ class Load:
         self.timeout = timeout
         self.selector = selectors.DefaultSelector()
         self.result = LoadResult(wall=0.0)
+        self.started = time.monotonic()
         # Every request gets the same timeout, so requests in the order they
         # started are also in the order of their deadlines: no heap needed.
         self.deadlines: deque[tuple[float, Request]] = deque()
@@ -276,7 +278,9 @@ class Request:
         self.load.selector.unregister(self.sock)
         self.sock.close()
         if error is None:
-            self.load.result.latencies.append(time.monotonic() - self.started)
+            now = time.monotonic()
+            self.load.result.latencies.append(now - self.started)
+            self.load.result.spans.append((self.started - self.load.started, now - self.load.started))
         else:
             self.load.result.errors[error] += 1
 

@@ -40,7 +40,7 @@ import socketserver
 import sys
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 DELIMITER = b"!"
 # One recv() per chunk. The seed read 4 bytes at a time: a system call per 4
@@ -243,8 +243,13 @@ class LineHandler(socketserver.StreamRequestHandler):
             log.info("#%d closed after %d lines", number, lines)
 
 
-def handle_client(conn: socket.socket, number: int, args: argparse.Namespace) -> None:
-    """Serve one connection: read the request, do the work, reply, close."""
+def handle_client(
+    conn: socket.socket,
+    number: int,
+    args: argparse.Namespace,
+    close: Callable[[socket.socket, float], None] | None = None,
+) -> None:
+    """Serve one connection: read the request, do the work, reply, close (close_gracefully() unless told)."""
     started = time.monotonic()
     with conn:
         try:
@@ -254,7 +259,7 @@ def handle_client(conn: socket.socket, number: int, args: argparse.Namespace) ->
         except ClientError as exc:
             log.info("#%d %s", number, exc)
             return
-        close_gracefully(conn, args.timeout)
+        (close or close_gracefully)(conn, args.timeout)
     log.info("#%d answered %d bytes in %.3f s", number, len(reply), time.monotonic() - started)
 
 

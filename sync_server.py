@@ -26,11 +26,12 @@ import argparse
 import itertools
 import logging
 import math
-import select
+import selectors
 import signal
 import socket
 import sys
 import time
+from typing import Callable
 
 DELIMITER = b"!"
 # One recv() per chunk. The seed read 4 bytes at a time: a system call per 4
@@ -159,17 +160,16 @@ def stop_signals() -> socket.socket:
 def serve(listener: socket.socket, signals: socket.socket, args: argparse.Namespace) -> None:
     """Serve clients one after another until SIGINT or SIGTERM."""
     numbers = itertools.count(1)
-    while (conn := accept_client(listener, signals)) is not None:
-        handle_client(conn, next(numbers), args)
+    lingering = Lingering(listener, signals)
+    while (conn := accept_client(listener, signals, lingering)) is not None:
+        handle_client(conn, next(numbers), args, lingering.add)
+    lingering.finish()
 
 
-def accept_client(listener: socket.socket, signals: socket.socket) -> socket.socket | None:
-    """Wait for the next client; None once a stop signal has come."""
+def accept_client(listener: socket.socket, signals: socket.socket, lingering: Lingering) -> socket.socket | None:
+    """Wait for the next client, finishing lingering closes meanwhile; None once a stop signal has come."""
     while True:
-        # select() handles only fds below FD_SETSIZE (1024); these two are
-        # opened first, so they qualify however many clients are connected.
-        readable, _, _ = select.select([listener, signals], [], [])
-        if signals in readable:
+        if signals in lingering.wait():
             return None
         try:
             conn, _ = listener.accept()
@@ -182,8 +182,101 @@ def accept_client(listener: socket.socket, signals: socket.socket) -> socket.soc
             time.sleep(0.1)
 
 
-def handle_client(conn: socket.socket, number: int, args: argparse.Namespace) -> None:
-    """Serve one connection: read the request, do the work, reply, close."""
+class Lingering:
+    """Answered connections, shut down for sending, waiting for their client to close.
+
+    close_gracefully() waits for the client in place. A server that serves one
+    client at a time then waits a client's round trip on every connection: at
+    50 clients in flight that halved the sync server's throughput (17,700 to
+    7,900 requests/s), because it used to accept the next client while the last
+    one read its reply. So the accept loop does that waiting instead. One
+    selector (epoll; select() fails past descriptor 1023) watches the listener,
+    the stop signals and every lingering connection, and the next client is
+    served while earlier ones close, within close_gracefully()'s bounds.
+    """
+
+    def __init__(self, listener: socket.socket, signals: socket.socket) -> None:
+        self.listener = listener
+        self.signals = signals
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(listener, selectors.EVENT_READ)
+        self.selector.register(signals, selectors.EVENT_READ)
+        # connection -> [deadline, bytes discarded]. They come in time order and
+        # linger equally long, so the first to expire is always the first here.
+        self.waiting: dict[socket.socket, list[float]] = {}
+
+    def add(self, conn: socket.socket, timeout: float) -> None:
+        """close_gracefully(), finished later by wait(): the same arguments, the same bounds."""
+        try:
+            conn.shutdown(socket.SHUT_WR)
+            # A descriptor of our own: handle_client()'s with-block closes its
+            # one, and the connection stays open until this one is closed.
+            conn = conn.dup()
+        except OSError:  # the client has gone already
+            return
+        conn.setblocking(False)
+        self.selector.register(conn, selectors.EVENT_READ)
+        self.waiting[conn] = [time.monotonic() + min(LINGER_SECONDS, timeout), 0]
+
+    def wait(self) -> list[socket.socket]:
+        """Finish lingering closes until the listener or the signal socket is ready; return those."""
+        while True:
+            timeout = None
+            if self.waiting:
+                first_deadline = next(iter(self.waiting.values()))[0]
+                timeout = max(0.0, first_deadline - time.monotonic())
+            ready = [key.fileobj for key, _ in self.selector.select(timeout)]
+            for conn in ready:
+                if conn in self.waiting:
+                    self.discard(conn)  # type: ignore[arg-type]
+            self.expire()
+            ours = [sock for sock in (self.listener, self.signals) if sock in ready]
+            if ours:
+                return ours
+
+    def discard(self, conn: socket.socket) -> None:
+        try:
+            chunk = conn.recv(CHUNK_SIZE)
+        except BlockingIOError:  # a spurious wake-up
+            return
+        except OSError:  # a reset: the client has what it will get
+            chunk = b""
+        self.waiting[conn][1] += len(chunk)
+        if not chunk or self.waiting[conn][1] >= LINGER_BYTES:  # closed by the client, or too much
+            self.close(conn)
+
+    def expire(self) -> None:
+        now = time.monotonic()
+        while self.waiting:
+            conn, (deadline, _) = next(iter(self.waiting.items()))
+            if deadline > now:
+                return
+            self.close(conn)
+
+    def close(self, conn: socket.socket) -> None:
+        self.selector.unregister(conn)
+        del self.waiting[conn]
+        conn.close()
+
+    def finish(self) -> None:
+        """At shutdown: no more clients, but the lingering closes still finish, within their bounds."""
+        self.selector.unregister(self.listener)
+        self.selector.unregister(self.signals)
+        while self.waiting:
+            first_deadline = next(iter(self.waiting.values()))[0]
+            for key, _ in self.selector.select(max(0.0, first_deadline - time.monotonic())):
+                self.discard(key.fileobj)  # type: ignore[arg-type]
+            self.expire()
+        self.selector.close()
+
+
+def handle_client(
+    conn: socket.socket,
+    number: int,
+    args: argparse.Namespace,
+    close: Callable[[socket.socket, float], None] | None = None,
+) -> None:
+    """Serve one connection: read the request, do the work, reply, close (close_gracefully() unless told)."""
     started = time.monotonic()
     with conn:
         try:
@@ -193,7 +286,7 @@ def handle_client(conn: socket.socket, number: int, args: argparse.Namespace) ->
         except ClientError as exc:
             log.info("#%d %s", number, exc)
             return
-        close_gracefully(conn, args.timeout)
+        (close or close_gracefully)(conn, args.timeout)
     log.info("#%d answered %d bytes in %.3f s", number, len(reply), time.monotonic() - started)
 
 

@@ -35,6 +35,7 @@ import socket
 import sys
 import threading
 import time
+from typing import Callable
 
 DELIMITER = b"!"
 # One recv() per chunk. The seed read 4 bytes at a time: a system call per 4
@@ -213,8 +214,13 @@ def accept_client(listener: socket.socket, signals: socket.socket) -> socket.soc
             time.sleep(0.1)
 
 
-def handle_client(conn: socket.socket, number: int, args: argparse.Namespace) -> None:
-    """Serve one connection: read the request, do the work, reply, close."""
+def handle_client(
+    conn: socket.socket,
+    number: int,
+    args: argparse.Namespace,
+    close: Callable[[socket.socket, float], None] | None = None,
+) -> None:
+    """Serve one connection: read the request, do the work, reply, close (close_gracefully() unless told)."""
     started = time.monotonic()
     with conn:
         try:
@@ -224,7 +230,7 @@ def handle_client(conn: socket.socket, number: int, args: argparse.Namespace) ->
         except ClientError as exc:
             log.info("#%d %s", number, exc)
             return
-        close_gracefully(conn, args.timeout)
+        (close or close_gracefully)(conn, args.timeout)
     log.info("#%d answered %d bytes in %.3f s", number, len(reply), time.monotonic() - started)
 
 
