@@ -1153,6 +1153,17 @@ class WsgiAppTest(HttpServerTests):
         response, body = self.http("GET", "/", server=server)
         self.assertEqual((response.status, body), (200, b"Hello world!"))
 
+    def test_a_stalled_client_holds_one_thread_not_the_server(self) -> None:
+        server = self.start("--threads", "2", "--timeout", "5")
+        with server.connect() as stalled:
+            stalled.sendall(b"GET / HTTP/1.0\r\nHost: te")  # and then nothing: a thread waits for the rest
+            server.wait_until_accepted()
+            other = http.client.HTTPConnection(server.host, server.port, timeout=2)  # well before --timeout
+            self.addCleanup(other.close)
+            other.request("GET", "/")
+            response = other.getresponse()  # the other thread answers
+            self.assertEqual((response.status, response.read()), (200, b"Hello world!"))
+
     def test_hello(self) -> None:
         response, body = self.http("GET", "/")
         self.assertEqual(response.getheader("Content-Type"), "text/plain; charset=utf-8")
