@@ -144,7 +144,7 @@ def measure_round(approach: Approach, args: argparse.Namespace, last: bool) -> N
     if approach.seed and (SEED / approach.seed).exists():
         approach.add("seed", rate(Server(approach, seed=True), *load))
 
-    clients = args.burst if approach.served_at_once is None else min(args.burst, 4 * approach.served_at_once)
+    clients = burst_clients(approach, args)
     with Server(approach, "--delay", str(args.burst_delay), "--quiet") as server:
         burst = client.run_load(server.host, server.port, clients, clients, args.size, timeout=60)
     approach.add("burst", burst.wall)
@@ -171,6 +171,11 @@ def measure_round(approach: Approach, args: argparse.Namespace, last: bool) -> N
             approach.add("scale rss", server.peak_rss_mib())
 
 
+def burst_clients(approach: Approach, args: argparse.Namespace) -> int:
+    """--burst, or for an approach that serves k at a time, 4k at most: four waves."""
+    return args.burst if approach.served_at_once is None else min(args.burst, 4 * approach.served_at_once)
+
+
 def rate(server: Server, in_flight: int, requests: int, size: int) -> float:
     """Requests per second; a run with failures counts as 0, so that it shows."""
     with server:
@@ -195,7 +200,7 @@ def print_tables(chosen: list[Approach], args: argparse.Namespace) -> None:
     print("|---|---:|---:|---:|---|")
     for approach in chosen:
         quiet = approach.median("quiet")
-        clients = args.burst if approach.served_at_once is None else min(args.burst, 4 * approach.served_at_once)
+        clients = burst_clients(approach, args)
         waves = 1 if approach.served_at_once is None else -(-clients // approach.served_at_once)
         ideal = waves * args.burst_delay
         print(

@@ -56,7 +56,9 @@ CHUNK_SIZE = 64 * 1024
 BACKLOG = max(socket.SOMAXCONN, 4096)
 MAX_REQUEST = 1024 * 1024  # the default bound on what one client can make us hold
 # After the reply, how long and how much a client may go on sending before the
-# server closes anyway (see close_gracefully()). Apache lingers 2 s per read.
+# server closes anyway (see close_gracefully()): 2 s in all, enough for a client
+# that reads its reply, and soon enough to free the thread or process. (nginx
+# waits up to 5 s between reads, 30 s in all.)
 LINGER_SECONDS = 2.0
 LINGER_BYTES = 16 * 1024 * 1024
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
