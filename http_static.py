@@ -296,16 +296,16 @@ class StaticHandler(http.server.SimpleHTTPRequestHandler):
         self.number = next(self.server.numbers)
         self.responded = False
         super().setup()
-        self.secure = True
+        self.tls_failed = False
         if isinstance(self.connection, ssl.SSLSocket):
             try:
                 self.connection.do_handshake()  # bounded by the socket's --timeout
             except (OSError, ValueError) as exc:  # ssl.SSLError, a time-out, a reset
                 log.info("#%d TLS handshake failed: %s", self.number, exc)
-                self.secure = False
+                self.tls_failed = True
 
     def handle(self) -> None:
-        if self.secure:  # the connection is plain TCP, or its TLS handshake succeeded
+        if not self.tls_failed:  # nothing to read on a connection whose handshake failed
             super().handle()
 
     def handle_one_request(self) -> None:
