@@ -28,9 +28,11 @@ event loop. --plot DIR also draws, from the same run, a timeline per approach
 of each burst (one bar per client, from connect to reply) and the requests/s
 waiting against computing (matplotlib, needed for --plot only).
 
-Run:  python bench.py                        # about 2 minutes on 2 cores
+Run:  python bench.py                        # about 1.5 minutes on 2 cores: quick, and noisier
+      python bench.py --requests 2000 --burst-delay 0.5 --cpu-requests 200 \\
+          --cpu-burst-seconds 0.1 --scale 10000 --plot images    # the README's run, about 8 minutes
       python bench.py --scripts sync_server.py asyncio_server.py --rounds 5
-      python bench.py --plot images/         # the figures in the README
+      python bench.py --plot images/         # the figures too, from the same run
 """
 
 from __future__ import annotations
@@ -119,15 +121,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--scripts", nargs="+", metavar="SCRIPT", help="measure only these (default: all)")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; each figure is their median")
-    parser.add_argument("--requests", type=int, default=2000, help="requests per throughput run")
+    parser.add_argument("--requests", type=int, default=1000, help="requests per throughput run")
     parser.add_argument("--concurrency", type=int, default=50, help="requests in flight in throughput runs")
     parser.add_argument("--size", type=int, default=64, help="bytes per request")
     parser.add_argument("--burst", type=int, default=32, help="clients in a waiting burst (fewer for sync)")
-    parser.add_argument("--burst-delay", type=float, default=0.5, help="--delay in a waiting burst")
+    parser.add_argument("--burst-delay", type=float, default=0.2, help="--delay in a waiting burst")
     parser.add_argument("--cpu-seconds", type=float, default=0.005, help="--cpu in computing runs")
-    parser.add_argument("--cpu-requests", type=int, default=200, help="requests per computing throughput run")
+    parser.add_argument("--cpu-requests", type=int, default=100, help="requests per computing throughput run")
     parser.add_argument("--cpu-burst", type=int, default=8, help="clients in a computing burst")
-    parser.add_argument("--cpu-burst-seconds", type=float, default=0.1, help="--cpu in a computing burst")
+    parser.add_argument("--cpu-burst-seconds", type=float, default=0.05, help="--cpu in a computing burst")
     parser.add_argument("--scale", type=int, default=0, help="clients at once in a scale run (0: none)")
     parser.add_argument("--plot", metavar="DIR", help="also draw the figures (PNG) into DIR")
     args = parser.parse_args(argv)
