@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import logging
 import math
 import os
 import select
@@ -55,7 +54,46 @@ LINGER_SECONDS = 2.0
 LINGER_BYTES = 16 * 1024 * 1024
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-log = logging.getLogger("forking_server")
+
+class Log:
+    """The part of logging's interface this server uses, in logging's format, without logging.
+
+    os.fork() runs every hook that os.register_at_fork() holds. Importing
+    logging registers two (the parent takes and releases logging's lock around
+    each fork, the child re-creates every handler's lock), and threading, which
+    logging imports, a third in the child. Each runs Python code in a process
+    whose pages are all shared copy-on-write, so each page it writes costs a
+    fault and a 4 KiB copy. Once per client, that was a quarter of this server's
+    throughput: without logging it went from 0.60x to 0.79x the seed's on
+    Python 3.13, and from 0.75x to 0.88x on 3.11. (On 3.8 argparse imports
+    threading anyway: 0.55x to 0.65x.) So this server writes its lines itself.
+    """
+
+    def __init__(self) -> None:
+        self.quiet = False
+
+    def info(self, message: str, *args: object) -> None:
+        if not self.quiet:
+            self.write(message % args)
+
+    def warning(self, message: str, *args: object) -> None:
+        self.write(message % args)
+
+    def exception(self, message: str, *args: object) -> None:
+        import traceback  # only on a bug: never paid for on the way
+
+        self.write(message % args + "\n" + traceback.format_exc().rstrip())
+
+    def write(self, line: str) -> None:
+        now = time.time()
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
+        # One write() per line, flushed at once: lines from parent and children
+        # interleave whole, and no line is left in a buffer that a fork() copies.
+        sys.stderr.write(f"{stamp},{int(now * 1000) % 1000:03d} {line}\n")
+        sys.stderr.flush()
+
+
+log = Log()
 
 
 class ClientError(Exception):
@@ -67,10 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     if not hasattr(os, "fork"):
         print("forking_server.py needs os.fork(), which this platform lacks: try threaded_server.py", file=sys.stderr)
         return 1
-    logging.basicConfig(
-        level=logging.WARNING if args.quiet else logging.INFO,
-        format="%(asctime)s %(message)s",
-    )
+    log.quiet = args.quiet
     try:
         listener = open_listener(args.host, args.port)
     except OSError as exc:

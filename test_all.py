@@ -1419,7 +1419,7 @@ APPROACH = {"serve", "make_server"}
 # Copies declared with the same reason must match each other.
 DIFFERENCES = {
     "main": {
-        "forking_server.py": "says so and exits without os.fork()",
+        "forking_server.py": "says so and exits without os.fork(); no logging module (see Log)",
         "prefork_server.py": "says so and exits without os.fork(); logs carry the worker's pid",
         "asyncio_server.py": "serve() runs in an event loop",
         "asyncio_protocol_server.py": "serve() runs in an event loop",
