@@ -94,9 +94,10 @@ APPROACHES = [
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    chosen = [approach for approach in APPROACHES if not args.scripts or approach.script in args.scripts]
+    scripts = getattr(args, "scripts", [])
+    chosen = [approach for approach in APPROACHES if not scripts or approach.script in scripts]
     if not chosen:
-        print(f"no known script among {args.scripts}", file=sys.stderr)
+        print(f"no known script among {scripts}", file=sys.stderr)
         return 2
     if args.plot and not have_matplotlib():
         print("--plot needs matplotlib, a development dependency: pip install matplotlib", file=sys.stderr)
@@ -119,7 +120,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
-    parser.add_argument("--scripts", nargs="+", metavar="SCRIPT", help="measure only these (default: all)")
+    # SUPPRESS: no "(default: None)" after a help that names the default itself.
+    parser.add_argument(
+        "--scripts", nargs="+", metavar="SCRIPT", default=argparse.SUPPRESS, help="measure only these (default: all)"
+    )
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; each figure is their median")
     parser.add_argument("--requests", type=int, default=1000, help="requests per throughput run")
     parser.add_argument("--concurrency", type=int, default=50, help="requests in flight in throughput runs")

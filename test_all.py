@@ -1374,6 +1374,17 @@ class BenchTest(unittest.TestCase):
         self.assertIn("pip install matplotlib", result.stderr)
 
 
+class HelpTextTest(unittest.TestCase):
+    def test_no_option_states_its_default_twice(self) -> None:
+        # argparse appends "(default: X)" to a help text that already names
+        # its default, as bench.py's --scripts did: "(default: all) (default: None)".
+        for script in (*SERVER_SCRIPTS, "client.py", "bench.py"):
+            with self.subTest(script=script):
+                result = run_script(script, "--help")
+                self.assertEqual(result.returncode, 0, result.stderr)
+                self.assertNotRegex(" ".join(result.stdout.split()), r"\(default: [^)]*\) \(default:")
+
+
 class SingleReplyServer:
     """A broken server in a thread: answers its first client with a fixed reply."""
 
