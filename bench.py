@@ -33,6 +33,8 @@ Run:  python bench.py                        # about 1.5 minutes on 2 cores: qui
           --cpu-burst-seconds 0.1 --scale 10000 --plot images    # the README's run, about 8 minutes
       python bench.py --scripts sync_server.py asyncio_server.py --rounds 5
       python bench.py --plot images/         # the figures too, from the same run
+      python bench.py --load /tmp/rload      # requests/s from a C load generator:
+                                             # gcc -O2 -o /tmp/rload ../shared/tools/rload.c
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ import argparse
 import os
 import platform
 import re
+import shutil
 import signal
 import socket
 import statistics
@@ -136,15 +139,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--cpu-burst-seconds", type=float, default=0.05, help="--cpu in a computing burst")
     parser.add_argument("--scale", type=int, default=0, help="clients at once in a scale run (0: none)")
     parser.add_argument("--plot", metavar="DIR", help="also draw the figures (PNG) into DIR")
+    parser.add_argument(
+        "--load",
+        metavar="PROGRAM",
+        help="a load generator for the requests/s figures instead of client.py, run as PROGRAM HOST PORT"
+        " IN_FLIGHT REQUESTS SIZE TIMEOUT and printing ok=N err=N rps=X (../shared/tools/rload.c, built)",
+    )
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.requests < 1 or args.cpu_requests < 1:
         parser.error("--rounds, --requests and --cpu-requests must be >= 1")
+    if args.load and shutil.which(args.load) is None:
+        parser.error(f"--load: no program {args.load!r} (build it first: see the help)")
     return args
 
 
 def measure_round(approach: Approach, args: argparse.Namespace, last: bool) -> None:
     """One sample of every figure for one approach."""
-    load = (args.concurrency, args.requests, args.size)
+    load = (args.concurrency, args.requests, args.size, args.load)
     approach.add("quiet", rate(Server(approach, "--delay", "0", "--quiet"), *load))
     approach.add("logs", rate(Server(approach, "--delay", "0"), *load))
     if approach.seed and (SEED / approach.seed).exists():
@@ -157,7 +168,7 @@ def measure_round(approach: Approach, args: argparse.Namespace, last: bool) -> N
     if last:
         approach.timelines["waiting"] = burst.spans
 
-    cpu_load = (args.concurrency, args.cpu_requests, args.size)
+    cpu_load = (args.concurrency, args.cpu_requests, args.size, args.load)
     approach.add("cpu", rate(Server(approach, "--delay", "0", "--cpu", str(args.cpu_seconds), "--quiet"), *cpu_load))
     cpu_options = ("--delay", "0", "--cpu", str(args.cpu_burst_seconds), "--quiet")
     with Server(approach, *cpu_options) as server:
@@ -182,12 +193,30 @@ def burst_clients(approach: Approach, args: argparse.Namespace) -> int:
     return args.burst if approach.served_at_once is None else min(args.burst, 4 * approach.served_at_once)
 
 
-def rate(server: Server, in_flight: int, requests: int, size: int) -> float:
+def rate(server: Server, in_flight: int, requests: int, size: int, program: str | None) -> float:
     """Requests per second; a run with failures counts as 0, so that it shows."""
     with server:
         warm_up(server)
+        if program:
+            return external_rate(program, server, in_flight, requests, size)
         result = client.run_load(server.host, server.port, in_flight, requests, size, timeout=30)
     return result.ok / result.wall if not result.failed else 0.0
+
+
+def external_rate(program: str, server: Server, in_flight: int, requests: int, size: int) -> float:
+    """--load: the same run from another load generator, a C one for instance.
+
+    client.py is one Python process: past about 9,000 requests/s here it is
+    the bottleneck, and the fastest servers all measure alike. A C generator
+    measures the server instead.
+    """
+    command = [program, server.host, str(server.port), str(in_flight), str(requests), str(size), "30"]
+    output = subprocess.run(command, capture_output=True, text=True, timeout=60).stdout
+    figures = dict(re.findall(r"(\w+)=([\d.]+)", output))
+    if "rps" not in figures:
+        raise SystemExit(f"--load {program}: no rps=... in its output: {output.strip()[:200]!r}")
+    failed = any(float(figures.get(name, 0)) for name in ("err", "mismatch", "unfinished"))
+    return 0.0 if failed or int(figures.get("ok", 0)) < requests else float(figures["rps"])
 
 
 def warm_up(server: Server) -> None:
@@ -196,8 +225,11 @@ def warm_up(server: Server) -> None:
 
 
 def print_tables(chosen: list[Approach], args: argparse.Namespace) -> None:
-    def ratio(value: float) -> str:
-        return f"{value:.2f}x" if value == value else "-"  # NaN: not measured
+    def ratio(numerator: float, denominator: float) -> str:
+        # NaN: not measured; 0: a run that failed, which shows as 0 requests/s.
+        if not (numerator == numerator and denominator == denominator and numerator and denominator):
+            return "-"
+        return f"{numerator / denominator:.2f}x"
 
     print(f"\nWaiting: requests/s with --delay 0, {args.concurrency} in flight;", end=" ")
     print(f"a burst with --delay {args.burst_delay:g}")
@@ -210,8 +242,8 @@ def print_tables(chosen: list[Approach], args: argparse.Namespace) -> None:
         waves = 1 if approach.served_at_once is None else -(-clients // approach.served_at_once)
         ideal = waves * args.burst_delay
         print(
-            f"| {approach.name} | {quiet:,.0f} | {ratio(approach.median('logs') / quiet)} "
-            f"| {ratio(quiet / approach.median('seed'))} "
+            f"| {approach.name} | {quiet:,.0f} | {ratio(approach.median('logs'), quiet)} "
+            f"| {ratio(quiet, approach.median('seed'))} "
             f"| n={clients}: {approach.median('burst'):.2f} s / {ideal:g} s |"
         )
 

@@ -1366,6 +1366,23 @@ class BenchTest(unittest.TestCase):
         self.assertRegex(result.stdout, r"\| asyncio \| [\d,]+ \| [\d.]+x \| (-|[\d.]+x) \| n=4: [\d.]+ s / 0\.1 s \|")
         self.assertRegex(result.stdout, r"\| sync \| [\d,]+ \| \d+% \| [\d.]+ s \| [\d.]+ s \|")
 
+    def test_load_program_measures_requests_per_second(self) -> None:
+        with tempfile.TemporaryDirectory() as directory:
+            program = Path(directory, "load")
+            # Prints what rload prints, for the run its arguments ask for.
+            program.write_text(
+                f"#!{sys.executable}\nimport sys\n"
+                "print(f'total={sys.argv[4]} ok={sys.argv[4]} err=0 mismatch=0 unfinished=0 rps=12345.6')\n"
+            )
+            program.chmod(0o755)
+            result = run_script(*SMALL_BENCH[:3], "--rounds", "1", *SMALL_BENCH[6:], "--load", str(program), timeout=60)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertRegex(result.stdout, r"\| sync \| 12,346 \| 1\.00x \| ")
+        missing = run_script("bench.py", "--load", "/no/such/rload", timeout=30)
+        self.assertEqual(missing.returncode, 2)
+        self.assertIn("--load: no program '/no/such/rload'", missing.stderr)
+        self.assertNotIn("Traceback", missing.stderr)
+
     @unittest.skipIf(has_matplotlib(), "matplotlib is installed here")
     def test_plot_without_matplotlib_is_one_line(self) -> None:
         result = run_script("bench.py", "--plot", tempfile.gettempdir(), timeout=30)
