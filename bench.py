@@ -30,7 +30,7 @@ waiting against computing (matplotlib, needed for --plot only).
 
 Run:  python bench.py                        # about 1.5 minutes on 2 cores: quick, and noisier
       python bench.py --requests 2000 --burst-delay 0.5 --cpu-requests 200 \\
-          --cpu-burst-seconds 0.1 --scale 10000 --plot images    # the README's run, about 8 minutes
+          --cpu-burst-seconds 0.1 --scale 10000 --plot images    # the README's run, 4 to 8 minutes
       python bench.py --scripts sync_server.py asyncio_server.py --rounds 5
       python bench.py --plot images/         # the figures too, from the same run
       python bench.py --load /tmp/rload      # requests/s from a C load generator:
