@@ -311,7 +311,10 @@ class Deadlines:
                 self.timers[seconds] = self.loop.call_at(deadline, self.expire, seconds)
                 return
             self.clear(connection)
-            connection.on_timer()
+            try:
+                connection.on_timer()
+            except Exception as exc:  # a bug: reported as a failed callback is, and the rest still expire
+                self.loop.call_exception_handler({"message": "on_timer() failed", "exception": exc})
 
 
 class ReverseProtocol(asyncio.Protocol):
