@@ -100,9 +100,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("port", type=port_number, help="TCP port; 0 lets the OS pick a free one")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 or :: exposes the server")
-    parser.add_argument("--delay", type=seconds, default=5.0, help="simulated work per request, in seconds")
     parser.add_argument(
-        "--cpu", type=seconds, default=0.0, help="CPU time spent computing per request (holding the GIL), in seconds"
+        "--delay", type=seconds, default=5.0, help="simulated work per request, in seconds (stream: none)"
+    )
+    parser.add_argument(
+        "--cpu",
+        type=seconds,
+        default=0.0,
+        help="CPU time spent computing per request (holding the GIL), in seconds (stream: none)",
     )
     parser.add_argument(
         "--timeout", type=seconds, default=10.0, help="seconds to send a request, and again to read the reply"
