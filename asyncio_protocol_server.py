@@ -276,9 +276,10 @@ class Deadlines:
     Starting a wait is a dict insert and ending one a delete, both O(1). With
     call_later(), each would push a TimerHandle onto the loop's heap, O(log n)
     comparisons run in Python, and a cancelled one would stay there until the
-    loop cleans the heap: 13% of this server's throughput at 50 clients in
-    flight on Python 3.8. (libev's manual gives the same trick for equal
-    timeouts: a list, and one timer.)
+    loop cleans the heap. At 50 clients in flight on Python 3.8, the timers
+    cost this server 13% of its throughput (measured with none at all), and
+    this takes back about half of it. (libev's manual gives the same trick
+    for equal timeouts: a list, and one timer.)
     """
 
     def __init__(self) -> None:
