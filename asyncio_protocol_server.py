@@ -25,7 +25,7 @@ What each part would be in asyncio_server.py:
   ReverseProtocol                the task running handle_client(), its reader and writer
   data_received()                await reader.read() in read_request()
   pause_reading()                the StreamReader's limit: the kernel holds what comes next
-  Deadlines.set(self, seconds)   within() and asyncio.sleep()
+  Deadlines.set()                within() and asyncio.sleep()
   transport.write()              writer.write()
   resume_writing()               await writer.drain() returning
   transport.write_eof()          writer.write_eof()
@@ -267,7 +267,7 @@ def stop_signals() -> asyncio.Event:
 
 
 class Deadlines:
-    """loop.call_later() for connections that wait equally long: one loop timer per length.
+    """loop.call_later() for waits of equal length: one loop timer per length, not one per wait.
 
     Every client gets the same --timeout to send its request, the same --delay,
     the same linger. Waits of one length end in the order they began, so a dict
@@ -277,45 +277,45 @@ class Deadlines:
     call_later(), each would push a TimerHandle onto the loop's heap, O(log n)
     comparisons run in Python, and a cancelled one would stay there until the
     loop cleans the heap. At 50 clients in flight on Python 3.8, the timers
-    cost this server 13% of its throughput (measured with none at all), and
-    this takes back about half of it. (libev's manual gives the same trick
-    for equal timeouts: a list, and one timer.)
+    cost the protocol server 13% of its throughput (measured with none at
+    all), and this takes back about half of it. (libev's manual gives the same
+    trick for equal timeouts: a list, and one timer.)
     """
 
     def __init__(self) -> None:
         self.loop = asyncio.get_running_loop()
-        self.queues: dict[float, dict[ReverseProtocol, float]] = {}  # length: {connection: deadline}, in order
+        self.queues: dict[float, dict[object, tuple[float, Callable[[], object]]]] = {}  # length: {key: ...}, in order
         self.timers: dict[float, asyncio.TimerHandle] = {}  # length: the loop timer for its first deadline
-        self.length: dict[ReverseProtocol, float] = {}  # connection: the length it waits, one at a time
+        self.length: dict[object, float] = {}  # key: the length it waits, one wait per key at a time
 
-    def set(self, connection: ReverseProtocol, seconds: float) -> None:
-        """connection.on_timer() in this many seconds, instead of any wait it had."""
-        self.clear(connection)
+    def set(self, key: object, seconds: float, callback: Callable[[], object]) -> None:
+        """callback() in this many seconds, instead of any wait key had."""
+        self.clear(key)
         deadline = self.loop.time() + seconds
-        self.queues.setdefault(seconds, {})[connection] = deadline
-        self.length[connection] = seconds
+        self.queues.setdefault(seconds, {})[key] = (deadline, callback)
+        self.length[key] = seconds
         if seconds not in self.timers:
             self.timers[seconds] = self.loop.call_at(deadline, self.expire, seconds)
 
-    def clear(self, connection: ReverseProtocol) -> None:
-        seconds = self.length.pop(connection, None)
+    def clear(self, key: object) -> None:
+        seconds = self.length.pop(key, None)
         if seconds is not None:
-            del self.queues[seconds][connection]
+            del self.queues[seconds][key]
 
     def expire(self, seconds: float) -> None:
         del self.timers[seconds]
         queue = self.queues[seconds]
         now = self.loop.time()
         while queue:
-            connection, deadline = next(iter(queue.items()))
+            key, (deadline, callback) = next(iter(queue.items()))
             if deadline > now:  # the first still waiting: the timer moves to it
                 self.timers[seconds] = self.loop.call_at(deadline, self.expire, seconds)
                 return
-            self.clear(connection)
+            self.clear(key)
             try:
-                connection.on_timer()
+                callback()
             except Exception as exc:  # a bug: reported as a failed callback is, and the rest still expire
-                self.loop.call_exception_handler({"message": "on_timer() failed", "exception": exc})
+                self.loop.call_exception_handler({"message": "a deadline's callback failed", "exception": exc})
 
 
 class ReverseProtocol(asyncio.Protocol):
@@ -351,7 +351,7 @@ class ReverseProtocol(asyncio.Protocol):
 
     def set_timer(self, seconds: float) -> None:
         """The one wait that counts in the current state; on_timer() when it runs out."""
-        self.deadlines.set(self, seconds)
+        self.deadlines.set(self, seconds, self.on_timer)
 
     def data_received(self, data: bytes) -> None:
         if self.state != "reading":  # after the '!': ignored, and bounded
