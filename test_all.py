@@ -351,12 +351,15 @@ class CommandLineTests(ServerTestCase):
     in_flight_args: tuple[str, ...] = ()
 
     def test_sigterm_lets_a_request_in_flight_finish(self) -> None:
+        self.assert_request_in_flight_finishes(lambda server: server.process.send_signal(signal.SIGTERM))
+
+    def assert_request_in_flight_finishes(self, stop: Callable[[Server], None]) -> None:
         first, rest, expected = self.in_flight
         server = self.start(*self.in_flight_args)
         with server.connect() as conn:
             conn.sendall(first)
             server.wait_until_accepted()
-            server.process.send_signal(signal.SIGTERM)
+            stop(server)
             time.sleep(0.2)  # let the signal land while the request is half sent
             conn.sendall(rest)
             reply, _ = read_until_closed(conn, timeout=5)
@@ -580,6 +583,11 @@ def wait_for(condition: Callable[[], bool], timeout: float, message: str) -> Non
 class ForkingServerTests(ConcurrentServerTests):
     def test_without_fork_it_says_so(self) -> None:
         assert_refuses_without_fork(self)
+
+    def test_ctrl_c_lets_the_child_in_flight_finish(self) -> None:
+        # Ctrl+C in a terminal signals the whole process group: the child
+        # serving a client gets SIGINT too, and must finish its reply.
+        self.assert_request_in_flight_finishes(lambda server: os.killpg(server.process.pid, signal.SIGINT))
 
     @unittest.skipUnless(Path("/proc/self/stat").exists(), "needs /proc to see zombies")
     def test_children_are_reaped_while_idle(self) -> None:
