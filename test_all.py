@@ -1481,6 +1481,7 @@ DIFFERENCES = {
         "asyncio_server.py": "the loop's own signal handling",
         "asyncio_protocol_server.py": "the loop's own signal handling",
     },
+    "stop_on_signals": {"wsgi_app.py": "its own server stops with a flag, not socketserver's shutdown()"},
     "accept_client": {
         "sync_server.py": "finishes lingering closes while it waits (Lingering)",
         "forking_server.py": "reaps children, and waits at --max-children",
