@@ -1482,6 +1482,7 @@ DIFFERENCES = {
         "asyncio_protocol_server.py": "the loop's own signal handling",
     },
     "stop_on_signals": {"wsgi_app.py": "its own server stops with a flag, not socketserver's shutdown()"},
+    "open_listener": {"forking_server.py": "no idna codec for an ASCII host: less for each fork() to copy"},
     "accept_client": {
         "sync_server.py": "finishes lingering closes while it waits (Lingering)",
         "forking_server.py": "reaps children, and waits at --max-children",
