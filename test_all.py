@@ -1259,6 +1259,30 @@ print(json.dumps(results))
             ],
         )
 
+    def test_the_application_is_told_it_runs_on_threads(self) -> None:
+        # PEP 3333: wsgi.multithread is true when another thread may call the
+        # application at the same time; an application may count on it.
+        program = """
+import sys, threading, urllib.request, wsgi_app
+server = wsgi_app.make_server(wsgi_app.parse_args(["0"]))
+def application(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [repr((environ["wsgi.multithread"], environ["wsgi.multiprocess"])).encode()]
+server.set_app(application)
+thread = threading.Thread(target=server.serve_forever)
+thread.start()
+try:
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.server_port}/", timeout=5) as response:
+        print(response.read().decode())
+finally:
+    server.stop()
+    thread.join()
+    server.server_close()
+"""
+        result = run_script("-c", program)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(result.stdout.strip(), "(True, False)")
+
     def test_importing_has_no_side_effects(self) -> None:
         result = run_script("-c", "import wsgi_app")
         self.assertEqual((result.returncode, result.stdout, result.stderr), (0, "", ""))

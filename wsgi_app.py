@@ -255,6 +255,17 @@ class PooledWSGIServer(WSGIServer):
         """Make serve_forever() return: safe to call from a signal handler, unlike shutdown()."""
         self.stopping.set()
 
+    def set_app(self, application: Callable) -> None:
+        # wsgiref's request handler tells every application that no other
+        # thread calls it at the same time (wsgi.multithread False, PEP 3333),
+        # and an application may count on that to leave shared state unlocked.
+        # Here self.threads threads call it at once.
+        def threaded(environ: dict, start_response: Callable) -> Iterable[bytes]:
+            environ["wsgi.multithread"] = True
+            return application(environ, start_response)
+
+        super().set_app(threaded)
+
     def server_bind(self) -> None:
         # WSGIServer.server_bind() goes through HTTPServer's, which looks up
         # socket.getfqdn(host): a reverse DNS query that can take seconds.
