@@ -1275,7 +1275,7 @@ try:
     with urllib.request.urlopen(f"http://127.0.0.1:{server.server_port}/", timeout=5) as response:
         print(response.read().decode())
 finally:
-    server.stop()
+    server.shutdown()  # socketserver's way to stop serve_forever() from another thread
     thread.join()
     server.server_close()
 """

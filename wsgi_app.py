@@ -217,6 +217,7 @@ class PooledWSGIServer(WSGIServer):
         self.threads = threads
         self.numbers = itertools.count(1)
         self.stopping = threading.Event()
+        self.workers: list[threading.Thread] = []
         super().__init__(address, RequestHandler)
 
     def serve_forever(self, poll_interval: float = 0.5) -> None:
@@ -225,10 +226,10 @@ class PooledWSGIServer(WSGIServer):
         # looks at self.stopping: closing a socket does not wake a thread
         # blocked on it. (Accepted sockets are still blocking ones.)
         self.socket.settimeout(poll_interval)
-        threads = [threading.Thread(target=self.accept_and_serve, name=f"wsgi-{n}") for n in range(self.threads)]
-        for thread in threads:
+        self.workers = [threading.Thread(target=self.accept_and_serve, name=f"wsgi-{n}") for n in range(self.threads)]
+        for thread in self.workers:
             thread.start()
-        for thread in threads:
+        for thread in self.workers:
             thread.join()
 
     def accept_and_serve(self) -> None:
@@ -252,8 +253,16 @@ class PooledWSGIServer(WSGIServer):
                 self.shutdown_request(request)
 
     def stop(self) -> None:
-        """Make serve_forever() return: safe to call from a signal handler, unlike shutdown()."""
+        """Make serve_forever() return, once each thread has finished its client; return at once."""
         self.stopping.set()
+
+    def shutdown(self) -> None:
+        """Stop, and wait until serve_forever()'s threads have finished (socketserver's promise)."""
+        # socketserver's own shutdown() waits for a flag that its own
+        # serve_forever() sets, and would wait forever for this one.
+        self.stop()
+        for thread in self.workers:
+            thread.join()
 
     def set_app(self, application: Callable) -> None:
         # wsgiref's request handler tells every application that no other
@@ -327,8 +336,7 @@ def reason(exc: OSError) -> str:
 def stop_on_signals(server: PooledWSGIServer) -> None:
     """Make SIGINT and SIGTERM end serve_forever()."""
     # The handler runs in the main thread, between two waits of its join():
-    # it only sets a flag. (socketserver's shutdown() would wait there for
-    # serve_forever() to return: for itself, forever.)
+    # it only sets a flag, and the threads finish their clients.
     for signum in STOP_SIGNALS:
         signal.signal(signum, lambda signum, frame: server.stop())
 
