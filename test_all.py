@@ -44,7 +44,9 @@ MIB = 1024 * 1024
 # What no server may ever print: a traceback, or a warning (CI runs the suite
 # once more with PYTHONDEVMODE=1 and PYTHONWARNINGS=error, which turn up
 # ResourceWarnings and DeprecationWarnings).
-UNCLEAN = re.compile(r"Traceback \(most recent call last\)|\w+Warning: ")
+TRACEBACK = r"Traceback \(most recent call last\)"
+WARNING = r"\w+Warning: "
+UNCLEAN = re.compile(f"{TRACEBACK}|{WARNING}")
 # The options most tests run with: no simulated work, short limits, and a
 # maximum request large enough to exceed what kernel buffers absorb (4 MiB).
 QUICK = ("--delay", "0", "--timeout", "0.5", "--max-request", str(8 * MIB))
@@ -70,8 +72,10 @@ class Server:
         host: str = "127.0.0.1",
         port: int = 0,
         prefix: Sequence[str] = (),  # a command to run it under: ip netns exec NAME
+        unclean: re.Pattern = UNCLEAN,  # what its log must not show when the test ends
     ) -> None:
         self.script = script
+        self.unclean = unclean
         self.log_file = tempfile.TemporaryFile()
         add_cleanup(self.log_file.close)
         # A session of its own makes the server a process-group leader, so
@@ -108,7 +112,7 @@ class Server:
             self.process.stdout.close()
 
     def assert_nothing_unclean(self) -> None:
-        match = UNCLEAN.search(self.log())
+        match = self.unclean.search(self.log())
         if match:
             raise AssertionError(f"{self.script} printed {match.group()!r}:\n{self.log()}")
 
@@ -583,6 +587,34 @@ def wait_for(condition: Callable[[], bool], timeout: float, message: str) -> Non
 class ForkingServerTests(ConcurrentServerTests):
     def test_without_fork_it_says_so(self) -> None:
         assert_refuses_without_fork(self)
+
+    def test_a_bug_in_a_child_is_logged_and_the_others_are_served(self) -> None:
+        # The script run as a module, with a handler that fails on one request.
+        buggy = (
+            "import os, sys; sys.path.insert(0, os.path.dirname(sys.argv[2]))\n"
+            f"import {Path(self.script).stem} as server\n"
+            "original = server.handle_request\n"
+            "def handle_request(request, *args):\n"
+            "    if request.startswith(b'crash'):\n"
+            "        raise ZeroDivisionError('a bug in the handler')\n"
+            "    return original(request, *args)\n"
+            "server.handle_request = handle_request\n"
+            "sys.exit(server.main(sys.argv[3:]))\n"
+        )
+        server = Server(
+            self.script,
+            (*self.args, *QUICK),
+            self.addCleanup,
+            prefix=(sys.executable, "-c", buggy),
+            unclean=re.compile(WARNING),
+        )
+        with server.connect() as conn:
+            conn.sendall(b"crash!")
+            reply, _ = read_until_closed(conn, timeout=5)
+        self.assertEqual(reply, b"")  # the child died: no reply, and the connection closed
+        server.wait_for_log(r"Traceback \(most recent call last\):\n(.*\n)*ZeroDivisionError: a bug in the handler")
+        self.assertEqual(server.request(b"fine!"), b"!enif")
+        self.assertEqual(server.stop(), 0, server.log())
 
     def test_ctrl_c_lets_the_child_in_flight_finish(self) -> None:
         # Ctrl+C in a terminal signals the whole process group: the child
