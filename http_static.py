@@ -393,8 +393,11 @@ class StaticHandler(http.server.SimpleHTTPRequestHandler):
                 self.redirect_to_directory()
                 return None
             for index in ("index.html", "index.htm"):
-                if os.path.isfile(os.path.join(path, index)):
-                    path = os.path.join(path, index)
+                # Checked as if asked for by name: an index that links out of
+                # the directory, or to a dotfile, is no index.
+                index_path = self.translate_path(url_path + index)
+                if index_path is not None and os.path.isfile(index_path):
+                    path = index_path
                     break
             else:
                 listing = self.list_directory(path)  # sends its own headers, Content-Length included

@@ -821,6 +821,8 @@ class HttpStaticTest(HttpServerTests):
             (site / name).parent.mkdir(parents=True, exist_ok=True)
             (site / name).write_bytes(content)
         (site / "escape.txt").symlink_to(root / "secret.txt")
+        (site / "linked-index").mkdir()  # a directory whose index.html leads outside
+        (site / "linked-index" / "index.html").symlink_to(root / "secret.txt")
         # What a project folder holds and must not serve: dotfiles, and links to or as them.
         (site / ".git").mkdir()
         (site / ".git" / "config").write_bytes(b"[core] SECRET=1")
@@ -828,6 +830,8 @@ class HttpStaticTest(HttpServerTests):
         (site / "docs" / ".env.local").write_bytes(b"SECRET=2")
         (site / "docs" / "public-link").symlink_to(site / ".env")
         (site / ".hidden-link").symlink_to(site / "docs" / "notes.txt")
+        (site / "dot-index").mkdir()  # a directory whose index.html is a dotfile
+        (site / "dot-index" / "index.html").symlink_to(site / ".env")
         cls.site = site
         cls.quick_args = ("--directory", str(site), "--timeout", "0.5")
         cls.in_flight_args = ("--directory", str(site), "--timeout", "5")
@@ -869,6 +873,14 @@ class HttpStaticTest(HttpServerTests):
                 reply = self.raw(f"GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".encode())
                 self.assertRegex(reply, rb"^HTTP/1\.[01] (400|404) ")
                 self.assertNotIn(b"TOP SECRET", reply)
+        # A directory's index.html counts as asked for by name: one that links
+        # outside is no index, and the directory gets its listing instead.
+        for path in ("/linked-index/", "/dot-index/"):
+            with self.subTest(path=path):
+                response, body = self.http("GET", path)
+                self.assertEqual(response.getheader("Content-Type"), "text/html; charset=utf-8")
+                self.assertNotIn(b"SECRET", body)
+                self.assertNotIn(b"index.html", body)
         self.assert_serves(self.server)
 
     def test_no_open_redirect(self) -> None:
