@@ -91,13 +91,17 @@ def reverse(environ: dict) -> Response:
         # Without a length, the only end of the body is the end of the
         # connection; refuse rather than guess (chunked bodies are not WSGI's).
         return text("411 Length Required", "a Content-Length header is required\n")
-    if not declared.isdigit():  # "-1", "1e3", " 5": not a length
+    # isdigit() alone would take "\xb2" (a superscript two), which int() refuses.
+    if not (declared.isascii() and declared.isdigit()):  # "-1", "1e3", " 5": not a length
         return text("400 Bad Request", "Content-Length must be a whole number\n")
-    length = int(declared)
-    if length > MAX_BODY:
+    # Its digits counted before int() sees them: Python 3.11 and later refuse
+    # to convert 4,300 digits or more (ValueError), leading zeros included.
+    digits = declared.lstrip("0") or "0"
+    if len(digits) > len(str(MAX_BODY)) or int(digits) > MAX_BODY:
         # Checked before reading a byte: the limit protects memory only if
         # the body is never read into it.
         return text("413 Content Too Large", f"at most {MAX_BODY} bytes\n")
+    length = int(digits)
     body = read_body(environ["wsgi.input"], length)
     if len(body) < length:
         return text("400 Bad Request", "the body is shorter than Content-Length\n")
@@ -110,7 +114,10 @@ def read_body(stream: Any, length: int) -> bytes:
     chunks = []
     remaining = length
     while remaining > 0:
-        chunk = stream.read(min(remaining, 64 * 1024))
+        try:
+            chunk = stream.read(min(remaining, 64 * 1024))
+        except OSError:  # the client stopped sending (--timeout) or went away: the body is short
+            break
         if not chunk:
             break
         chunks.append(chunk)
