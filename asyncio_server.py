@@ -208,14 +208,9 @@ def process_pool(workers: int) -> concurrent.futures.ProcessPoolExecutor:
     """
     method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
     context = multiprocessing.get_context(method)
-    return concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=ignore_stop_signals)
-
-
-def ignore_stop_signals() -> None:
     # Ctrl+C reaches the whole process group, workers included. The server
     # decides: it lets the work in progress finish, then closes the pool.
-    for signum in STOP_SIGNALS:
-        signal.signal(signum, signal.SIG_IGN)
+    return concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=ignore_stop_signals)
 
 
 def raise_open_file_limit() -> None:
@@ -243,12 +238,35 @@ def stop_signals() -> asyncio.Event:
     """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def stopping() -> None:
+        for signum in STOP_SIGNALS:
+            # Taken from the loop first: when it closes, it puts back the
+            # default action of each signal it still handles.
+            loop.remove_signal_handler(signum)
+        ignore_stop_signals()
+        stop.set()
+
     for signum in STOP_SIGNALS:
         try:
-            loop.add_signal_handler(signum, stop.set)
+            loop.add_signal_handler(signum, stopping)
         except NotImplementedError:  # Windows: a plain handler, handed to the loop
             signal.signal(signum, lambda signum, frame: loop.call_soon_threadsafe(stop.set))
     return stop
+
+
+def ignore_stop_signals() -> None:
+    """Ignore SIGINT and SIGTERM from now on.
+
+    The server calls this when the first stop signal arrives. A second one
+    would add nothing, and it could do harm: once main() returns, the
+    interpreter puts each handler back to the default action as it shuts
+    down, and a SIGTERM in that moment killed it with exit status 143 instead
+    of 0. Stop signals come in pairs: GNU timeout sends its SIGTERM twice,
+    and an impatient user presses Ctrl+C again.
+    """
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
 
 
 class Deadlines:

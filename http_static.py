@@ -266,6 +266,7 @@ def stop_on_signals(server: socketserver.BaseServer) -> None:
     """Make SIGINT and SIGTERM end serve_forever()."""
 
     def stop(signum: int, frame: Any) -> None:
+        ignore_stop_signals()
         # This handler runs in the thread that is inside serve_forever(), and
         # shutdown() waits for serve_forever() to return: called here, it
         # would wait for itself forever. A helper thread calls it instead.
@@ -273,6 +274,20 @@ def stop_on_signals(server: socketserver.BaseServer) -> None:
 
     for signum in STOP_SIGNALS:
         signal.signal(signum, stop)
+
+
+def ignore_stop_signals() -> None:
+    """Ignore SIGINT and SIGTERM from now on.
+
+    The server calls this when the first stop signal arrives. A second one
+    would add nothing, and it could do harm: once main() returns, the
+    interpreter puts each handler back to the default action as it shuts
+    down, and a SIGTERM in that moment killed it with exit status 143 instead
+    of 0. Stop signals come in pairs: GNU timeout sends its SIGTERM twice,
+    and an impatient user presses Ctrl+C again.
+    """
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
 
 
 class StaticHandler(http.server.SimpleHTTPRequestHandler):

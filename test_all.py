@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ast
 import http.client
+import itertools
 import json
 import os
 import re
@@ -370,6 +371,21 @@ class CommandLineTests(ServerTestCase):
         self.assertRegex(reply, expected)
         self.assertEqual(server.process.wait(STOP_TIMEOUT), 0, server.log())
         self.assertNotIn("Traceback", server.log())
+
+    def test_stop_signals_in_a_burst_still_exit_0(self) -> None:
+        # GNU timeout sends its SIGTERM twice; a user presses Ctrl+C again. A
+        # signal that lands while the interpreter shuts down, after it has put
+        # back the default actions, kills it (exit status 143) unless ignored.
+        server = self.start(*self.quick_args)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        signals = itertools.cycle((signal.SIGTERM, signal.SIGINT))
+        while server.process.poll() is None and time.monotonic() < deadline:
+            try:
+                server.process.send_signal(next(signals))
+            except ProcessLookupError:
+                break
+            time.sleep(0.002)
+        self.assertEqual(server.process.wait(STOP_TIMEOUT), 0, server.log())
 
     def test_sigint_stops_an_idle_server_cleanly(self) -> None:
         server = self.start(*self.quick_args)

@@ -342,10 +342,29 @@ def reason(exc: OSError) -> str:
 
 def stop_on_signals(server: PooledWSGIServer) -> None:
     """Make SIGINT and SIGTERM end serve_forever()."""
-    # The handler runs in the main thread, between two waits of its join():
-    # it only sets a flag, and the threads finish their clients.
+
+    def stop(signum: int, frame: Any) -> None:
+        # This handler runs in the main thread, between two waits of its
+        # join(): it only sets a flag, and the threads finish their clients.
+        ignore_stop_signals()
+        server.stop()
+
     for signum in STOP_SIGNALS:
-        signal.signal(signum, lambda signum, frame: server.stop())
+        signal.signal(signum, stop)
+
+
+def ignore_stop_signals() -> None:
+    """Ignore SIGINT and SIGTERM from now on.
+
+    The server calls this when the first stop signal arrives. A second one
+    would add nothing, and it could do harm: once main() returns, the
+    interpreter puts each handler back to the default action as it shuts
+    down, and a SIGTERM in that moment killed it with exit status 143 instead
+    of 0. Stop signals come in pairs: GNU timeout sends its SIGTERM twice,
+    and an impatient user presses Ctrl+C again.
+    """
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
 
 
 def close_gracefully(conn: socket.socket, timeout: float) -> None:
