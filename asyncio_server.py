@@ -91,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     with listener:
         asyncio.run(serve(listener, args))
     log.info("stopped")
+    ignore_stop_signals()  # a stop signal now would kill the interpreter as it shuts down
     return 0
 
 
@@ -240,11 +241,13 @@ def stop_signals() -> asyncio.Event:
     loop = asyncio.get_running_loop()
 
     def stopping() -> None:
+        # When the loop closes, it puts back the default action of each signal
+        # it handles, and a stop signal after that would kill the process
+        # before main() can ignore it (ignore_stop_signals()). So the loop
+        # lets go of them now, for handlers that do nothing.
         for signum in STOP_SIGNALS:
-            # Taken from the loop first: when it closes, it puts back the
-            # default action of each signal it still handles.
             loop.remove_signal_handler(signum)
-        ignore_stop_signals()
+            signal.signal(signum, lambda signum, frame: None)
         stop.set()
 
     for signum in STOP_SIGNALS:
@@ -258,12 +261,13 @@ def stop_signals() -> asyncio.Event:
 def ignore_stop_signals() -> None:
     """Ignore SIGINT and SIGTERM from now on.
 
-    The server calls this when the first stop signal arrives. A second one
-    would add nothing, and it could do harm: once main() returns, the
-    interpreter puts each handler back to the default action as it shuts
-    down, and a SIGTERM in that moment killed it with exit status 143 instead
-    of 0. Stop signals come in pairs: GNU timeout sends its SIGTERM twice,
-    and an impatient user presses Ctrl+C again.
+    main() calls this once the server has stopped. As the interpreter shuts
+    down, it puts each Python handler back to the default action, and a stop
+    signal in that moment killed the process with exit status 143 instead of
+    0. Stop signals come in pairs: GNU timeout sends its SIGTERM twice, and an
+    impatient user presses Ctrl+C again. (Not sooner: a signal already caught
+    but not yet handled would then be reported as "ignored due to race
+    condition", with a traceback.)
     """
     for signum in STOP_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)

@@ -118,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     with listener, stop_signals() as signals:
         print(f"Listening on {format_address(*listener.getsockname()[:2])}", flush=True)
         serve(listener, signals, args)
+        # Before the signal socket closes, or a signal would write to a closed
+        # socket (an error on stderr); and before the interpreter shuts down.
+        ignore_stop_signals()
     log.info("stopped")
     return 0
 
@@ -216,9 +219,8 @@ def stop_signals() -> socket.socket:
     """Return a socket that becomes readable when SIGINT or SIGTERM arrives.
 
     A blocking accept() cannot also wait for a signal, and a handler that raises
-    an exception could cut a request in half. So the handler only ignores the
-    stop signals that follow, and signal.set_wakeup_fd() has the C-level
-    handler write the signal number to a
+    an exception could cut a request in half. So the handler does nothing, and
+    signal.set_wakeup_fd() has the C-level handler write the signal number to a
     socket pair, which the accept loop watches beside the listener: the
     self-pipe trick, as asyncio does it. It works whichever thread the kernel
     delivers the signal to; a Python handler only ever runs in the main thread,
@@ -228,19 +230,20 @@ def stop_signals() -> socket.socket:
     sender.setblocking(False)
     signal.set_wakeup_fd(sender.detach())  # detach(): the fd must outlive this function
     for signum in STOP_SIGNALS:
-        signal.signal(signum, lambda signum, frame: ignore_stop_signals())
+        signal.signal(signum, lambda signum, frame: None)
     return receiver
 
 
 def ignore_stop_signals() -> None:
     """Ignore SIGINT and SIGTERM from now on.
 
-    The server calls this when the first stop signal arrives. A second one
-    would add nothing, and it could do harm: once main() returns, the
-    interpreter puts each handler back to the default action as it shuts
-    down, and a SIGTERM in that moment killed it with exit status 143 instead
-    of 0. Stop signals come in pairs: GNU timeout sends its SIGTERM twice,
-    and an impatient user presses Ctrl+C again.
+    main() calls this once the server has stopped. As the interpreter shuts
+    down, it puts each Python handler back to the default action, and a stop
+    signal in that moment killed the process with exit status 143 instead of
+    0. Stop signals come in pairs: GNU timeout sends its SIGTERM twice, and an
+    impatient user presses Ctrl+C again. (Not sooner: a signal already caught
+    but not yet handled would then be reported as "ignored due to race
+    condition", with a traceback.)
     """
     for signum in STOP_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)
@@ -272,12 +275,11 @@ def serve_in_child(
     # Ctrl+C signals the whole process group, children included. The parent
     # decides when to stop, and a child always finishes its one client, which
     # the timeouts bound; so a child must ignore both stop signals. It inherits
-    # the parent's handlers, which write to the parent's self-pipe and then
-    # ignore the stop signals that follow: with the pipe turned off, a stop
-    # signal changes nothing for the child, and an interrupted recv() or
-    # sleep() resumes (PEP 475). Setting SIG_IGN here, in every child, would
-    # cost 110 us per client: signal.signal() converts to and from enums in
-    # Python, and in a fresh child each object it touches is a page fault.
+    # handlers that do nothing but write to the parent's self-pipe: with that
+    # turned off, they do nothing at all, and an interrupted recv() or sleep()
+    # resumes (PEP 475). Setting SIG_IGN instead would cost 110 us per client:
+    # signal.signal() converts to and from enums in Python, and in a fresh child
+    # each object it touches is a page fault.
     os.close(signal.set_wakeup_fd(-1))  # the parent's end of its self-pipe
     try:
         handle_client(conn, number, args)

@@ -141,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Listening on {scheme}://{format_address(*server.server_address[:2])}/", flush=True)
         server.serve_forever()
     log.info("stopped")
+    ignore_stop_signals()  # a stop signal now would kill the interpreter as it shuts down
     return 0
 
 
@@ -266,7 +267,6 @@ def stop_on_signals(server: socketserver.BaseServer) -> None:
     """Make SIGINT and SIGTERM end serve_forever()."""
 
     def stop(signum: int, frame: Any) -> None:
-        ignore_stop_signals()
         # This handler runs in the thread that is inside serve_forever(), and
         # shutdown() waits for serve_forever() to return: called here, it
         # would wait for itself forever. A helper thread calls it instead.
@@ -279,12 +279,13 @@ def stop_on_signals(server: socketserver.BaseServer) -> None:
 def ignore_stop_signals() -> None:
     """Ignore SIGINT and SIGTERM from now on.
 
-    The server calls this when the first stop signal arrives. A second one
-    would add nothing, and it could do harm: once main() returns, the
-    interpreter puts each handler back to the default action as it shuts
-    down, and a SIGTERM in that moment killed it with exit status 143 instead
-    of 0. Stop signals come in pairs: GNU timeout sends its SIGTERM twice,
-    and an impatient user presses Ctrl+C again.
+    main() calls this once the server has stopped. As the interpreter shuts
+    down, it puts each Python handler back to the default action, and a stop
+    signal in that moment killed the process with exit status 143 instead of
+    0. Stop signals come in pairs: GNU timeout sends its SIGTERM twice, and an
+    impatient user presses Ctrl+C again. (Not sooner: a signal already caught
+    but not yet handled would then be reported as "ignored due to race
+    condition", with a traceback.)
     """
     for signum in STOP_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)

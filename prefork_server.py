@@ -87,6 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     with listener, stop_signals() as signals:
         print(f"Listening on {format_address(*listener.getsockname()[:2])}", flush=True)
         serve(listener, signals, args)
+        # Before the signal socket closes, or a signal would write to a closed
+        # socket (an error on stderr); and before the interpreter shuts down.
+        ignore_stop_signals()
     log.info("stopped")
     return 0
 
@@ -158,9 +161,8 @@ def stop_signals() -> socket.socket:
     """Return a socket that becomes readable when SIGINT or SIGTERM arrives.
 
     A blocking accept() cannot also wait for a signal, and a handler that raises
-    an exception could cut a request in half. So the handler only ignores the
-    stop signals that follow, and signal.set_wakeup_fd() has the C-level
-    handler write the signal number to a
+    an exception could cut a request in half. So the handler does nothing, and
+    signal.set_wakeup_fd() has the C-level handler write the signal number to a
     socket pair, which the accept loop watches beside the listener: the
     self-pipe trick, as asyncio does it. It works whichever thread the kernel
     delivers the signal to; a Python handler only ever runs in the main thread,
@@ -170,19 +172,20 @@ def stop_signals() -> socket.socket:
     sender.setblocking(False)
     signal.set_wakeup_fd(sender.detach())  # detach(): the fd must outlive this function
     for signum in STOP_SIGNALS:
-        signal.signal(signum, lambda signum, frame: ignore_stop_signals())
+        signal.signal(signum, lambda signum, frame: None)
     return receiver
 
 
 def ignore_stop_signals() -> None:
     """Ignore SIGINT and SIGTERM from now on.
 
-    The server calls this when the first stop signal arrives. A second one
-    would add nothing, and it could do harm: once main() returns, the
-    interpreter puts each handler back to the default action as it shuts
-    down, and a SIGTERM in that moment killed it with exit status 143 instead
-    of 0. Stop signals come in pairs: GNU timeout sends its SIGTERM twice,
-    and an impatient user presses Ctrl+C again.
+    main() calls this once the server has stopped. As the interpreter shuts
+    down, it puts each Python handler back to the default action, and a stop
+    signal in that moment killed the process with exit status 143 instead of
+    0. Stop signals come in pairs: GNU timeout sends its SIGTERM twice, and an
+    impatient user presses Ctrl+C again. (Not sooner: a signal already caught
+    but not yet handled would then be reported as "ignored due to race
+    condition", with a traceback.)
     """
     for signum in STOP_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)
@@ -213,8 +216,8 @@ def serve(listener: socket.socket, signals: socket.socket, args: argparse.Namesp
 
 
 def start_worker(listener: socket.socket, signals: socket.socket, args: argparse.Namespace) -> int:
-    # A new worker runs with the parent's handlers until it has set up its
-    # own: a SIGTERM in that moment would be lost, and the worker would
+    # A new worker runs with the parent's do-nothing handlers until it has set
+    # up its own: a SIGTERM in that moment would be lost, and the worker would
     # serve on forever. Blocked across fork(), the signal waits instead, and
     # arrives when the worker unblocks it, ready.
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)

@@ -152,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Listening on http://{format_address(*server.server_address[:2])}/", flush=True)
         server.serve_forever()
     log.info("stopped")
+    ignore_stop_signals()  # a stop signal now would kill the interpreter as it shuts down
     return 0
 
 
@@ -342,26 +343,22 @@ def reason(exc: OSError) -> str:
 
 def stop_on_signals(server: PooledWSGIServer) -> None:
     """Make SIGINT and SIGTERM end serve_forever()."""
-
-    def stop(signum: int, frame: Any) -> None:
-        # This handler runs in the main thread, between two waits of its
-        # join(): it only sets a flag, and the threads finish their clients.
-        ignore_stop_signals()
-        server.stop()
-
+    # The handler runs in the main thread, between two waits of its join():
+    # it only sets a flag, and the threads finish their clients.
     for signum in STOP_SIGNALS:
-        signal.signal(signum, stop)
+        signal.signal(signum, lambda signum, frame: server.stop())
 
 
 def ignore_stop_signals() -> None:
     """Ignore SIGINT and SIGTERM from now on.
 
-    The server calls this when the first stop signal arrives. A second one
-    would add nothing, and it could do harm: once main() returns, the
-    interpreter puts each handler back to the default action as it shuts
-    down, and a SIGTERM in that moment killed it with exit status 143 instead
-    of 0. Stop signals come in pairs: GNU timeout sends its SIGTERM twice,
-    and an impatient user presses Ctrl+C again.
+    main() calls this once the server has stopped. As the interpreter shuts
+    down, it puts each Python handler back to the default action, and a stop
+    signal in that moment killed the process with exit status 143 instead of
+    0. Stop signals come in pairs: GNU timeout sends its SIGTERM twice, and an
+    impatient user presses Ctrl+C again. (Not sooner: a signal already caught
+    but not yet handled would then be reported as "ignored due to race
+    condition", with a traceback.)
     """
     for signum in STOP_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)
