@@ -1348,6 +1348,33 @@ finally:
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertEqual(result.stdout.strip(), "(True, False)")
 
+    def test_shutdown_as_soon_as_serving_starts_and_serve_again(self) -> None:
+        # socketserver's promise: shutdown() returns once serve_forever() has,
+        # whenever it comes, and the server can then serve again. Stopping
+        # while serve_forever() was still starting its threads once raised
+        # "cannot join thread before it is started" (CI, 3.10).
+        program = """
+import threading, urllib.request, wsgi_app
+server = wsgi_app.make_server(wsgi_app.parse_args(["0"]))
+server.set_app(lambda environ, start_response: start_response("200 OK", []) and [b"again"])
+for _ in range(8):  # each can wait one accept() poll, 0.5 s
+    thread = threading.Thread(target=server.serve_forever)
+    thread.start()
+    server.shutdown()
+    assert not thread.join(5) and not thread.is_alive(), "serve_forever() still running after shutdown()"
+thread = threading.Thread(target=server.serve_forever)
+thread.start()
+try:
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.server_port}/", timeout=5) as response:
+        print(response.read().decode())
+finally:
+    server.shutdown()
+    thread.join()
+    server.server_close()
+"""
+        result = run_script("-c", program)
+        self.assertEqual((result.returncode, result.stdout.strip()), (0, "again"), result.stderr)
+
     def test_importing_has_no_side_effects(self) -> None:
         result = run_script("-c", "import wsgi_app")
         self.assertEqual((result.returncode, result.stdout, result.stderr), (0, "", ""))

@@ -225,7 +225,7 @@ class PooledWSGIServer(WSGIServer):
         self.threads = threads
         self.numbers = itertools.count(1)
         self.stopping = threading.Event()
-        self.workers: list[threading.Thread] = []
+        self.finished = threading.Event()  # set when serve_forever() returns
         super().__init__(address, RequestHandler)
 
     def serve_forever(self, poll_interval: float = 0.5) -> None:
@@ -234,11 +234,16 @@ class PooledWSGIServer(WSGIServer):
         # looks at self.stopping: closing a socket does not wake a thread
         # blocked on it. (Accepted sockets are still blocking ones.)
         self.socket.settimeout(poll_interval)
-        self.workers = [threading.Thread(target=self.accept_and_serve, name=f"wsgi-{n}") for n in range(self.threads)]
-        for thread in self.workers:
-            thread.start()
-        for thread in self.workers:
-            thread.join()
+        self.finished.clear()
+        try:
+            workers = [threading.Thread(target=self.accept_and_serve, name=f"wsgi-{n}") for n in range(self.threads)]
+            for thread in workers:
+                thread.start()
+            for thread in workers:
+                thread.join()
+        finally:
+            self.stopping.clear()  # as socketserver's: it can serve again
+            self.finished.set()
 
     def accept_and_serve(self) -> None:
         while not self.stopping.is_set():
@@ -267,10 +272,12 @@ class PooledWSGIServer(WSGIServer):
     def shutdown(self) -> None:
         """Stop, and wait until serve_forever()'s threads have finished (socketserver's promise)."""
         # socketserver's own shutdown() waits for a flag that its own
-        # serve_forever() sets, and would wait forever for this one.
+        # serve_forever() sets, and would wait forever for this one. Joining
+        # the threads instead would race with serve_forever() starting them
+        # (a thread not yet started cannot be joined). As socketserver's
+        # does, it waits forever if serve_forever() is never called.
         self.stop()
-        for thread in self.workers:
-            thread.join()
+        self.finished.wait()
 
     def set_app(self, application: Callable) -> None:
         # wsgiref's request handler tells every application that no other
