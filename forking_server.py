@@ -255,7 +255,10 @@ def serve(listener: socket.socket, signals: socket.socket, args: argparse.Namesp
     numbers = itertools.count(1)
     while (conn := accept_client(listener, signals, children, args.max_children)) is not None:
         number = next(numbers)
-        pid = os.fork()
+        pid = fork(children, number)
+        if pid is None:
+            conn.close()
+            continue
         if pid == 0:
             serve_in_child(listener, signals, conn, number, args)
         children.add(pid)
@@ -264,6 +267,24 @@ def serve(listener: socket.socket, signals: socket.socket, args: argparse.Namesp
         log.info("waiting for %d children", len(children))
     while children:
         reap_children(children, block=True)
+
+
+def fork(children: set[int], number: int) -> int | None:
+    """os.fork(), waiting for a child to exit while there are too many; None if none is left to wait for."""
+    while True:
+        try:
+            return os.fork()
+        except OSError as exc:
+            # EAGAIN at a limit on processes (ulimit -u, a cgroup's pids.max,
+            # systemd's TasksMax), or ENOMEM: a lower --max-children, in
+            # effect, and met the same way. Without children of its own to
+            # wait for, the server cannot make room: the client is closed.
+            reason = exc.strerror or exc
+            if not children:
+                log.warning("#%d no process for it (%s): closed", number, reason)
+                return None
+            log.warning("#%d no process for it yet (%s): waiting for a child to exit", number, reason)
+            reap_children(children, block=True)
 
 
 def serve_in_child(

@@ -74,6 +74,7 @@ import sys
 import threading
 import time
 import urllib.parse
+import weakref
 from typing import Any, BinaryIO
 
 BACKLOG = max(socket.SOMAXCONN, 4096)  # a browser opens several connections at once
@@ -139,7 +140,10 @@ def main(argv: list[str] | None = None) -> int:
         stop_on_signals(server)
         scheme = "https" if tls else "http"
         print(f"Listening on {scheme}://{format_address(*server.server_address[:2])}/", flush=True)
-        server.serve_forever()
+        try:
+            server.serve_forever()
+        except StopServing:  # see stop_on_signals()
+            pass
     log.info("stopped")
     ignore_stop_signals()  # a stop signal now would kill the interpreter as it shuts down
     return 0
@@ -218,6 +222,7 @@ class StaticServer(http.server.ThreadingHTTPServer):
         self.numbers = itertools.count(1)
         self.waiting: set[socket.socket] = set()  # connections between two requests
         self.waiting_lock = threading.Lock()
+        self.threads: weakref.WeakSet[threading.Thread] = weakref.WeakSet()  # see process_request()
         self.stopping = False
         super().__init__(address, handler)
         if tls is not None:
@@ -225,6 +230,26 @@ class StaticServer(http.server.ThreadingHTTPServer):
             # connection's thread (StaticHandler.setup): done in accept(), one
             # slow or hostile client would stall every other.
             self.socket = tls.wrap_socket(self.socket, server_side=True, do_handshake_on_connect=False)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Serve the connection on a thread of its own; close it if no thread can start.
+
+        ThreadingMixIn's version records the thread before starting it. When
+        the start fails ("can't start new thread": a limit on tasks, such as
+        ulimit -u, a cgroup's pids.max or systemd's TasksMax, or no memory for
+        a stack), socketserver prints the traceback, and server_close() later
+        fails on that thread ("cannot join thread before it is started")
+        without waiting for the others.
+        """
+        thread = threading.Thread(target=self.process_request_thread, args=(request, client_address))
+        thread.daemon = self.daemon_threads
+        try:
+            thread.start()
+        except RuntimeError as exc:
+            log.warning("no thread for a new connection (%s): closed", exc)
+            self.shutdown_request(request)
+            return
+        self.threads.add(thread)  # weakly: a thread that has ended leaves the set
 
     def server_close(self) -> None:
         """Close the idle keep-alive connections at once, then join the threads.
@@ -245,6 +270,8 @@ class StaticServer(http.server.ThreadingHTTPServer):
                 except OSError:
                     pass
         super().server_close()
+        for thread in list(self.threads):
+            thread.join()
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind() looks up socket.getfqdn(host), a reverse DNS
@@ -263,6 +290,10 @@ def reason(exc: OSError) -> str:
     return exc.strerror.split(" (while attempting")[0] if exc.strerror else str(exc)
 
 
+class StopServing(Exception):
+    """A stop signal came when no thread could be started to stop the server."""
+
+
 def stop_on_signals(server: socketserver.BaseServer) -> None:
     """Make SIGINT and SIGTERM end serve_forever()."""
 
@@ -270,7 +301,15 @@ def stop_on_signals(server: socketserver.BaseServer) -> None:
         # This handler runs in the thread that is inside serve_forever(), and
         # shutdown() waits for serve_forever() to return: called here, it
         # would wait for itself forever. A helper thread calls it instead.
-        threading.Thread(target=server.shutdown).start()
+        try:
+            threading.Thread(target=server.shutdown).start()
+        except RuntimeError:
+            # "can't start new thread": the clients' threads or processes
+            # hold every task the process may have. The exception ends
+            # serve_forever() where it stands, which cuts no client short:
+            # this thread only accepts. (A server that serves in this thread
+            # has no other tasks, so it never lacks one for the helper.)
+            raise StopServing from None
 
     for signum in STOP_SIGNALS:
         signal.signal(signum, stop)

@@ -190,7 +190,10 @@ def ignore_stop_signals() -> None:
 
 def serve(listener: socket.socket, signals: socket.socket, args: argparse.Namespace) -> None:
     """Hand each client to a pooled worker thread until SIGINT or SIGTERM."""
-    pool = WorkerPool(args.min_workers, args.max_workers, args.idle_timeout)
+    try:
+        pool = WorkerPool(args.min_workers, args.max_workers, args.idle_timeout)
+    except RuntimeError as exc:  # a pids limit below --min-workers: see WorkerPool.submit
+        raise SystemExit(f"cannot start {args.min_workers} worker threads: {exc}") from None
     numbers = itertools.count(1)
     # Wait for a free worker first, then accept: while every worker is busy the
     # kernel holds new clients in its queue. Accepting first would pile them up
@@ -210,11 +213,17 @@ class WorkerPool:
         self.free = threading.Semaphore(max_workers)  # one per job the pool can take now
         self.lock = threading.Lock()  # guards workers and idle
         self.workers: set[threading.Thread] = set()
-        self.idle = 0  # workers waiting for a job that no submit() has claimed yet
-        with self.lock:
-            for _ in range(min_workers):
-                self.start_worker()
-            self.idle = min_workers
+        # Workers waiting for a job that no submit() has claimed yet; below 0,
+        # jobs waiting for a worker because the pool could not grow (submit).
+        self.idle = 0
+        try:
+            with self.lock:
+                for _ in range(min_workers):
+                    self.start_worker()
+                    self.idle += 1
+        except RuntimeError:
+            self.shutdown()  # the workers already started
+            raise
 
     def wait_for_free_worker(self) -> bool:
         # Blocking here is safe for shutdown: a busy worker finishes within
@@ -224,17 +233,26 @@ class WorkerPool:
     def submit(self, function: Callable[..., None], *args: Any) -> None:
         """Run function(*args) on an idle worker, or on a new one if none is idle."""
         with self.lock:
-            if self.idle:
+            if self.idle > 0:
                 self.idle -= 1  # claim an idle worker, so two jobs never count on one
             else:
-                self.start_worker()  # the semaphore guarantees there is room for it
-                log.info("pool grew to %d workers", len(self.workers))
+                try:
+                    self.start_worker()  # the semaphore guarantees there is room for it
+                    log.info("pool grew to %d workers", len(self.workers))
+                except RuntimeError as exc:
+                    # "can't start new thread": the process or its container
+                    # hit a limit on tasks (ulimit -u, a cgroup's pids.max,
+                    # systemd's TasksMax), or on memory for a thread's stack.
+                    # The job waits for the next worker to finish instead, as
+                    # a client waits when the pool is at --max-workers.
+                    self.idle -= 1
+                    log.warning("pool cannot grow past %d workers (%s): the client waits", len(self.workers), exc)
         self.jobs.put((function, args))
 
     def start_worker(self) -> None:
         thread = threading.Thread(target=self.work)
+        thread.start()  # before it is recorded: a thread that failed to start cannot be joined
         self.workers.add(thread)
-        thread.start()
 
     def work(self) -> None:
         while True:
@@ -258,9 +276,9 @@ class WorkerPool:
     def retire(self) -> bool:
         """After idle_timeout without work: exit if the pool is above its minimum."""
         with self.lock:
-            # idle == 0 means a submit() has claimed this worker and its job
+            # idle <= 0 means a submit() has claimed this worker and its job
             # is on the way: stay for it.
-            if self.idle == 0 or len(self.workers) <= self.min_workers:
+            if self.idle <= 0 or len(self.workers) <= self.min_workers:
                 return False
             self.idle -= 1
             self.workers.discard(threading.current_thread())

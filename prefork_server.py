@@ -198,15 +198,39 @@ def serve(listener: socket.socket, signals: socket.socket, args: argparse.Namesp
     # that a worker has died.
     signal.signal(signal.SIGCHLD, lambda signum, frame: None)
     listener.setblocking(False)  # a worker that loses the race for a client must not block
-    workers = {start_worker(listener, signals, args) for _ in range(args.workers)}
+    workers: set[int] = set()
+    try:
+        for _ in range(args.workers):
+            workers.add(start_worker(listener, signals, args))
+    except OSError as exc:  # fork() failed, as in the loop below
+        stop_workers(workers)
+        raise SystemExit(f"cannot start {args.workers} workers: {exc.strerror or exc}") from None
     log.info("started %d workers", len(workers))
     while True:
-        received = signals.recv(4096)  # blocks until a signal arrives: a byte each, its number
+        # Blocks until a signal arrives (a byte each, its number), or for a
+        # second while a worker is missing.
+        signals.settimeout(None if len(workers) == args.workers else 1.0)
+        try:
+            received = signals.recv(4096)
+        except socket.timeout:
+            received = b""
         if any(signum in received for signum in STOP_SIGNALS):
             break
         for pid, status in reap_workers(workers):
             log.warning("worker %d %s: starting another", pid, describe(status))
-            workers.add(start_worker(listener, signals, args))
+        try:
+            while len(workers) < args.workers:
+                workers.add(start_worker(listener, signals, args))
+        except OSError as exc:
+            # fork() failed: EAGAIN at a limit on processes (ulimit -u, a
+            # cgroup's pids.max, systemd's TasksMax), or ENOMEM. The parent
+            # must not die of it: its workers would serve on, orphaned, with
+            # no one to stop them. It serves with fewer, and tries again.
+            log.warning("cannot start a worker (%s): %d of %d running", exc.strerror or exc, len(workers), args.workers)
+    stop_workers(workers)
+
+
+def stop_workers(workers: set[int]) -> None:
     # Ctrl+C reaches the workers directly (they share the terminal's process
     # group); a SIGTERM sent to the parent alone is passed on here.
     for pid in workers:

@@ -40,6 +40,7 @@ import socketserver
 import sys
 import threading
 import time
+import weakref
 from typing import Any, Callable
 
 DELIMITER = b"!"
@@ -88,7 +89,10 @@ def main(argv: list[str] | None = None) -> int:
     with server:
         stop_on_signals(server)
         print(f"Listening on {format_address(*server.server_address[:2])} ({args.variant})", flush=True)
-        server.serve_forever()
+        try:
+            server.serve_forever()
+        except StopServing:  # see stop_on_signals()
+            pass
     log.info("stopped")
     ignore_stop_signals()  # a stop signal now would kill the interpreter as it shuts down
     return 0
@@ -177,9 +181,38 @@ class ReverseServer(socketserver.TCPServer):
 
 
 class ThreadingReverseServer(socketserver.ThreadingMixIn, ReverseServer):
-    # Non-daemon threads, joined by server_close() (block_on_close, Python
-    # 3.7+): a client in progress at shutdown gets its whole reply.
+    # Non-daemon threads, joined by server_close(): a client in progress at
+    # shutdown gets its whole reply.
     daemon_threads = False
+
+    def __init__(self, *args: Any) -> None:
+        self.threads: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
+        super().__init__(*args)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Serve the client on a thread of its own; close it if no thread can start.
+
+        ThreadingMixIn's version records the thread before starting it. When
+        the start fails ("can't start new thread": a limit on tasks, such as
+        ulimit -u, a cgroup's pids.max or systemd's TasksMax, or no memory for
+        a stack), socketserver prints the traceback, and server_close() later
+        fails on that thread ("cannot join thread before it is started")
+        without waiting for the others.
+        """
+        thread = threading.Thread(target=self.process_request_thread, args=(request, client_address))
+        thread.daemon = self.daemon_threads
+        try:
+            thread.start()
+        except RuntimeError as exc:
+            log.warning("#%d no thread for it (%s): closed", client_address[0], exc)
+            self.shutdown_request(request)
+            return
+        self.threads.add(thread)  # weakly: a thread that has ended leaves the set
+
+    def server_close(self) -> None:
+        super().server_close()
+        for thread in list(self.threads):
+            thread.join()
 
 
 if hasattr(socketserver, "ForkingMixIn"):  # absent on Windows
@@ -188,7 +221,16 @@ if hasattr(socketserver, "ForkingMixIn"):  # absent on Windows
         # ForkingMixIn reaps finished children each time serve_forever() polls
         # (every 0.5 s), even with no new client, and server_close() waits for
         # the rest. At max_children (40) it waits for one before going on.
-        pass
+
+        def process_request(self, request: Any, client_address: Any) -> None:
+            try:
+                super().process_request(request, client_address)  # returns in the parent only
+            except OSError as exc:
+                # fork() failed: EAGAIN at a limit on processes (ulimit -u, a
+                # cgroup's pids.max), ENOMEM. socketserver would print the
+                # traceback and go on; the client is closed.
+                log.warning("#%d no process for it (%s): closed", client_address[0], exc.strerror or exc)
+                self.shutdown_request(request)
 
 
 def format_address(host: str, port: int) -> str:
@@ -200,6 +242,10 @@ def reason(exc: OSError) -> str:
     return exc.strerror.split(" (while attempting")[0] if exc.strerror else str(exc)
 
 
+class StopServing(Exception):
+    """A stop signal came when no thread could be started to stop the server."""
+
+
 def stop_on_signals(server: socketserver.BaseServer) -> None:
     """Make SIGINT and SIGTERM end serve_forever()."""
 
@@ -207,7 +253,15 @@ def stop_on_signals(server: socketserver.BaseServer) -> None:
         # This handler runs in the thread that is inside serve_forever(), and
         # shutdown() waits for serve_forever() to return: called here, it
         # would wait for itself forever. A helper thread calls it instead.
-        threading.Thread(target=server.shutdown).start()
+        try:
+            threading.Thread(target=server.shutdown).start()
+        except RuntimeError:
+            # "can't start new thread": the clients' threads or processes
+            # hold every task the process may have. The exception ends
+            # serve_forever() where it stands, which cuts no client short:
+            # this thread only accepts. (A server that serves in this thread
+            # has no other tasks, so it never lacks one for the helper.)
+            raise StopServing from None
 
     for signum in STOP_SIGNALS:
         signal.signal(signum, stop)

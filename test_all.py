@@ -14,6 +14,7 @@ Run:  python test_all.py            (all of it, in 3 processes at once: about 40
 from __future__ import annotations
 
 import ast
+import concurrent.futures
 import http.client
 import itertools
 import json
@@ -262,18 +263,27 @@ def timed(action: Callable[[], object]) -> float:
     return time.monotonic() - started
 
 
-def run_clients(server: Server, count: int) -> None:
-    """count clients at once, each sending its own request; all must be answered."""
-    replies: dict[int, bytes] = {}
+def send_at_once(server: Server, count: int) -> dict[int, bytes | str]:
+    """count clients at once, each sending its own request: each one's reply, or the error it met."""
+    replies: dict[int, bytes | str] = {}
 
     def one(index: int) -> None:
-        replies[index] = server.request(b"client %d!" % index)
+        try:
+            replies[index] = server.request(b"client %d!" % index)
+        except OSError as exc:
+            replies[index] = repr(exc)
 
     threads = [threading.Thread(target=one, args=(index,)) for index in range(count)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    return replies
+
+
+def run_clients(server: Server, count: int) -> None:
+    """count clients at once, each sending its own request; all must be answered."""
+    replies = send_at_once(server, count)
     assert replies == {index: (b"client %d!" % index)[::-1] for index in range(count)}, replies
 
 
@@ -1796,6 +1806,183 @@ class SlowLinkTest(unittest.TestCase):
                 server = self.start(*command, "--timeout", "5")
                 self.assertEqual(self.call_inside("post", "127.0.0.1", server.port, path, 1_500_000), status)
                 self.assertEqual(server.stop(), 0, server.log())
+
+
+def pids_cgroup_parent() -> Path | None:
+    """Where a test can make a cgroup that limits its tasks (pids.max), or None."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return None
+    v1 = Path("/sys/fs/cgroup/pids")
+    if (v1 / "cgroup.procs").exists():
+        return v1
+    v2 = Path("/sys/fs/cgroup")
+    try:
+        return v2 if "pids" in (v2 / "cgroup.subtree_control").read_text().split() else None
+    except OSError:
+        return None
+
+
+class TaskLimit:
+    """A cgroup of the test's own: pids.max caps the tasks in it, processes and threads alike.
+
+    It is how a container engine (docker --pids-limit) or systemd (TasksMax)
+    caps a service; ulimit -u does not bind root. The command prefix puts
+    the server in it before the interpreter starts.
+    """
+
+    numbers = itertools.count(1)
+
+    def __init__(self, parent: Path, limit: int, add_cleanup: Callable) -> None:
+        self.path = parent / f"test_all-{os.getpid()}-{next(self.numbers)}"
+        self.path.mkdir()
+        add_cleanup(self.remove)  # after the server's own clean-up, which kills it
+        self.set(limit)
+        self.prefix = ("sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', str(self.path))
+
+    def set(self, limit: int) -> None:
+        (self.path / "pids.max").write_text(str(limit))
+
+    def tasks(self) -> int:
+        return int((self.path / "pids.current").read_text())
+
+    def wait_for_tasks(self, count: int, timeout: float = 5.0) -> None:
+        wait_for(lambda: self.tasks() == count, timeout, f"{self.tasks()} tasks, not {count}, after {timeout} s")
+
+    def remove(self) -> None:
+        for pid in (self.path / "cgroup.procs").read_text().split():
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.wait_for_tasks(0)
+        self.path.rmdir()
+
+
+class TaskLimitTest(unittest.TestCase):
+    """Every server at a limit on tasks: "can't start new thread", and fork() failing with EAGAIN.
+
+    In a container or a systemd service a burst of clients meets the limit on
+    tasks long before memory runs out. Without care, the thread-per-client
+    servers printed a traceback per client and one more at shutdown, the pool
+    died, and forking, prefork and wsgi_app died too, prefork leaving its
+    workers to serve on, orphaned.
+    """
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        cls.parent = pids_cgroup_parent()
+        if cls.parent is None:
+            reason = "needs root and a pids cgroup controller"
+            print(f"\nTaskLimitTest skipped: {reason}", file=sys.stderr)
+            raise unittest.SkipTest(reason)
+
+    def start(self, limit: int, script: str, *args: str) -> tuple[Server, TaskLimit]:
+        assert self.parent is not None
+        limit_ = TaskLimit(self.parent, limit, self.addCleanup)
+        return Server(script, args, self.addCleanup, prefix=limit_.prefix), limit_
+
+    def test_a_client_with_no_thread_or_process_for_it_is_closed_and_the_server_goes_on(self) -> None:
+        for command, words in (
+            (("threaded_server.py",), "no thread for a new client: closed"),
+            (("socketserver_variants.py", "--variant", "threading"), "no thread for it .*: closed"),
+            (("socketserver_variants.py", "--variant", "forking"), "no process for it .*: closed"),
+        ):
+            with self.subTest(" ".join(command)):
+                # The server and two more tasks: two clients at a time.
+                server, limit = self.start(3, *command, "--delay", "0.5", "--timeout", "5")
+                replies = send_at_once(server, 5)
+                answered = sum(reply == (b"client %d!" % index)[::-1] for index, reply in replies.items())
+                self.assertEqual(answered, 2, replies)
+                server.wait_for_log(words)
+                limit.wait_for_tasks(1)  # once the threads have ended, or the children been reaped
+                run_clients(server, 2)
+                self.assertEqual(server.stop(), 0, server.log())
+
+    def test_a_stop_with_no_task_left_for_it_still_lets_the_clients_finish(self) -> None:
+        # Stopping a socketserver takes a thread (shutdown() from the one in
+        # serve_forever() would wait for itself): here none can start.
+        for command in (
+            ("socketserver_variants.py", "--variant", "threading"),
+            ("socketserver_variants.py", "--variant", "forking"),
+        ):
+            with self.subTest(" ".join(command)):
+                server, limit = self.start(3, *command, "--delay", "1", "--timeout", "5")
+                with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                    clients = pool.submit(send_at_once, server, 2)
+                    limit.wait_for_tasks(3)  # a thread or a child for each client: the limit
+                    status = server.stop()
+                    self.assertEqual(clients.result(), {0: b"!0 tneilc", 1: b"!1 tneilc"}, server.log())
+                self.assertEqual(status, 0, server.log())
+
+    def test_forking_waits_for_a_child_to_exit_when_it_cannot_fork(self) -> None:
+        # As at --max-children: the limit is lower than the server's own.
+        server, _ = self.start(3, "forking_server.py", "--delay", "0.3", "--timeout", "5")
+        run_clients(server, 5)
+        server.wait_for_log(r"#\d+ no process for it yet \(.+\): waiting for a child to exit")
+        self.assertEqual(server.stop(), 0, server.log())
+
+    def test_the_pool_makes_clients_wait_when_it_cannot_grow(self) -> None:
+        # The contract: when every worker is busy new clients wait, none is
+        # dropped. Room for two workers, not eight.
+        server, _ = self.start(3, "pool_server.py", "--delay", "0.3", "--min-workers", "1", "--max-workers", "8")
+        run_clients(server, 6)
+        server.wait_for_log(r"pool cannot grow past 2 workers")
+        self.assertEqual(server.stop(), 0, server.log())
+
+    def test_too_few_tasks_for_the_workers_is_a_one_line_error(self) -> None:
+        for command in (
+            ("pool_server.py", "--min-workers", "4"),
+            ("wsgi_app.py", "--threads", "4"),
+            ("prefork_server.py", "--workers", "4"),
+        ):
+            with self.subTest(command[0]):
+                assert self.parent is not None
+                limit = TaskLimit(self.parent, 3, self.addCleanup)
+                result = run_script(command[0], "0", *command[1:], prefix=limit.prefix)
+                self.assertEqual(result.returncode, 1, result.stderr)
+                self.assertRegex(result.stderr, r"^cannot start 4 \w+( \w+)?: .+\n$")
+                self.assertEqual(limit.tasks(), 0, "a worker outlived its parent")
+
+    def test_prefork_replaces_a_worker_when_the_limit_allows_again(self) -> None:
+        server, limit = self.start(3, "prefork_server.py", "--workers", "2", "--delay", "0")
+        server.wait_for_log("started 2 workers")
+        workers = children_of(server.process.pid)
+        limit.set(1)
+        os.kill(next(iter(workers)), signal.SIGTERM)
+        server.wait_for_log("cannot start a worker")
+        self.assertEqual(server.request(b"still served!"), b"!devres llits")  # by the other worker
+        limit.set(3)
+        wait_for(lambda: limit.tasks() == 3, 5, "no new worker once the limit allows one")
+        self.assertEqual(server.stop(), 0, server.log())
+
+    def test_http_static_closes_a_connection_it_has_no_thread_for(self) -> None:
+        site = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, site)
+        Path(site, "a.txt").write_text("hello")
+        server, _ = self.start(3, "http_static.py", "--directory", site)  # two connections at a time
+        connections = [http.client.HTTPConnection(server.host, server.port, timeout=5) for _ in range(3)]
+        for conn in connections[:2]:  # keep-alive: each holds its thread
+            conn.request("GET", "/a.txt")
+            self.assertEqual(conn.getresponse().read(), b"hello")
+        with self.assertRaises((http.client.RemoteDisconnected, ConnectionError)):
+            connections[2].request("GET", "/a.txt")
+            connections[2].getresponse()
+        server.wait_for_log("no thread for a new connection")
+        for conn in connections:
+            conn.close()
+        wait_for(lambda: self.fetch(server) == b"hello", 5, "not served once the connections closed")
+        self.assertEqual(server.stop(), 0, server.log())
+
+    @staticmethod
+    def fetch(server: Server) -> bytes:
+        conn = http.client.HTTPConnection(server.host, server.port, timeout=5)
+        try:
+            conn.request("GET", "/a.txt")
+            return conn.getresponse().read()
+        except (http.client.HTTPException, ConnectionError):
+            return b""
+        finally:
+            conn.close()
 
 
 # The base classes hold tests but name no script: only their subclasses run them.

@@ -150,7 +150,11 @@ def main(argv: list[str] | None = None) -> int:
     with server:
         stop_on_signals(server)
         print(f"Listening on http://{format_address(*server.server_address[:2])}/", flush=True)
-        server.serve_forever()
+        try:
+            server.serve_forever()
+        except RuntimeError as exc:  # "can't start new thread"
+            print(f"cannot start {args.threads} threads: {exc}", file=sys.stderr)
+            return 1
     log.info("stopped")
     ignore_stop_signals()  # a stop signal now would kill the interpreter as it shuts down
     return 0
@@ -235,13 +239,21 @@ class PooledWSGIServer(WSGIServer):
         # blocked on it. (Accepted sockets are still blocking ones.)
         self.socket.settimeout(poll_interval)
         self.finished.clear()
+        workers: list[threading.Thread] = []
         try:
-            workers = [threading.Thread(target=self.accept_and_serve, name=f"wsgi-{n}") for n in range(self.threads)]
-            for thread in workers:
+            for number in range(self.threads):
+                thread = threading.Thread(target=self.accept_and_serve, name=f"wsgi-{number}")
                 thread.start()
+                workers.append(thread)
+        except RuntimeError:
+            # "can't start new thread": a limit on tasks (ulimit -u, a
+            # cgroup's pids.max, systemd's TasksMax) or on memory. The
+            # threads already started stop, and the caller hears of it.
+            self.stopping.set()
+            raise
+        finally:
             for thread in workers:
                 thread.join()
-        finally:
             self.stopping.clear()  # as socketserver's: it can serve again
             self.finished.set()
 
