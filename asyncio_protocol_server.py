@@ -176,7 +176,10 @@ async def serve(listener: socket.socket, args: argparse.Namespace) -> None:
     gc.set_threshold(GC_THRESHOLD)
     stop = stop_signals()
     numbers = itertools.count(1)
-    pool = process_pool(args.cpu_workers) if args.cpu_workers else None
+    try:
+        workers = Workers(args.cpu_workers) if args.cpu_workers else None
+    except OSError as exc:  # a limit on tasks: multiprocessing starts a process of its own at once
+        raise SystemExit(f"cannot start the --cpu worker processes: {exc.strerror or exc}") from None
     connections: set[ReverseProtocol] = set()
     deadlines = Deadlines()
     all_closed = asyncio.Event()  # set whenever no connection is open
@@ -187,7 +190,7 @@ async def serve(listener: socket.socket, args: argparse.Namespace) -> None:
             all_closed.set()
 
     def on_connect() -> ReverseProtocol:
-        connection = ReverseProtocol(next(numbers), args, pool, on_close, deadlines)
+        connection = ReverseProtocol(next(numbers), args, workers, on_close, deadlines)
         connections.add(connection)
         all_closed.clear()
         return connection
@@ -206,8 +209,70 @@ async def serve(listener: socket.socket, args: argparse.Namespace) -> None:
         await asyncio.wait(pending)
     if connections:
         await all_closed.wait()
-    if pool is not None:
-        pool.shutdown()  # every computation has finished: the workers exit
+    if workers is not None:
+        workers.shutdown()
+
+
+class WorkFailed(Exception):
+    """The --cpu work could not be run (see Workers); the message says why."""
+
+
+class Workers:
+    """The --cpu worker processes: a process pool, replaced when it breaks.
+
+    When a worker process dies (the OOM killer, a crash in C code, a kill),
+    ProcessPoolExecutor marks the whole pool broken: the work in progress
+    fails with BrokenProcessPool, and so does every later submit(), for good.
+    Every request after that failed, each with a traceback, until a restart.
+    Here the first request to meet a broken pool replaces it, and each piece
+    of work that was lost runs once more, on the new pool.
+    """
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.pool = process_pool(count)
+
+    def run(self, function: Callable[[float], None], argument: float) -> asyncio.Future[None]:
+        """Run function(argument) in a worker: a future, failed with WorkFailed if it could not be run."""
+        loop = asyncio.get_running_loop()
+        outcome: asyncio.Future[None] = loop.create_future()
+
+        def attempt(retries: int) -> None:
+            pool = self.pool
+            try:
+                done = loop.run_in_executor(pool, function, argument)
+            except Exception as exc:  # broken already, or no process could be started
+                failed(pool, exc, retries)
+                return
+            done.add_done_callback(lambda done: finished(done, pool, retries))
+
+        def finished(done: asyncio.Future[None], pool: concurrent.futures.Executor, retries: int) -> None:
+            exc = done.exception()
+            if exc is None:
+                outcome.set_result(None)
+            elif isinstance(exc, concurrent.futures.BrokenExecutor):
+                failed(pool, exc, retries)
+            else:
+                outcome.set_exception(exc)  # a bug in the function: its traceback is worth seeing
+
+        def failed(pool: concurrent.futures.Executor, exc: Exception, retries: int) -> None:
+            if pool is self.pool:  # the first to see it broken replaces it
+                log.warning("the --cpu worker processes failed (%s): starting new ones", exc)
+                pool.shutdown(wait=False)
+                try:
+                    self.pool = process_pool(self.count)
+                except OSError as error:  # none can start (a limit on tasks): the next request tries again
+                    exc, retries = error, 0
+            if retries:
+                attempt(retries - 1)
+            else:
+                outcome.set_exception(WorkFailed(f"the --cpu work could not run ({exc}): closed"))
+
+        attempt(1)
+        return outcome
+
+    def shutdown(self) -> None:
+        self.pool.shutdown()  # every computation has finished: the workers exit
 
 
 def process_pool(workers: int) -> concurrent.futures.ProcessPoolExecutor:
@@ -348,13 +413,13 @@ class ReverseProtocol(asyncio.Protocol):
         self,
         number: int,
         args: argparse.Namespace,
-        pool: concurrent.futures.Executor | None,
+        workers: Workers | None,
         on_close: Callable[[ReverseProtocol], None],
         deadlines: Deadlines,
     ) -> None:
         self.number = number
         self.args = args
-        self.pool = pool
+        self.workers = workers
         self.on_close = on_close
         self.deadlines = deadlines
         self.loop = asyncio.get_running_loop()
@@ -404,25 +469,33 @@ class ReverseProtocol(asyncio.Protocol):
         """The simulated work: computing, then waiting, then the reply."""
         self.state = "working"
         self.deadlines.clear(self)
-        if self.args.delay or self.pool is not None:
+        if self.args.delay or self.workers is not None:
             # The reply will wait: what the client sends meanwhile is not ours
             # to read yet, and the kernel holds it, as it would hold a stream's
             # unread bytes. (Each pause and resume is a system call, so not
             # when the reply goes out in this very callback.)
             self.transport.pause_reading()
             self.paused = True
-        if self.args.cpu and self.pool is None:
+        if self.args.cpu and self.workers is None:
             compute(self.args.cpu)  # in the loop: every other client waits, accepting included
         elif self.args.cpu:
             # In a worker process: the loop goes on serving meanwhile.
-            done = self.loop.run_in_executor(self.pool, compute, self.args.cpu)
-            done.add_done_callback(lambda _: self.wait())
+            self.workers.run(compute, self.args.cpu).add_done_callback(self.computed)
             return
         self.wait()
 
-    def wait(self) -> None:
+    def computed(self, done: asyncio.Future[None]) -> None:
         if self.state != "working":  # the client went away meanwhile
             return
+        exc = done.exception()
+        if isinstance(exc, WorkFailed):
+            self.close(str(exc))
+        elif exc is not None:
+            raise exc  # a bug: the loop reports it with its traceback
+        else:
+            self.wait()
+
+    def wait(self) -> None:
         # Not even call_soon() when there is no delay: it costs a trip round the loop.
         if self.args.delay:
             self.set_timer(self.args.delay)  # then on_timer() replies

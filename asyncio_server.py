@@ -77,6 +77,10 @@ class ClientError(Exception):
     """The client broke the protocol or a limit; the message says how."""
 
 
+class WorkFailed(Exception):
+    """The --cpu work could not be run (see Workers); the message says why."""
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(
@@ -173,11 +177,14 @@ async def serve(listener: socket.socket, args: argparse.Namespace) -> None:
     gc.set_threshold(GC_THRESHOLD)
     stop = stop_signals()
     numbers = itertools.count(1)
-    pool = process_pool(args.cpu_workers) if args.cpu_workers else None
+    try:
+        workers = Workers(args.cpu_workers) if args.cpu_workers else None
+    except OSError as exc:  # a limit on tasks: multiprocessing starts a process of its own at once
+        raise SystemExit(f"cannot start the --cpu worker processes: {exc.strerror or exc}") from None
     deadlines = Deadlines()
 
     def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> Coroutine[Any, Any, None]:
-        return handle_client(reader, writer, next(numbers), args, pool, deadlines)  # the loop runs it as a task
+        return handle_client(reader, writer, next(numbers), args, workers, deadlines)  # the loop runs it as a task
 
     # start_server() calls listen() again, with a queue of 100 unless told.
     server = await asyncio.start_server(on_connect, sock=listener, backlog=BACKLOG)
@@ -191,8 +198,66 @@ async def serve(listener: socket.socket, args: argparse.Namespace) -> None:
     # accepted a moment ago whose task has only just been created.
     while pending := asyncio.all_tasks() - {asyncio.current_task()}:
         await asyncio.wait(pending)
-    if pool is not None:
-        pool.shutdown()  # every computation has finished: the workers exit
+    if workers is not None:
+        workers.shutdown()
+
+
+class Workers:
+    """The --cpu worker processes: a process pool, replaced when it breaks.
+
+    When a worker process dies (the OOM killer, a crash in C code, a kill),
+    ProcessPoolExecutor marks the whole pool broken: the work in progress
+    fails with BrokenProcessPool, and so does every later submit(), for good.
+    Every request after that failed, each with a traceback, until a restart.
+    Here the first request to meet a broken pool replaces it, and each piece
+    of work that was lost runs once more, on the new pool.
+    """
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.pool = process_pool(count)
+
+    def run(self, function: Callable[[float], None], argument: float) -> asyncio.Future[None]:
+        """Run function(argument) in a worker: a future, failed with WorkFailed if it could not be run."""
+        loop = asyncio.get_running_loop()
+        outcome: asyncio.Future[None] = loop.create_future()
+
+        def attempt(retries: int) -> None:
+            pool = self.pool
+            try:
+                done = loop.run_in_executor(pool, function, argument)
+            except Exception as exc:  # broken already, or no process could be started
+                failed(pool, exc, retries)
+                return
+            done.add_done_callback(lambda done: finished(done, pool, retries))
+
+        def finished(done: asyncio.Future[None], pool: concurrent.futures.Executor, retries: int) -> None:
+            exc = done.exception()
+            if exc is None:
+                outcome.set_result(None)
+            elif isinstance(exc, concurrent.futures.BrokenExecutor):
+                failed(pool, exc, retries)
+            else:
+                outcome.set_exception(exc)  # a bug in the function: its traceback is worth seeing
+
+        def failed(pool: concurrent.futures.Executor, exc: Exception, retries: int) -> None:
+            if pool is self.pool:  # the first to see it broken replaces it
+                log.warning("the --cpu worker processes failed (%s): starting new ones", exc)
+                pool.shutdown(wait=False)
+                try:
+                    self.pool = process_pool(self.count)
+                except OSError as error:  # none can start (a limit on tasks): the next request tries again
+                    exc, retries = error, 0
+            if retries:
+                attempt(retries - 1)
+            else:
+                outcome.set_exception(WorkFailed(f"the --cpu work could not run ({exc}): closed"))
+
+        attempt(1)
+        return outcome
+
+    def shutdown(self) -> None:
+        self.pool.shutdown()  # every computation has finished: the workers exit
 
 
 def process_pool(workers: int) -> concurrent.futures.ProcessPoolExecutor:
@@ -331,7 +396,7 @@ async def handle_client(
     writer: asyncio.StreamWriter,
     number: int,
     args: argparse.Namespace,
-    pool: concurrent.futures.Executor | None,
+    workers: Workers | None,
     deadlines: Deadlines,
 ) -> None:
     """Serve one connection: read the request, do the work, reply, close."""
@@ -342,10 +407,10 @@ async def handle_client(
         request = await within(
             deadlines, args.timeout, read_request(reader, args.max_request), "sent no complete request in time"
         )
-        reply = await handle_request(request, args.delay, args.cpu, pool)
+        reply = await handle_request(request, args.delay, args.cpu, workers)
         await write_response(writer, reply, args.timeout, deadlines)
         await close_gracefully(reader, writer, args.timeout, deadlines)
-    except ClientError as exc:
+    except (ClientError, WorkFailed) as exc:
         log.info("#%d %s", number, exc)
         return
     finally:
@@ -394,16 +459,14 @@ async def read_request(reader: asyncio.StreamReader, limit: int) -> bytearray:
             raise ClientError(f"sent {len(request)} bytes without {DELIMITER.decode()}: too large, closed")
 
 
-async def handle_request(
-    request: bytearray, delay: float, cpu: float, pool: concurrent.futures.Executor | None
-) -> bytearray:
+async def handle_request(request: bytearray, delay: float, cpu: float, workers: Workers | None) -> bytearray:
     """The simulated work (computing, then waiting), and the answer: the request reversed."""
-    if cpu and pool is None:
+    if cpu and workers is None:
         compute(cpu)  # in the loop: every other client waits, accepting included
     elif cpu:
         # In a worker process: the loop goes on serving, and the work runs on
         # every core, as many requests at once as there are workers.
-        await asyncio.get_running_loop().run_in_executor(pool, compute, cpu)
+        await workers.run(compute, cpu)
     # asyncio.sleep(), never time.sleep(), which would stop every client. And
     # not even asyncio.sleep(0) when there is no work: it costs a trip round
     # the loop for nothing.

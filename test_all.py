@@ -1738,6 +1738,30 @@ class CpuWorkTest(unittest.TestCase):
                 self.assertLess(spent, expected + 0.3, "far more CPU than --cpu asks")
                 self.assertEqual(server.stop(), 0, server.log())
 
+    def test_a_worker_process_that_dies_is_replaced(self) -> None:
+        # Killed by the OOM killer, or crashed in C code: ProcessPoolExecutor
+        # then refuses every piece of work, for good, unless replaced.
+        for script in ("asyncio_server.py", "asyncio_protocol_server.py"):
+            with self.subTest(script):
+                server = Server(script, ("--delay", "0", "--cpu", "0.5", "--cpu-workers", "1"), self.addCleanup)
+                with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                    reply = pool.submit(server.request, b"lost and done again!")
+                    os.kill(a_grandchild(server.process.pid), signal.SIGKILL)  # the worker
+                    self.assertEqual(reply.result(), b"!niaga enod dna tsol", server.log())
+                self.assertEqual(server.request(b"next!"), b"!txen")
+                server.wait_for_log(r"the --cpu worker processes failed \(.+\): starting new ones")
+                self.assertEqual(server.stop(), 0, server.log())
+
+
+def a_grandchild(pid: int, timeout: float = 5.0) -> int:
+    """The first grandchild of pid to appear: a pool's worker, forked by multiprocessing's fork server."""
+    deadline = time.monotonic() + timeout
+    while not (found := [grandchild for child in children_of(pid) for grandchild in children_of(child)]):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no grandchild of {pid} within {timeout} s")
+        time.sleep(0.02)
+    return found[0]
+
 
 def slow_link_unavailable() -> str:
     """Why this machine cannot make a slow link, or "" when it can."""
@@ -1930,18 +1954,32 @@ class TaskLimitTest(unittest.TestCase):
         self.assertEqual(server.stop(), 0, server.log())
 
     def test_too_few_tasks_for_the_workers_is_a_one_line_error(self) -> None:
-        for command in (
-            ("pool_server.py", "--min-workers", "4"),
-            ("wsgi_app.py", "--threads", "4"),
-            ("prefork_server.py", "--workers", "4"),
+        for tasks, command in (
+            (3, ("pool_server.py", "--min-workers", "4")),
+            (3, ("wsgi_app.py", "--threads", "4")),
+            (3, ("prefork_server.py", "--workers", "4")),
+            # multiprocessing starts a process of its own with the pool: none here.
+            (1, ("asyncio_server.py", "--cpu-workers", "2")),
+            (1, ("asyncio_protocol_server.py", "--cpu-workers", "2")),
         ):
-            with self.subTest(command[0]):
+            with self.subTest(" ".join(command)):
                 assert self.parent is not None
-                limit = TaskLimit(self.parent, 3, self.addCleanup)
+                limit = TaskLimit(self.parent, tasks, self.addCleanup)
                 result = run_script(command[0], "0", *command[1:], prefix=limit.prefix)
                 self.assertEqual(result.returncode, 1, result.stderr)
-                self.assertRegex(result.stderr, r"^cannot start 4 \w+( \w+)?: .+\n$")
-                self.assertEqual(limit.tasks(), 0, "a worker outlived its parent")
+                self.assertRegex(result.stderr, r"^cannot start [^:\n]+: [^\n]+\n$")
+                limit.wait_for_tasks(0)  # no worker outlives its parent
+
+    def test_cpu_work_with_no_process_for_it_closes_the_client_until_there_is_one(self) -> None:
+        for script in ("asyncio_server.py", "asyncio_protocol_server.py"):
+            with self.subTest(script):
+                server, limit = self.start(30, script, "--delay", "0", "--cpu", "0.01", "--cpu-workers", "1")
+                limit.set(limit.tasks())  # no worker process can start now
+                self.assertEqual(server.request(b"no room!"), b"")
+                server.wait_for_log(r"#1 the --cpu work could not run \(.+\): closed")
+                limit.set(30)
+                self.assertEqual(server.request(b"room again!"), b"!niaga moor")
+                self.assertEqual(server.stop(), 0, server.log())
 
     def test_prefork_replaces_a_worker_when_the_limit_allows_again(self) -> None:
         server, limit = self.start(3, "prefork_server.py", "--workers", "2", "--delay", "0")
