@@ -224,6 +224,7 @@ class StaticServer(http.server.ThreadingHTTPServer):
         self.waiting_lock = threading.Lock()
         self.threads: weakref.WeakSet[threading.Thread] = weakref.WeakSet()  # see process_request()
         self.stopping = False
+        self.stop_requested = False
         super().__init__(address, handler)
         if tls is not None:
             # accept() now returns TLS sockets. Their handshake is left to each
@@ -273,6 +274,10 @@ class StaticServer(http.server.ThreadingHTTPServer):
         for thread in list(self.threads):
             thread.join()
 
+    def service_actions(self) -> None:
+        if self.stop_requested:  # see stop_on_signals()
+            raise StopServing
+
     def server_bind(self) -> None:
         # HTTPServer.server_bind() looks up socket.getfqdn(host), a reverse DNS
         # query that can take seconds on a badly configured network, for a
@@ -291,7 +296,7 @@ def reason(exc: OSError) -> str:
 
 
 class StopServing(Exception):
-    """A stop signal came when no thread could be started to stop the server."""
+    """A stop signal came when no thread could be started to stop the server (service_actions())."""
 
 
 def stop_on_signals(server: socketserver.BaseServer) -> None:
@@ -305,11 +310,12 @@ def stop_on_signals(server: socketserver.BaseServer) -> None:
             threading.Thread(target=server.shutdown).start()
         except RuntimeError:
             # "can't start new thread": the clients' threads or processes
-            # hold every task the process may have. The exception ends
-            # serve_forever() where it stands, which cuts no client short:
-            # this thread only accepts. (A server that serves in this thread
-            # has no other tasks, so it never lacks one for the helper.)
-            raise StopServing from None
+            # hold every task the process may have. Raised here, an exception
+            # could land anywhere, even between accepting a client and
+            # starting its thread; so the server raises it itself, in
+            # service_actions(), which serve_forever() calls between two
+            # clients and at least every 0.5 s.
+            server.stop_requested = True  # type: ignore[attr-defined]
 
     for signum in STOP_SIGNALS:
         signal.signal(signum, stop)
@@ -328,6 +334,47 @@ def ignore_stop_signals() -> None:
     """
     for signum in STOP_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)
+
+
+class RequestReader(io.RawIOBase):
+    """What a client sends, under one deadline per request instead of one per recv().
+
+    A socket's timeout bounds each recv(), and http.server reads a request a
+    line at a time: a client that sent a byte every few seconds (slowloris)
+    held its thread for as long as it liked, and four such clients held every
+    thread of wsgi_app.py's pool. Here the request line, the headers and any
+    body read through this reader must all arrive within --timeout of start().
+    """
+
+    def __init__(self, conn: socket.socket, timeout: float) -> None:
+        self.conn = conn
+        self.timeout = timeout
+        self.deadline = time.monotonic() + timeout
+
+    def start(self) -> None:
+        """A new request may come: it has --timeout from now."""
+        self.deadline = time.monotonic() + self.timeout
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        remaining = self.deadline - time.monotonic()
+        if remaining > self.timeout - 0.01:
+            # Right after start(), which is when most requests arrive whole:
+            # the socket's own timeout ends within 10 ms of the deadline.
+            return self.conn.recv_into(buffer)
+        if remaining <= 0:
+            raise socket.timeout("timed out")
+        # settimeout() is a system call (an ioctl) that releases the GIL, and
+        # with 20 connections each release is a chance to switch threads: done
+        # for every recv(), it cost 10% of the requests/s. Only a request
+        # that comes in pieces pays it.
+        self.conn.settimeout(remaining)
+        try:
+            return self.conn.recv_into(buffer)
+        finally:
+            self.conn.settimeout(self.timeout)  # the bound of each write that follows
 
 
 class StaticHandler(http.server.SimpleHTTPRequestHandler):
@@ -354,6 +401,9 @@ class StaticHandler(http.server.SimpleHTTPRequestHandler):
         self.number = next(self.server.numbers)
         self.responded = False
         super().setup()
+        self.rfile.close()  # socketserver's, whose reads the socket's timeout bounds one by one
+        self.reader = RequestReader(self.connection, self.server.idle_timeout)
+        self.rfile = io.BufferedReader(self.reader)
         self.tls_failed = False
         if isinstance(self.connection, ssl.SSLSocket):
             try:
@@ -373,6 +423,7 @@ class StaticHandler(http.server.SimpleHTTPRequestHandler):
                 self.close_connection = True
                 return
             self.server.waiting.add(self.connection)
+        self.reader.start()  # idle, then sending: --timeout for both together
         super().handle_one_request()
 
     def parse_request(self) -> bool:

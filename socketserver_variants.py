@@ -171,7 +171,12 @@ class ReverseServer(socketserver.TCPServer):
         self.address_family = family  # read by TCPServer.__init__ to make the socket: IPv4 or IPv6
         self.args = args
         self.numbers = itertools.count(1)
+        self.stop_requested = False
         super().__init__(address, handler_class)
+
+    def service_actions(self) -> None:
+        if self.stop_requested:  # see stop_on_signals()
+            raise StopServing
 
     def get_request(self) -> tuple[socket.socket, Any]:
         # Number the client here, in the accepting process: with ForkingMixIn
@@ -222,6 +227,10 @@ if hasattr(socketserver, "ForkingMixIn"):  # absent on Windows
         # (every 0.5 s), even with no new client, and server_close() waits for
         # the rest. At max_children (40) it waits for one before going on.
 
+        def service_actions(self) -> None:
+            socketserver.ForkingMixIn.service_actions(self)  # reaps the children; calls no other
+            ReverseServer.service_actions(self)
+
         def process_request(self, request: Any, client_address: Any) -> None:
             try:
                 super().process_request(request, client_address)  # returns in the parent only
@@ -243,7 +252,7 @@ def reason(exc: OSError) -> str:
 
 
 class StopServing(Exception):
-    """A stop signal came when no thread could be started to stop the server."""
+    """A stop signal came when no thread could be started to stop the server (service_actions())."""
 
 
 def stop_on_signals(server: socketserver.BaseServer) -> None:
@@ -257,11 +266,12 @@ def stop_on_signals(server: socketserver.BaseServer) -> None:
             threading.Thread(target=server.shutdown).start()
         except RuntimeError:
             # "can't start new thread": the clients' threads or processes
-            # hold every task the process may have. The exception ends
-            # serve_forever() where it stands, which cuts no client short:
-            # this thread only accepts. (A server that serves in this thread
-            # has no other tasks, so it never lacks one for the helper.)
-            raise StopServing from None
+            # hold every task the process may have. Raised here, an exception
+            # could land anywhere, even between accepting a client and
+            # starting its thread; so the server raises it itself, in
+            # service_actions(), which serve_forever() calls between two
+            # clients and at least every 0.5 s.
+            server.stop_requested = True  # type: ignore[attr-defined]
 
     for signum in STOP_SIGNALS:
         signal.signal(signum, stop)

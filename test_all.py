@@ -257,6 +257,21 @@ def post(host: str, port: int, path: str, size: int) -> int:
         conn.close()
 
 
+def trickle(server: Server, data: bytes, interval: float = 0.05) -> float:
+    """Send data a byte at a time until the server closes; return how long it took (at most 10 s)."""
+    with server.connect() as conn:
+        opened = time.monotonic()
+        for byte in data:
+            try:
+                conn.sendall(bytes([byte]))
+            except ConnectionError:
+                break
+            readable, _, _ = select.select([conn], [], [], interval)
+            if readable and conn.recv(65536) == b"" or time.monotonic() - opened > 10:
+                break
+        return time.monotonic() - opened
+
+
 def timed(action: Callable[[], object]) -> float:
     started = time.monotonic()
     action()
@@ -824,6 +839,23 @@ class HttpServerTests(CommandLineTests):
         self.assertRegex(self.raw(b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\n\r\n"), rb"^HTTP/1\.[01] 414 ")
         self.assert_serves(self.server)
 
+    def test_a_connection_that_sends_nothing_is_closed_after_the_timeout(self) -> None:
+        # A browser opens spare connections it may never use.
+        server = self.start(*self.quick_args, "--timeout", "1")
+        with server.connect() as conn:
+            opened = time.monotonic()
+            reply, closed = read_until_closed(conn, timeout=5)
+        self.assertEqual(reply, b"")
+        self.assertGreaterEqual(closed - opened, 0.9)
+        self.assertLess(closed - opened, 3.0)
+        self.assert_serves(server)
+
+    def test_a_request_trickled_a_byte_at_a_time_is_cut_off_at_the_timeout(self) -> None:
+        # Slowloris: every byte comes well within the timeout, the request never does.
+        server = self.start(*self.quick_args, "--timeout", "1")
+        self.assertLess(trickle(server, b"GET / HTTP/1.1\r\nHost: test\r\nX-Slow: " + b"a" * 1000), 3.0)
+        self.assert_serves(server)
+
 
 class HttpStaticTest(HttpServerTests):
     script = "http_static.py"
@@ -1232,6 +1264,13 @@ class WsgiAppTest(HttpServerTests):
     def assert_serves(self, server: Server) -> None:
         response, body = self.http("GET", "/", server=server)
         self.assertEqual((response.status, body), (200, b"Hello world!"))
+
+    def test_a_body_trickled_a_byte_at_a_time_is_cut_off_at_the_timeout(self) -> None:
+        # Before, each byte reset the socket's timeout, and four such clients held every thread.
+        server = self.start(*self.quick_args, "--timeout", "1")
+        head = b"POST /reverse HTTP/1.1\r\nHost: test\r\nContent-Length: 1000\r\n\r\n"
+        self.assertLess(trickle(server, head + b"x" * 1000), 3.0)
+        self.assert_serves(server)
 
     def test_a_stalled_client_holds_one_thread_not_the_server(self) -> None:
         server = self.start("--threads", "2", "--timeout", "5")
@@ -1997,7 +2036,7 @@ class TaskLimitTest(unittest.TestCase):
         site = tempfile.mkdtemp()
         self.addCleanup(shutil.rmtree, site)
         Path(site, "a.txt").write_text("hello")
-        server, _ = self.start(3, "http_static.py", "--directory", site)  # two connections at a time
+        server, limit = self.start(3, "http_static.py", "--directory", site)  # two connections at a time
         connections = [http.client.HTTPConnection(server.host, server.port, timeout=5) for _ in range(3)]
         for conn in connections[:2]:  # keep-alive: each holds its thread
             conn.request("GET", "/a.txt")
@@ -2006,10 +2045,16 @@ class TaskLimitTest(unittest.TestCase):
             connections[2].request("GET", "/a.txt")
             connections[2].getresponse()
         server.wait_for_log("no thread for a new connection")
+        connections[0].close()
+        wait_for(lambda: self.fetch(server) == b"hello", 5, "not served once a connection closed")
+        # Two idle connections hold both threads again: stopping needs one more.
+        limit.wait_for_tasks(2)  # the server, and the thread of the connection still open
+        connections[2] = http.client.HTTPConnection(server.host, server.port, timeout=5)
+        connections[2].request("GET", "/a.txt")
+        self.assertEqual(connections[2].getresponse().read(), b"hello")
+        self.assertEqual(server.stop(), 0, server.log())
         for conn in connections:
             conn.close()
-        wait_for(lambda: self.fetch(server) == b"hello", 5, "not served once the connections closed")
-        self.assertEqual(server.stop(), 0, server.log())
 
     @staticmethod
     def fetch(server: Server) -> bytes:
