@@ -26,7 +26,8 @@ http.server` gets wrong for real use:
 - --cors for a page on another origin (a dev server on another port);
 - --tls-cert and --tls-key for HTTPS, as Python 3.14's http.server has, on
   every Python from 3.8;
-- an idle connection is closed after --timeout, shutdown closes idle
+- each request must arrive within --timeout (idle time before it included,
+  and a trickle of bytes does not extend it), shutdown closes idle
   connections at once and lets responses in progress finish, and the server
   never does a reverse DNS lookup at start.
 
@@ -157,7 +158,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("port", type=port_number, help="TCP port; 0 lets the OS pick a free one")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 or :: exposes the server")
     parser.add_argument("--directory", default=os.curdir, help="the folder to serve")
-    parser.add_argument("--timeout", type=seconds, default=10.0, help="seconds an idle connection stays open")
+    parser.add_argument(
+        "--timeout",
+        type=seconds,
+        default=10.0,
+        help="seconds each request may take to arrive, idle time before it included",
+    )
     parser.add_argument("--dotfiles", action="store_true", help="serve and list names that start with .")
     parser.add_argument("--cors", action="store_true", help="let pages from any origin fetch these files (CORS)")
     parser.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS with this PEM certificate (chain)")

@@ -168,7 +168,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("port", type=port_number, help="TCP port; 0 lets the OS pick a free one")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 or :: exposes the server")
-    parser.add_argument("--timeout", type=seconds, default=10.0, help="seconds each read or write of a client may wait")
+    parser.add_argument(
+        "--timeout",
+        type=seconds,
+        default=10.0,
+        help="seconds a request, body included, may take to arrive; and each write may wait",
+    )
     # More threads serve more slow clients at once, but every busy thread costs
     # GIL hand-offs. 4 is waitress's default.
     parser.add_argument("--threads", type=positive_int, default=4, help="requests served at once; more clients wait")
