@@ -1256,6 +1256,21 @@ class HttpStaticPeerTest(unittest.TestCase):
         self.assertIn(f"expected failures={len(PEER_DIFFERENCES)}", result.stderr)
 
 
+# The end of a program that made `server` with wsgi_app.make_server(): it
+# serves from a thread, prints what GET / answers, and stops.
+SERVE_IN_A_THREAD_AND_GET = """
+thread = threading.Thread(target=server.serve_forever)
+thread.start()
+try:
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.server_port}/", timeout=5) as response:
+        print(response.read().decode())
+finally:
+    server.shutdown()  # socketserver's way to stop serve_forever() from another thread
+    thread.join()
+    server.server_close()
+"""
+
+
 class WsgiAppTest(HttpServerTests):
     script = "wsgi_app.py"
     refused_upload = ("/reverse", 413)  # over 1 MiB
@@ -1383,17 +1398,8 @@ def application(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [repr((environ["wsgi.multithread"], environ["wsgi.multiprocess"])).encode()]
 server.set_app(application)
-thread = threading.Thread(target=server.serve_forever)
-thread.start()
-try:
-    with urllib.request.urlopen(f"http://127.0.0.1:{server.server_port}/", timeout=5) as response:
-        print(response.read().decode())
-finally:
-    server.shutdown()  # socketserver's way to stop serve_forever() from another thread
-    thread.join()
-    server.server_close()
 """
-        result = run_script("-c", program)
+        result = run_script("-c", program + SERVE_IN_A_THREAD_AND_GET)
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertEqual(result.stdout.strip(), "(True, False)")
 
@@ -1411,17 +1417,8 @@ for _ in range(8):  # each can wait one accept() poll, 0.5 s
     thread.start()
     server.shutdown()
     assert not thread.join(5) and not thread.is_alive(), "serve_forever() still running after shutdown()"
-thread = threading.Thread(target=server.serve_forever)
-thread.start()
-try:
-    with urllib.request.urlopen(f"http://127.0.0.1:{server.server_port}/", timeout=5) as response:
-        print(response.read().decode())
-finally:
-    server.shutdown()
-    thread.join()
-    server.server_close()
 """
-        result = run_script("-c", program)
+        result = run_script("-c", program + SERVE_IN_A_THREAD_AND_GET)
         self.assertEqual((result.returncode, result.stdout.strip()), (0, "again"), result.stderr)
 
     def test_importing_has_no_side_effects(self) -> None:
