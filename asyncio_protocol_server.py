@@ -52,7 +52,7 @@ import signal
 import socket
 import sys
 import time
-from typing import Callable
+from typing import Any, Callable
 
 DELIMITER = b"!"
 # Connections the kernel completes and queues while the loop is busy. listen()
@@ -175,6 +175,7 @@ async def serve(listener: socket.socket, args: argparse.Namespace) -> None:
     raise_open_file_limit()
     gc.set_threshold(GC_THRESHOLD)
     stop = stop_signals()
+    log_accept_errors_briefly()
     numbers = itertools.count(1)
     try:
         workers = Workers(args.cpu_workers) if args.cpu_workers else None
@@ -215,6 +216,28 @@ async def serve(listener: socket.socket, args: argparse.Namespace) -> None:
 
 class WorkFailed(Exception):
     """The --cpu work could not be run (see Workers); the message says why."""
+
+
+def log_accept_errors_briefly() -> None:
+    """Report asyncio's failed accept() in one line, at most once a second.
+
+    At the open-file limit (EMFILE) asyncio stops accepting for a second, as
+    it should, but first it tries accept() again as many times as the backlog
+    (4,096 here) and logs each failure with its traceback (CPython gh-151615,
+    fixed in 2026): 19,000 tracebacks in 3 s, measured, which fills a disk.
+    """
+    loop = asyncio.get_running_loop()
+    last = -math.inf
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        nonlocal last
+        if context.get("message") != "socket.accept() out of system resource":
+            loop.default_exception_handler(context)
+        elif loop.time() - last >= 1.0:
+            last = loop.time()
+            log.warning("accept failed: %s; trying again in 1 s", context.get("exception"))
+
+    loop.set_exception_handler(handler)
 
 
 class Workers:

@@ -238,6 +238,18 @@ class StaticServer(http.server.ThreadingHTTPServer):
             # slow or hostile client would stall every other.
             self.socket = tls.wrap_socket(self.socket, server_side=True, do_handshake_on_connect=False)
 
+    def get_request(self) -> tuple[Any, Any]:
+        try:
+            return super().get_request()
+        except OSError as exc:
+            # EMFILE, or a client that gave up while queued. socketserver drops
+            # the error and selects again, and at the open-file limit the
+            # listener is readable at once: a core spent on nothing, silently.
+            # The pause keeps a full fd table from turning this into a busy spin.
+            log.warning("accept failed: %s", exc)
+            time.sleep(0.1)
+            raise
+
     def process_request(self, request: Any, client_address: Any) -> None:
         """Serve the connection on a thread of its own; close it if no thread can start.
 

@@ -60,6 +60,7 @@ MAX_REQUEST = 1024 * 1024  # the default bound on what one client can make us ho
 # that reads its reply, and soon enough to free the thread or process. (nginx
 # waits up to 5 s between reads, 30 s in all.)
 LINGER_SECONDS = 2.0
+ACCEPT_PAUSE = 0.1  # seconds without accepting after accept() fails (see EventLoop.accept)
 LINGER_BYTES = 16 * 1024 * 1024
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -216,11 +217,12 @@ class EventLoop:
         self.signals = signals
         self.args = args
         self.selector = selectors.DefaultSelector()
-        self.timers: list[tuple[float, int, Connection]] = []  # a heap: the nearest deadline first
+        self.timers: list[tuple[float, int, Connection | AcceptPause]] = []  # a heap: the nearest deadline first
         self.tiebreak = itertools.count()  # heap entries never compare two Connections
         self.numbers = itertools.count(1)
         self.open = 0  # connections not yet closed
         self.accepting = True
+        self.paused = False  # the listener is out of the selector for ACCEPT_PAUSE seconds
         listener.setblocking(False)
         self.selector.register(listener, selectors.EVENT_READ, self.accept)
         self.selector.register(signals, selectors.EVENT_READ, self.stop)
@@ -235,7 +237,8 @@ class EventLoop:
     def stop(self) -> None:
         """SIGINT or SIGTERM: accept no more; run() returns when the last client is done."""
         self.selector.unregister(self.signals)
-        self.selector.unregister(self.listener)
+        if not self.paused:
+            self.selector.unregister(self.listener)
         self.listener.close()
         self.accepting = False
 
@@ -248,13 +251,22 @@ class EventLoop:
             except BlockingIOError:  # none left
                 return
             except OSError as exc:  # EMFILE, or a client that gave up while queued
+                # The connection stays queued, so the listener stays readable,
+                # and select() would report it again at once: at the open-file
+                # limit that was a busy loop, and 26,000 of these lines a
+                # second. So the selector leaves it out for a moment, while
+                # clients that finish free their descriptors.
                 log.warning("accept failed: %s", exc)
+                self.selector.unregister(self.listener)
+                self.paused = True
+                pause = AcceptPause(self)
+                self.call_at(pause.deadline, pause)
                 return
             sock.setblocking(False)
             self.open += 1
             Connection(self, sock, next(self.numbers)).start()
 
-    def call_at(self, when: float, conn: Connection) -> None:
+    def call_at(self, when: float, conn: Connection | AcceptPause) -> None:
         heapq.heappush(self.timers, (when, next(self.tiebreak), conn))
         # A superseded entry stays in the heap until it comes due, --timeout
         # seconds on, holding its closed Connection. When such entries
@@ -279,6 +291,19 @@ class EventLoop:
             # (removal from the middle of a heap costs O(n)).
             if when == conn.deadline:
                 conn.on_timer()
+
+
+class AcceptPause:
+    """A timer that puts the listener back in the selector, ACCEPT_PAUSE seconds after accept() failed."""
+
+    def __init__(self, loop: EventLoop) -> None:
+        self.loop = loop
+        self.deadline = time.monotonic() + ACCEPT_PAUSE
+
+    def on_timer(self) -> None:
+        self.loop.paused = False
+        if self.loop.accepting:  # not stopped meanwhile
+            self.loop.selector.register(self.loop.listener, selectors.EVENT_READ, self.loop.accept)
 
 
 class Connection:

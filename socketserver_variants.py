@@ -179,9 +179,18 @@ class ReverseServer(socketserver.TCPServer):
             raise StopServing
 
     def get_request(self) -> tuple[socket.socket, Any]:
+        try:
+            conn, address = self.socket.accept()
+        except OSError as exc:
+            # EMFILE, or a client that gave up while queued. socketserver drops
+            # the error and selects again, and at the open-file limit the
+            # listener is readable at once: a core spent on nothing, silently.
+            # The pause keeps a full fd table from turning this into a busy spin.
+            log.warning("accept failed: %s", exc)
+            time.sleep(0.1)
+            raise
         # Number the client here, in the accepting process: with ForkingMixIn
         # the handler runs in a child, where a counter would never advance.
-        conn, address = self.socket.accept()
         return conn, (next(self.numbers), address)
 
 
