@@ -6,7 +6,7 @@ talks to it over real loopback sockets, and stops it with SIGTERM. Every server
 runs in a process group of its own, killed at clean-up, so a failing test leaves
 nothing behind, forked children included.
 
-Run:  python test_all.py            (all of it, in 3 processes at once: about 40 s on 2 cores)
+Run:  python test_all.py            (all of it, in 3 processes at once: about 50 s on 2 cores)
       python test_all.py -k Pool    (with arguments: in this process, unittest's own options)
       TEST_WORKERS=1 python test_all.py   (all of it, in this process)
 """
