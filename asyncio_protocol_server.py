@@ -254,6 +254,7 @@ class Workers:
     def __init__(self, count: int) -> None:
         self.count = count
         self.pool = process_pool(count)
+        self.retired: list[concurrent.futures.Executor] = []  # replaced pools
 
     def run(self, function: Callable[[float], None], argument: float) -> asyncio.Future[None]:
         """Run function(argument) in a worker: a future, failed with WorkFailed if it could not be run."""
@@ -281,7 +282,10 @@ class Workers:
         def failed(pool: concurrent.futures.Executor, exc: Exception, retries: int) -> None:
             if pool is self.pool:  # the first to see it broken replaces it
                 log.warning("the --cpu worker processes failed (%s): starting new ones", exc)
-                pool.shutdown(wait=False)
+                pool.shutdown(wait=False)  # the loop must not wait for work still running there
+                # Kept until shutdown(): on 3.8 a pool collected before its
+                # own thread had ended made that thread write to a closed pipe.
+                self.retired.append(pool)
                 try:
                     self.pool = process_pool(self.count)
                 except OSError as error:  # none can start (a limit on tasks): the next request tries again
@@ -295,7 +299,8 @@ class Workers:
         return outcome
 
     def shutdown(self) -> None:
-        self.pool.shutdown()  # every computation has finished: the workers exit
+        for pool in (*self.retired, self.pool):
+            pool.shutdown()  # every computation has finished: the workers exit
 
 
 def process_pool(workers: int) -> concurrent.futures.ProcessPoolExecutor:

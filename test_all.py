@@ -119,8 +119,11 @@ class Server:
             raise AssertionError(f"{self.script} printed {match.group()!r}:\n{self.log()}")
 
     def log(self) -> str:
-        self.log_file.seek(0)
-        return self.log_file.read().decode(errors="replace")
+        # pread(), not seek() and read(): the server writes through the same
+        # open file, and so at the same offset; a seek(0) between two of its
+        # writes made the next one overwrite the start of the log.
+        fd = self.log_file.fileno()
+        return os.pread(fd, os.fstat(fd).st_size, 0).decode(errors="replace")
 
     def wait_for_log(self, pattern: str, timeout: float = 5.0) -> re.Match:
         deadline = time.monotonic() + timeout
