@@ -242,6 +242,8 @@ class StaticServer(http.server.ThreadingHTTPServer):
         try:
             return super().get_request()
         except OSError as exc:
+            if self.stop_requested:  # the listener is shut down (stop_on_signals())
+                raise StopServing from None
             # EMFILE, or a client that gave up while queued. socketserver drops
             # the error and selects again, and at the open-file limit the
             # listener is readable at once: a core spent on nothing, silently.
@@ -314,29 +316,50 @@ def reason(exc: OSError) -> str:
 
 
 class StopServing(Exception):
-    """A stop signal came when no thread could be started to stop the server (service_actions())."""
+    """Raised inside serve_forever() once a stop signal has come (see stop_on_signals())."""
 
 
 def stop_on_signals(server: socketserver.BaseServer) -> None:
-    """Make SIGINT and SIGTERM end serve_forever()."""
+    """Make SIGINT and SIGTERM refuse new connections at once, and end serve_forever() soon after.
+
+    A Python signal handler runs in the main thread, between two bytecodes of
+    whatever that thread was doing, here serve_forever() or, in the sync and
+    forking variants, a client's request. So the handler must take no lock and
+    start no thread: shutdown() would wait for serve_forever() to return, in
+    this very thread, forever; and a thread started here to call it deadlocked
+    on Python 3.8 when the signal landed inside the main thread's own
+    Thread.start(), which holds a lock of threading's that start() takes
+    again. Nor may it raise: an exception could land between accepting a
+    client and serving it. It does two things that need none of that: it stops
+    the listener (stop_listening()), and sets a flag that the server turns into
+    StopServing at a safe point, in get_request() or service_actions(), which
+    serve_forever() calls between two clients and at least every 0.5 s.
+    """
 
     def stop(signum: int, frame: Any) -> None:
-        # This handler runs in the thread that is inside serve_forever(), and
-        # shutdown() waits for serve_forever() to return: called here, it
-        # would wait for itself forever. A helper thread calls it instead.
-        try:
-            threading.Thread(target=server.shutdown).start()
-        except RuntimeError:
-            # "can't start new thread": the clients' threads or processes
-            # hold every task the process may have. Raised here, an exception
-            # could land anywhere, even between accepting a client and
-            # starting its thread; so the server raises it itself, in
-            # service_actions(), which serve_forever() calls between two
-            # clients and at least every 0.5 s.
-            server.stop_requested = True  # type: ignore[attr-defined]
+        stop_listening(server.socket)  # type: ignore[attr-defined]
+        server.stop_requested = True  # type: ignore[attr-defined]
 
     for signum in STOP_SIGNALS:
         signal.signal(signum, stop)
+
+
+def stop_listening(listener: socket.socket) -> None:
+    """Refuse new connections from now on, in every process that holds the listener.
+
+    close() frees this process's descriptor only (forked children hold their
+    own), and cannot be done while the accept loop may still be selecting on
+    it. On Linux, shutdown() takes the socket itself out of the LISTEN state:
+    a connect is refused (ECONNREFUSED) at once, one queued but not yet
+    accepted gets a reset, and accept() fails with EINVAL. A load balancer
+    moves on from a refusal at once, where a connection left in the queue
+    would wait out its time-out. Other systems refuse the call (ENOTCONN); there
+    the listener stops when the server closes it, a moment later.
+    """
+    try:
+        listener.shutdown(socket.SHUT_RD)
+    except OSError:  # not Linux, or closed already
+        pass
 
 
 def ignore_stop_signals() -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import ast
 import concurrent.futures
 import http.client
+import importlib
 import itertools
 import json
 import os
@@ -33,7 +34,7 @@ import time
 import unittest
 import urllib.parse
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -61,6 +62,21 @@ def has_ipv6() -> bool:
         return True
     except OSError:
         return False
+
+
+def require_peer(module: str) -> Any:
+    """Import a development peer (h11, websockets) for a test, or skip the test and say why.
+
+    Peers live in CI's throwaway venv, never in a script. CI sets
+    TEST_REQUIRE_PEERS=1 where it has installed them: there a missing peer
+    fails the test instead of skipping it.
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        if os.environ.get("TEST_REQUIRE_PEERS"):
+            raise AssertionError(f"{module} is not installed, and TEST_REQUIRE_PEERS=1 says it must be") from None
+        raise unittest.SkipTest(f"{module} is not installed (pip install {module}): skipped") from None
 
 
 class Server:
