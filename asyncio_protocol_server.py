@@ -48,9 +48,12 @@ import itertools
 import logging
 import math
 import multiprocessing
+import multiprocessing.connection
+import os
 import signal
 import socket
 import sys
+import threading
 import time
 from typing import Any, Callable
 
@@ -61,6 +64,7 @@ DELIMITER = b"!"
 # number at net.core.somaxconn (4096 on Linux since 5.4).
 BACKLOG = max(socket.SOMAXCONN, 4096)
 MAX_REQUEST = 1024 * 1024  # the default bound on what one client can make us hold
+MAX_SECONDS = 24 * 60 * 60.0  # the most any option in seconds takes (see seconds())
 # After the reply, how long and how much a client may go on sending before the
 # server closes anyway (see close_gracefully()): 2 s in all, enough for a client
 # that reads its reply, and soon enough to free the thread or process. (nginx
@@ -68,6 +72,9 @@ MAX_REQUEST = 1024 * 1024  # the default bound on what one client can make us ho
 LINGER_SECONDS = 2.0
 LINGER_BYTES = 16 * 1024 * 1024
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# A bound on --cpu-workers: a typing slip of a few zeros must not fork the
+# machine to its knees before the first error.
+MAX_PROCESSES = 1024
 # Allocations between two passes of the cycle collector (the default is 700).
 # Every connection alive is a task, a transport, buffers and futures, and each
 # tenth pass reaches the older generations and walks all of them: with 10,000
@@ -110,16 +117,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--cpu", type=seconds, default=0.0, help="CPU time spent computing per request (holding the GIL), in seconds"
     )
     parser.add_argument(
-        "--cpu-workers", type=count, default=0, help="processes that do the --cpu work; 0: the event loop does it"
+        "--cpu-workers",
+        type=count,
+        default=0,
+        help=f"processes that do the --cpu work, up to {MAX_PROCESSES}; 0: the event loop does it",
     )
     parser.add_argument(
-        "--timeout", type=seconds, default=10.0, help="seconds to send a request, and again to read the reply"
+        "--timeout", type=positive_seconds, default=10.0, help="seconds to send a request, and again to read the reply"
     )
     parser.add_argument(
         "--max-request", type=positive_int, default=MAX_REQUEST, help="largest request in bytes, '!' included"
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="no per-client log lines")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.cpu_workers > MAX_PROCESSES:
+        parser.error(f"--cpu-workers: at most {MAX_PROCESSES} processes, not {args.cpu_workers}")
+    return args
 
 
 def port_number(text: str) -> int:
@@ -131,8 +144,18 @@ def port_number(text: str) -> int:
 
 def seconds(text: str) -> float:
     value = float(text)
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, not {text!r}")
+    # Past about 292 years (threading.TIMEOUT_MAX) a socket timeout or a lock
+    # raises OverflowError, once per client; nan and inf compare false with
+    # every deadline. A day is beyond any honest use of these options.
+    if not (math.isfinite(value) and 0 <= value <= MAX_SECONDS):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds from 0 to {MAX_SECONDS:g}, not {text!r}")
+    return value
+
+
+def positive_seconds(text: str) -> float:
+    value = seconds(text)
+    if value == 0:  # every client would time out before its first byte
+        raise argparse.ArgumentTypeError(f"expected a number of seconds above 0, not {text!r}")
     return value
 
 
@@ -181,20 +204,11 @@ async def serve(listener: socket.socket, args: argparse.Namespace) -> None:
         workers = Workers(args.cpu_workers) if args.cpu_workers else None
     except OSError as exc:  # a limit on tasks: multiprocessing starts a process of its own at once
         raise SystemExit(f"cannot start the --cpu worker processes: {exc.strerror or exc}") from None
-    connections: set[ReverseProtocol] = set()
+    connections = OpenConnections()
     deadlines = Deadlines()
-    all_closed = asyncio.Event()  # set whenever no connection is open
-
-    def on_close(connection: ReverseProtocol) -> None:
-        connections.discard(connection)
-        if not connections:
-            all_closed.set()
 
     def on_connect() -> ReverseProtocol:
-        connection = ReverseProtocol(next(numbers), args, workers, on_close, deadlines)
-        connections.add(connection)
-        all_closed.clear()
-        return connection
+        return ReverseProtocol(next(numbers), args, workers, connections, deadlines)
 
     loop = asyncio.get_running_loop()
     # create_server() calls listen() again, with a queue of 100 unless told.
@@ -208,8 +222,7 @@ async def serve(listener: socket.socket, args: argparse.Namespace) -> None:
     # task of asyncio's own: let those finish, then wait for every connection.
     while pending := asyncio.all_tasks() - {asyncio.current_task()}:
         await asyncio.wait(pending)
-    if connections:
-        await all_closed.wait()
+    await connections.none.wait()
     if workers is not None:
         workers.shutdown()
 
@@ -249,11 +262,23 @@ class Workers:
     Every request after that failed, each with a traceback, until a restart.
     Here the first request to meet a broken pool replaces it, and each piece
     of work that was lost runs once more, on the new pool.
+
+    The other way round, when this server dies (SIGKILL, the OOM killer), its
+    workers must not live on: nothing would ever stop them, nor the forkserver
+    and resource tracker that multiprocessing keeps beside them (seen alive
+    long after the server). So each worker gets the receiving end of a pipe,
+    its lifeline, whose sending end only this process holds (see
+    prepare_worker()).
     """
 
     def __init__(self, count: int) -> None:
         self.count = count
-        self.pool = process_pool(count)
+        self.lifeline, self.sender = multiprocessing.Pipe(duplex=False)
+        try:
+            self.pool = process_pool(count, self.lifeline)
+        except BaseException:
+            self.close_lifeline()
+            raise
         self.retired: list[concurrent.futures.Executor] = []  # replaced pools
 
     def run(self, function: Callable[[float], None], argument: float) -> asyncio.Future[None]:
@@ -287,7 +312,7 @@ class Workers:
                 # own thread had ended made that thread write to a closed pipe.
                 self.retired.append(pool)
                 try:
-                    self.pool = process_pool(self.count)
+                    self.pool = process_pool(self.count, self.lifeline)
                 except OSError as error:  # none can start (a limit on tasks): the next request tries again
                     exc, retries = error, 0
             if retries:
@@ -301,9 +326,16 @@ class Workers:
     def shutdown(self) -> None:
         for pool in (*self.retired, self.pool):
             pool.shutdown()  # every computation has finished: the workers exit
+        self.close_lifeline()
+
+    def close_lifeline(self) -> None:
+        self.lifeline.close()
+        self.sender.close()
 
 
-def process_pool(workers: int) -> concurrent.futures.ProcessPoolExecutor:
+def process_pool(
+    workers: int, lifeline: multiprocessing.connection.Connection
+) -> concurrent.futures.ProcessPoolExecutor:
     """Worker processes for the --cpu work, started the safe way.
 
     fork() copies only the thread that calls it. A lock that another thread
@@ -317,9 +349,32 @@ def process_pool(workers: int) -> concurrent.futures.ProcessPoolExecutor:
     """
     method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
     context = multiprocessing.get_context(method)
-    # Ctrl+C reaches the whole process group, workers included. The server
-    # decides: it lets the work in progress finish, then closes the pool.
-    return concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=ignore_stop_signals)
+    return concurrent.futures.ProcessPoolExecutor(
+        workers, mp_context=context, initializer=prepare_worker, initargs=(lifeline,)
+    )
+
+
+def prepare_worker(lifeline: multiprocessing.connection.Connection) -> None:
+    """Set up a --cpu worker process: deaf to stop signals, and gone when the server is.
+
+    Ctrl+C reaches the whole process group, workers included. The server
+    decides: it lets the work in progress finish, then closes the pool. And
+    when the server dies, the kernel closes its end of the lifeline: a thread
+    here, blocked reading the other end, reads the end of the stream and ends
+    the process, within a few milliseconds even while it computes (the GIL
+    changes hands every 5 ms). Polling os.getppid(), as gunicorn's workers do,
+    would not do here: a worker's parent is the forkserver, which outlives it.
+    """
+    ignore_stop_signals()
+
+    def exit_when_the_server_has_gone() -> None:
+        try:
+            lifeline.recv_bytes()  # nothing is ever sent: this returns only at the end
+        except (EOFError, OSError):
+            pass
+        os._exit(0)
+
+    threading.Thread(target=exit_when_the_server_has_gone, daemon=True).start()
 
 
 def raise_open_file_limit() -> None:
@@ -434,6 +489,24 @@ class Deadlines:
                 self.loop.call_exception_handler({"message": "a deadline's callback failed", "exception": exc})
 
 
+class OpenConnections:
+    """The connections that have a transport, and an event set while there are none: what shutdown waits for."""
+
+    def __init__(self) -> None:
+        self.open: set[ReverseProtocol] = set()
+        self.none = asyncio.Event()
+        self.none.set()
+
+    def add(self, connection: ReverseProtocol) -> None:
+        self.open.add(connection)
+        self.none.clear()
+
+    def discard(self, connection: ReverseProtocol) -> None:
+        self.open.discard(connection)
+        if not self.open:
+            self.none.set()
+
+
 class ReverseProtocol(asyncio.Protocol):
     """One client, from connection_made() to close(): reading, working, writing, lingering."""
 
@@ -442,13 +515,13 @@ class ReverseProtocol(asyncio.Protocol):
         number: int,
         args: argparse.Namespace,
         workers: Workers | None,
-        on_close: Callable[[ReverseProtocol], None],
+        connections: OpenConnections,
         deadlines: Deadlines,
     ) -> None:
         self.number = number
         self.args = args
         self.workers = workers
-        self.on_close = on_close
+        self.connections = connections
         self.deadlines = deadlines
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport = None  # type: ignore[assignment]  # until connection_made()
@@ -461,6 +534,13 @@ class ReverseProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        # Counted open from here, not when the loop makes the protocol: it
+        # makes the protocol first, then the transport, and one it cannot make
+        # calls neither connection_made() nor connection_lost(). After a stop
+        # in the middle of a burst, the closed server refused the transports of
+        # the last connections accepted (Server._attach()), and shutdown waited
+        # for those protocols forever.
+        self.connections.add(self)
         # One deadline for the whole request, fixed at connect: a client that
         # trickles a byte at a time does not extend it.
         self.set_timer(self.args.timeout)
@@ -483,13 +563,15 @@ class ReverseProtocol(asyncio.Protocol):
         # Search only the new chunk: rescanning the whole request each time
         # would make a large request cost O(n^2).
         end = data.find(DELIMITER)
-        if end >= 0:
+        # The transport reads up to 256 KiB at a time: keep no more than the
+        # limit, so memory stays bounded whatever arrives, and a request that
+        # ends past the limit is refused whether its '!' came in this chunk or not.
+        room = self.args.max_request - len(self.request)
+        if 0 <= end < room:
             self.request += data[: end + 1]
             self.work()
             return
-        # The transport reads up to 256 KiB at a time: keep no more than the
-        # limit, so memory stays bounded whatever arrives.
-        self.request += data[: self.args.max_request - len(self.request)]
+        self.request += data[:room]
         if len(self.request) >= self.args.max_request:
             self.close(f"sent {len(self.request)} bytes without {DELIMITER.decode()}: too large, closed")
 
@@ -611,7 +693,7 @@ class ReverseProtocol(asyncio.Protocol):
         self.state = "closed"
         self.deadlines.clear(self)
         self.transport.close()
-        self.on_close(self)
+        self.connections.discard(self)
         log.info("#%d %s", self.number, outcome)
 
 

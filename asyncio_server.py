@@ -37,9 +37,12 @@ import itertools
 import logging
 import math
 import multiprocessing
+import multiprocessing.connection
+import os
 import signal
 import socket
 import sys
+import threading
 import time
 from typing import Any, Awaitable, Callable, Coroutine, TypeVar
 
@@ -53,6 +56,7 @@ CHUNK_SIZE = 64 * 1024
 # number at net.core.somaxconn (4096 on Linux since 5.4).
 BACKLOG = max(socket.SOMAXCONN, 4096)
 MAX_REQUEST = 1024 * 1024  # the default bound on what one client can make us hold
+MAX_SECONDS = 24 * 60 * 60.0  # the most any option in seconds takes (see seconds())
 # After the reply, how long and how much a client may go on sending before the
 # server closes anyway (see close_gracefully()): 2 s in all, enough for a client
 # that reads its reply, and soon enough to free the thread or process. (nginx
@@ -60,6 +64,9 @@ MAX_REQUEST = 1024 * 1024  # the default bound on what one client can make us ho
 LINGER_SECONDS = 2.0
 LINGER_BYTES = 16 * 1024 * 1024
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# A bound on --cpu-workers: a typing slip of a few zeros must not fork the
+# machine to its knees before the first error.
+MAX_PROCESSES = 1024
 # Allocations between two passes of the cycle collector (the default is 700).
 # Every connection alive is a task, a transport, buffers and futures, and each
 # tenth pass reaches the older generations and walks all of them: with 10,000
@@ -111,16 +118,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--cpu", type=seconds, default=0.0, help="CPU time spent computing per request (holding the GIL), in seconds"
     )
     parser.add_argument(
-        "--cpu-workers", type=count, default=0, help="processes that do the --cpu work; 0: the event loop does it"
+        "--cpu-workers",
+        type=count,
+        default=0,
+        help=f"processes that do the --cpu work, up to {MAX_PROCESSES}; 0: the event loop does it",
     )
     parser.add_argument(
-        "--timeout", type=seconds, default=10.0, help="seconds to send a request, and again to read the reply"
+        "--timeout", type=positive_seconds, default=10.0, help="seconds to send a request, and again to read the reply"
     )
     parser.add_argument(
         "--max-request", type=positive_int, default=MAX_REQUEST, help="largest request in bytes, '!' included"
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="no per-client log lines")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.cpu_workers > MAX_PROCESSES:
+        parser.error(f"--cpu-workers: at most {MAX_PROCESSES} processes, not {args.cpu_workers}")
+    return args
 
 
 def port_number(text: str) -> int:
@@ -132,8 +145,18 @@ def port_number(text: str) -> int:
 
 def seconds(text: str) -> float:
     value = float(text)
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, not {text!r}")
+    # Past about 292 years (threading.TIMEOUT_MAX) a socket timeout or a lock
+    # raises OverflowError, once per client; nan and inf compare false with
+    # every deadline. A day is beyond any honest use of these options.
+    if not (math.isfinite(value) and 0 <= value <= MAX_SECONDS):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds from 0 to {MAX_SECONDS:g}, not {text!r}")
+    return value
+
+
+def positive_seconds(text: str) -> float:
+    value = seconds(text)
+    if value == 0:  # every client would time out before its first byte
+        raise argparse.ArgumentTypeError(f"expected a number of seconds above 0, not {text!r}")
     return value
 
 
@@ -234,11 +257,23 @@ class Workers:
     Every request after that failed, each with a traceback, until a restart.
     Here the first request to meet a broken pool replaces it, and each piece
     of work that was lost runs once more, on the new pool.
+
+    The other way round, when this server dies (SIGKILL, the OOM killer), its
+    workers must not live on: nothing would ever stop them, nor the forkserver
+    and resource tracker that multiprocessing keeps beside them (seen alive
+    long after the server). So each worker gets the receiving end of a pipe,
+    its lifeline, whose sending end only this process holds (see
+    prepare_worker()).
     """
 
     def __init__(self, count: int) -> None:
         self.count = count
-        self.pool = process_pool(count)
+        self.lifeline, self.sender = multiprocessing.Pipe(duplex=False)
+        try:
+            self.pool = process_pool(count, self.lifeline)
+        except BaseException:
+            self.close_lifeline()
+            raise
         self.retired: list[concurrent.futures.Executor] = []  # replaced pools
 
     def run(self, function: Callable[[float], None], argument: float) -> asyncio.Future[None]:
@@ -272,7 +307,7 @@ class Workers:
                 # own thread had ended made that thread write to a closed pipe.
                 self.retired.append(pool)
                 try:
-                    self.pool = process_pool(self.count)
+                    self.pool = process_pool(self.count, self.lifeline)
                 except OSError as error:  # none can start (a limit on tasks): the next request tries again
                     exc, retries = error, 0
             if retries:
@@ -286,9 +321,16 @@ class Workers:
     def shutdown(self) -> None:
         for pool in (*self.retired, self.pool):
             pool.shutdown()  # every computation has finished: the workers exit
+        self.close_lifeline()
+
+    def close_lifeline(self) -> None:
+        self.lifeline.close()
+        self.sender.close()
 
 
-def process_pool(workers: int) -> concurrent.futures.ProcessPoolExecutor:
+def process_pool(
+    workers: int, lifeline: multiprocessing.connection.Connection
+) -> concurrent.futures.ProcessPoolExecutor:
     """Worker processes for the --cpu work, started the safe way.
 
     fork() copies only the thread that calls it. A lock that another thread
@@ -302,9 +344,32 @@ def process_pool(workers: int) -> concurrent.futures.ProcessPoolExecutor:
     """
     method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
     context = multiprocessing.get_context(method)
-    # Ctrl+C reaches the whole process group, workers included. The server
-    # decides: it lets the work in progress finish, then closes the pool.
-    return concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=ignore_stop_signals)
+    return concurrent.futures.ProcessPoolExecutor(
+        workers, mp_context=context, initializer=prepare_worker, initargs=(lifeline,)
+    )
+
+
+def prepare_worker(lifeline: multiprocessing.connection.Connection) -> None:
+    """Set up a --cpu worker process: deaf to stop signals, and gone when the server is.
+
+    Ctrl+C reaches the whole process group, workers included. The server
+    decides: it lets the work in progress finish, then closes the pool. And
+    when the server dies, the kernel closes its end of the lifeline: a thread
+    here, blocked reading the other end, reads the end of the stream and ends
+    the process, within a few milliseconds even while it computes (the GIL
+    changes hands every 5 ms). Polling os.getppid(), as gunicorn's workers do,
+    would not do here: a worker's parent is the forkserver, which outlives it.
+    """
+    ignore_stop_signals()
+
+    def exit_when_the_server_has_gone() -> None:
+        try:
+            lifeline.recv_bytes()  # nothing is ever sent: this returns only at the end
+        except (EOFError, OSError):
+            pass
+        os._exit(0)
+
+    threading.Thread(target=exit_when_the_server_has_gone, daemon=True).start()
 
 
 def raise_open_file_limit() -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import math
 import os
 import selectors
 import socket
@@ -38,6 +39,8 @@ CHUNK_SIZE = 64 * 1024
 # so a server that forgot to reverse is caught.
 ALPHABET = b"abcdefghijklmnopqrstuvwxyz0123456789"
 SPARE_FILES = 32  # open files besides the connections: stdio, the selector, imports
+MAX_SIZE = 256 * 1024 * 1024  # --size: one request is held in memory whole
+MAX_TIMEOUT = 24 * 60 * 60.0  # --timeout: a day (past 292 years, socket timeouts overflow)
 
 
 class OpenFileLimit(Exception):
@@ -61,9 +64,21 @@ def main(argv: list[str] | None = None) -> int:
             result = run_load(args.host, args.port, args.clients, requests, args.size, args.timeout)
             print(result.summary())
             return 0 if result.failed == 0 else 1
-        return send_one(args.host, args.port, args.message.encode(), args.timeout)
+        # The bytes as typed: os.fsencode() undoes the surrogateescape that
+        # turned them into str, where str.encode() failed on a message that is
+        # not UTF-8 ($'\xff').
+        return send_one(args.host, args.port, os.fsencode(args.message), args.timeout)
     except OpenFileLimit as exc:
         print(exc, file=sys.stderr)
+        return 1
+    except socket.gaierror as exc:  # load mode resolves the host first
+        print(f"cannot resolve {args.host}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        # stdout was closed early (client.py ... | head). Silence is the
+        # answer, as for any Unix tool; and stdout now points at /dev/null,
+        # or the interpreter's last flush at exit would print the error anyway.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     except KeyboardInterrupt:
         return 130
@@ -74,7 +89,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description=__doc__.splitlines()[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("port", type=int, help="the server's TCP port")
+    parser.add_argument("port", type=port_number, help="the server's TCP port")
     parser.add_argument("message", nargs="?", default="hello", help="what to send; a '!' is added when it has none")
     parser.add_argument("--host", default="127.0.0.1", help="the server's address")
     parser.add_argument("--clients", type=int, default=0, metavar="N", help="load mode: connections in flight at once")
@@ -83,9 +98,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=30.0, metavar="S", help="seconds allowed for each request")
     parser.add_argument("--stream", action="store_true", help="send stdin line by line (the stream variant)")
     args = parser.parse_args(argv)
-    if args.clients < 0 or args.requests < 0 or args.size < 1 or args.timeout <= 0:
-        parser.error("--clients and --requests must be >= 0, --size >= 1, --timeout > 0")
+    if args.clients < 0 or args.requests < 0:
+        parser.error("--clients and --requests must be >= 0")
+    if not 1 <= args.size <= MAX_SIZE:
+        parser.error(f"--size must be from 1 to {MAX_SIZE} bytes")
+    if not (math.isfinite(args.timeout) and 0 < args.timeout <= MAX_TIMEOUT):
+        parser.error(f"--timeout must be above 0 and at most {MAX_TIMEOUT:g} seconds")
     return args
+
+
+def port_number(text: str) -> int:
+    port = int(text)
+    if not 0 <= port <= 65535:  # the C library would take 70000 as 70000 % 65536, a port of someone else's
+        raise argparse.ArgumentTypeError(f"port must be 0..65535, not {port}")
+    return port
 
 
 def expected_reply(message: bytes) -> bytes:
@@ -156,12 +182,17 @@ class LoadResult:
 
     def summary(self) -> str:
         rate = self.ok / self.wall if self.wall else 0.0
-        lines = [
-            f"{self.ok} ok, {self.failed} failed in {self.wall:.2f} s: {rate:.0f} requests/s",
-            "latency ms: p50 {:.1f}, p90 {:.1f}, p99 {:.1f}, max {:.1f}".format(
-                *(1000 * self.percentile(f) for f in (0.5, 0.9, 0.99, 1.0))
-            ),
-        ]
+        # Three significant digits: 3 requests in 15 s are 0.2 requests/s, not 0.
+        shown = f"{rate:.0f}" if rate >= 100 else f"{rate:.3g}"
+        lines = [f"{self.ok} ok, {self.failed} failed in {self.wall:.2f} s: {shown} requests/s"]
+        if self.latencies:
+            lines.append(
+                "latency ms: p50 {:.1f}, p90 {:.1f}, p99 {:.1f}, max {:.1f}".format(
+                    *(1000 * self.percentile(f) for f in (0.5, 0.9, 0.99, 1.0))
+                )
+            )
+        else:
+            lines.append("latency ms: no reply to measure")
         for error, count in self.errors.most_common(5):
             lines.append(f"failed: {count} x {error}")
         return "\n".join(lines)

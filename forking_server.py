@@ -27,6 +27,7 @@ Try it:  python forking_server.py 8000
 from __future__ import annotations
 
 import argparse
+import errno
 import itertools
 import math
 import os
@@ -47,6 +48,7 @@ CHUNK_SIZE = 64 * 1024
 # number at net.core.somaxconn (4096 on Linux since 5.4).
 BACKLOG = max(socket.SOMAXCONN, 4096)
 MAX_REQUEST = 1024 * 1024  # the default bound on what one client can make us hold
+MAX_SECONDS = 24 * 60 * 60.0  # the most any option in seconds takes (see seconds())
 # After the reply, how long and how much a client may go on sending before the
 # server closes anyway (see close_gracefully()): 2 s in all, enough for a client
 # that reads its reply, and soon enough to free the thread or process. (nginx
@@ -115,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     # The stop-signal socket closes with the listener: under python -X dev an
     # unclosed socket is a ResourceWarning at exit.
-    with listener, stop_signals() as signals:
+    with listener, stop_signals(listener) as signals:
         print(f"Listening on {format_address(*listener.getsockname()[:2])}", flush=True)
         serve(listener, signals, args)
         # Before the signal socket closes, or a signal would write to a closed
@@ -137,7 +139,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--cpu", type=seconds, default=0.0, help="CPU time spent computing per request (holding the GIL), in seconds"
     )
     parser.add_argument(
-        "--timeout", type=seconds, default=10.0, help="seconds to send a request, and again to read the reply"
+        "--timeout", type=positive_seconds, default=10.0, help="seconds to send a request, and again to read the reply"
     )
     parser.add_argument(
         "--max-request", type=positive_int, default=MAX_REQUEST, help="largest request in bytes, '!' included"
@@ -179,8 +181,18 @@ def port_number(text: str) -> int:
 
 def seconds(text: str) -> float:
     value = float(text)
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, not {text!r}")
+    # Past about 292 years (threading.TIMEOUT_MAX) a socket timeout or a lock
+    # raises OverflowError, once per client; nan and inf compare false with
+    # every deadline. A day is beyond any honest use of these options.
+    if not (math.isfinite(value) and 0 <= value <= MAX_SECONDS):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds from 0 to {MAX_SECONDS:g}, not {text!r}")
+    return value
+
+
+def positive_seconds(text: str) -> float:
+    value = seconds(text)
+    if value == 0:  # every client would time out before its first byte
+        raise argparse.ArgumentTypeError(f"expected a number of seconds above 0, not {text!r}")
     return value
 
 
@@ -215,23 +227,49 @@ def reason(exc: OSError) -> str:
     return exc.strerror.split(" (while attempting")[0] if exc.strerror else str(exc)
 
 
-def stop_signals() -> socket.socket:
-    """Return a socket that becomes readable when SIGINT or SIGTERM arrives.
+def stop_signals(listener: socket.socket | None) -> socket.socket:
+    """Return a socket that becomes readable when SIGINT or SIGTERM arrives; stop the listener then.
 
     A blocking accept() cannot also wait for a signal, and a handler that raises
-    an exception could cut a request in half. So the handler does nothing, and
-    signal.set_wakeup_fd() has the C-level handler write the signal number to a
-    socket pair, which the accept loop watches beside the listener: the
-    self-pipe trick, as asyncio does it. It works whichever thread the kernel
-    delivers the signal to; a Python handler only ever runs in the main thread,
-    and not while that thread is blocked in a system call.
+    an exception could cut a request in half. So signal.set_wakeup_fd() has the
+    C-level handler write the signal number to a socket pair, which the accept
+    loop watches beside the listener: the self-pipe trick, as asyncio does it.
+    It works whichever thread the kernel delivers the signal to. The Python
+    handler runs in the main thread, between two bytecodes of whatever that
+    thread was doing (on the sync server, a client's request), so it does only
+    what needs no lock and cannot fail: it stops the listener, and from that
+    moment a new connection is refused instead of waiting in the queue while
+    the clients in progress finish (stop_listening()).
     """
     receiver, sender = socket.socketpair()
     sender.setblocking(False)
     signal.set_wakeup_fd(sender.detach())  # detach(): the fd must outlive this function
+
+    def stop(signum: int, frame: object) -> None:
+        if listener is not None:
+            stop_listening(listener)
+
     for signum in STOP_SIGNALS:
-        signal.signal(signum, lambda signum, frame: None)
+        signal.signal(signum, stop)
     return receiver
+
+
+def stop_listening(listener: socket.socket) -> None:
+    """Refuse new connections from now on, in every process that holds the listener.
+
+    close() frees this process's descriptor only (forked children hold their
+    own), and cannot be done while the accept loop may still be selecting on
+    it. On Linux, shutdown() takes the socket itself out of the LISTEN state:
+    a connect is refused (ECONNREFUSED) at once, one queued but not yet
+    accepted gets a reset, and accept() fails with EINVAL. A load balancer
+    moves on from a refusal at once, where a connection left in the queue
+    would wait out its time-out. Other systems refuse the call (ENOTCONN); there
+    the listener stops when the server closes it, a moment later.
+    """
+    try:
+        listener.shutdown(socket.SHUT_RD)
+    except OSError:  # not Linux, or closed already
+        pass
 
 
 def ignore_stop_signals() -> None:
@@ -296,11 +334,12 @@ def serve_in_child(
     # Ctrl+C signals the whole process group, children included. The parent
     # decides when to stop, and a child always finishes its one client, which
     # the timeouts bound; so a child must ignore both stop signals. It inherits
-    # handlers that do nothing but write to the parent's self-pipe: with that
-    # turned off, they do nothing at all, and an interrupted recv() or sleep()
-    # resumes (PEP 475). Setting SIG_IGN instead would cost 110 us per client:
-    # signal.signal() converts to and from enums in Python, and in a fresh child
-    # each object it touches is a page fault.
+    # handlers that write to the parent's self-pipe and stop the listener:
+    # with the self-pipe turned off and the listener closed above, they do
+    # nothing at all, and an interrupted recv() or sleep() resumes (PEP 475).
+    # Setting SIG_IGN instead would cost 110 us per client: signal.signal()
+    # converts to and from enums in Python, and in a fresh child each object it
+    # touches is a page fault.
     os.close(signal.set_wakeup_fd(-1))  # the parent's end of its self-pipe
     try:
         handle_client(conn, number, args)
@@ -349,6 +388,8 @@ def accept_client(
             conn, _ = listener.accept()
             return conn
         except OSError as exc:
+            if exc.errno == errno.EINVAL:  # the listener is shut down (stop_listening()): stop
+                return None
             # Out of file descriptors (EMFILE), or a client that gave up while
             # queued: the server carries on. The pause keeps a full fd table
             # from turning this loop into a busy spin.

@@ -32,6 +32,7 @@ Try it:  python prefork_server.py 8000 --workers 4
 from __future__ import annotations
 
 import argparse
+import errno
 import itertools
 import logging
 import math
@@ -53,6 +54,7 @@ CHUNK_SIZE = 64 * 1024
 # number at net.core.somaxconn (4096 on Linux since 5.4).
 BACKLOG = max(socket.SOMAXCONN, 4096)
 MAX_REQUEST = 1024 * 1024  # the default bound on what one client can make us hold
+MAX_SECONDS = 24 * 60 * 60.0  # the most any option in seconds takes (see seconds())
 # After the reply, how long and how much a client may go on sending before the
 # server closes anyway (see close_gracefully()): 2 s in all, enough for a client
 # that reads its reply, and soon enough to free the thread or process. (nginx
@@ -60,6 +62,9 @@ MAX_REQUEST = 1024 * 1024  # the default bound on what one client can make us ho
 LINGER_SECONDS = 2.0
 LINGER_BYTES = 16 * 1024 * 1024
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# A bound on processes started up front (--workers): a typing slip of a few
+# zeros must not fork the machine to its knees before the first error.
+MAX_PROCESSES = 1024
 
 log = logging.getLogger("prefork_server")
 
@@ -84,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     # The stop-signal socket closes with the listener: under python -X dev an
     # unclosed socket is a ResourceWarning at exit.
-    with listener, stop_signals() as signals:
+    with listener, stop_signals(listener) as signals:
         print(f"Listening on {format_address(*listener.getsockname()[:2])}", flush=True)
         serve(listener, signals, args)
         # Before the signal socket closes, or a signal would write to a closed
@@ -106,14 +111,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--cpu", type=seconds, default=0.0, help="CPU time spent computing per request (holding the GIL), in seconds"
     )
     parser.add_argument(
-        "--timeout", type=seconds, default=10.0, help="seconds to send a request, and again to read the reply"
+        "--timeout", type=positive_seconds, default=10.0, help="seconds to send a request, and again to read the reply"
     )
     parser.add_argument(
         "--max-request", type=positive_int, default=MAX_REQUEST, help="largest request in bytes, '!' included"
     )
-    parser.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1, help="worker processes")
+    parser.add_argument(
+        "--workers", type=positive_int, default=os.cpu_count() or 1, help=f"worker processes, up to {MAX_PROCESSES}"
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="no per-client log lines")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.workers > MAX_PROCESSES:
+        parser.error(f"--workers: at most {MAX_PROCESSES} processes, not {args.workers}")
+    return args
 
 
 def port_number(text: str) -> int:
@@ -125,8 +135,18 @@ def port_number(text: str) -> int:
 
 def seconds(text: str) -> float:
     value = float(text)
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, not {text!r}")
+    # Past about 292 years (threading.TIMEOUT_MAX) a socket timeout or a lock
+    # raises OverflowError, once per client; nan and inf compare false with
+    # every deadline. A day is beyond any honest use of these options.
+    if not (math.isfinite(value) and 0 <= value <= MAX_SECONDS):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds from 0 to {MAX_SECONDS:g}, not {text!r}")
+    return value
+
+
+def positive_seconds(text: str) -> float:
+    value = seconds(text)
+    if value == 0:  # every client would time out before its first byte
+        raise argparse.ArgumentTypeError(f"expected a number of seconds above 0, not {text!r}")
     return value
 
 
@@ -157,23 +177,49 @@ def reason(exc: OSError) -> str:
     return exc.strerror.split(" (while attempting")[0] if exc.strerror else str(exc)
 
 
-def stop_signals() -> socket.socket:
-    """Return a socket that becomes readable when SIGINT or SIGTERM arrives.
+def stop_signals(listener: socket.socket | None) -> socket.socket:
+    """Return a socket that becomes readable when SIGINT or SIGTERM arrives; stop the listener then.
 
     A blocking accept() cannot also wait for a signal, and a handler that raises
-    an exception could cut a request in half. So the handler does nothing, and
-    signal.set_wakeup_fd() has the C-level handler write the signal number to a
-    socket pair, which the accept loop watches beside the listener: the
-    self-pipe trick, as asyncio does it. It works whichever thread the kernel
-    delivers the signal to; a Python handler only ever runs in the main thread,
-    and not while that thread is blocked in a system call.
+    an exception could cut a request in half. So signal.set_wakeup_fd() has the
+    C-level handler write the signal number to a socket pair, which the accept
+    loop watches beside the listener: the self-pipe trick, as asyncio does it.
+    It works whichever thread the kernel delivers the signal to. The Python
+    handler runs in the main thread, between two bytecodes of whatever that
+    thread was doing (on the sync server, a client's request), so it does only
+    what needs no lock and cannot fail: it stops the listener, and from that
+    moment a new connection is refused instead of waiting in the queue while
+    the clients in progress finish (stop_listening()).
     """
     receiver, sender = socket.socketpair()
     sender.setblocking(False)
     signal.set_wakeup_fd(sender.detach())  # detach(): the fd must outlive this function
+
+    def stop(signum: int, frame: object) -> None:
+        if listener is not None:
+            stop_listening(listener)
+
     for signum in STOP_SIGNALS:
-        signal.signal(signum, lambda signum, frame: None)
+        signal.signal(signum, stop)
     return receiver
+
+
+def stop_listening(listener: socket.socket) -> None:
+    """Refuse new connections from now on, in every process that holds the listener.
+
+    close() frees this process's descriptor only (forked children hold their
+    own), and cannot be done while the accept loop may still be selecting on
+    it. On Linux, shutdown() takes the socket itself out of the LISTEN state:
+    a connect is refused (ECONNREFUSED) at once, one queued but not yet
+    accepted gets a reset, and accept() fails with EINVAL. A load balancer
+    moves on from a refusal at once, where a connection left in the queue
+    would wait out its time-out. Other systems refuse the call (ENOTCONN); there
+    the listener stops when the server closes it, a moment later.
+    """
+    try:
+        listener.shutdown(socket.SHUT_RD)
+    except OSError:  # not Linux, or closed already
+        pass
 
 
 def ignore_stop_signals() -> None:
@@ -198,36 +244,46 @@ def serve(listener: socket.socket, signals: socket.socket, args: argparse.Namesp
     # that a worker has died.
     signal.signal(signal.SIGCHLD, lambda signum, frame: None)
     listener.setblocking(False)  # a worker that loses the race for a client must not block
-    workers: set[int] = set()
-    try:
-        for _ in range(args.workers):
-            workers.add(start_worker(listener, signals, args))
-    except OSError as exc:  # fork() failed, as in the loop below
+    # The workers' lifeline: a socket pair whose first end only the parent
+    # keeps. However the parent dies (SIGKILL, the OOM killer, a crash), the
+    # kernel closes that end, and each worker reads the end of a stream on the
+    # other: it stops accepting and exits, within the bounds of the client it
+    # serves. Without it, orphaned workers served on with no one to stop them.
+    # (gunicorn's workers compare os.getppid() with their parent's pid at
+    # every wake-up; a socket needs no wake-up to be noticed.)
+    lifeline = socket.socketpair()
+    with lifeline[0], lifeline[1]:
+        workers: set[int] = set()
+        try:
+            for _ in range(args.workers):
+                workers.add(start_worker(listener, signals, lifeline, args))
+        except OSError as exc:  # fork() failed, as in the loop below
+            stop_workers(workers)
+            raise SystemExit(f"cannot start {args.workers} workers: {exc.strerror or exc}") from None
+        log.info("started %d workers", len(workers))
+        while True:
+            # Blocks until a signal arrives (a byte each, its number), or for a
+            # second while a worker is missing.
+            signals.settimeout(None if len(workers) == args.workers else 1.0)
+            try:
+                received = signals.recv(4096)
+            except socket.timeout:
+                received = b""
+            if any(signum in received for signum in STOP_SIGNALS):
+                break
+            for pid, status in reap_workers(workers):
+                log.warning("worker %d %s: starting another", pid, describe(status))
+            try:
+                while len(workers) < args.workers:
+                    workers.add(start_worker(listener, signals, lifeline, args))
+            except OSError as exc:
+                # fork() failed: EAGAIN at a limit on processes (ulimit -u, a
+                # cgroup's pids.max, systemd's TasksMax), or ENOMEM. The parent
+                # must not die of it: its workers would serve on, orphaned, with
+                # no one to stop them. It serves with fewer, and tries again.
+                running = f"{len(workers)} of {args.workers} running"
+                log.warning("cannot start a worker (%s): %s", exc.strerror or exc, running)
         stop_workers(workers)
-        raise SystemExit(f"cannot start {args.workers} workers: {exc.strerror or exc}") from None
-    log.info("started %d workers", len(workers))
-    while True:
-        # Blocks until a signal arrives (a byte each, its number), or for a
-        # second while a worker is missing.
-        signals.settimeout(None if len(workers) == args.workers else 1.0)
-        try:
-            received = signals.recv(4096)
-        except socket.timeout:
-            received = b""
-        if any(signum in received for signum in STOP_SIGNALS):
-            break
-        for pid, status in reap_workers(workers):
-            log.warning("worker %d %s: starting another", pid, describe(status))
-        try:
-            while len(workers) < args.workers:
-                workers.add(start_worker(listener, signals, args))
-        except OSError as exc:
-            # fork() failed: EAGAIN at a limit on processes (ulimit -u, a
-            # cgroup's pids.max, systemd's TasksMax), or ENOMEM. The parent
-            # must not die of it: its workers would serve on, orphaned, with
-            # no one to stop them. It serves with fewer, and tries again.
-            log.warning("cannot start a worker (%s): %d of %d running", exc.strerror or exc, len(workers), args.workers)
-    stop_workers(workers)
 
 
 def stop_workers(workers: set[int]) -> None:
@@ -239,30 +295,45 @@ def stop_workers(workers: set[int]) -> None:
         reap_workers(workers, block=True)
 
 
-def start_worker(listener: socket.socket, signals: socket.socket, args: argparse.Namespace) -> int:
-    # A new worker runs with the parent's do-nothing handlers until it has set
-    # up its own: a SIGTERM in that moment would be lost, and the worker would
-    # serve on forever. Blocked across fork(), the signal waits instead, and
-    # arrives when the worker unblocks it, ready.
+def start_worker(
+    listener: socket.socket,
+    signals: socket.socket,
+    lifeline: tuple[socket.socket, socket.socket],
+    args: argparse.Namespace,
+) -> int:
+    # A new worker runs with the parent's handlers until it has set up its
+    # own: a SIGTERM in that moment would be lost (and would stop the shared
+    # listener, the parent's job), and the worker would serve on forever.
+    # Blocked across fork(), the signal waits instead, and arrives when the
+    # worker unblocks it, ready.
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     try:
         pid = os.fork()
         if pid == 0:
-            run_worker(listener, signals, args)
+            run_worker(listener, signals, lifeline, args)
     finally:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     return pid
 
 
-def run_worker(listener: socket.socket, parent_signals: socket.socket, args: argparse.Namespace) -> NoReturn:
-    """The worker: the sync server's loop on the shared socket, until a stop signal."""
+def run_worker(
+    listener: socket.socket,
+    parent_signals: socket.socket,
+    lifeline: tuple[socket.socket, socket.socket],
+    args: argparse.Namespace,
+) -> NoReturn:
+    """The worker: the sync server's loop on the shared socket, until a stop signal or the parent's end."""
     parent_signals.close()
+    parents_end, parent_gone = lifeline
+    parents_end.close()  # or the worker would keep its own lifeline alive
     os.close(signal.set_wakeup_fd(-1))  # the parent's end of its self-pipe
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    signals = stop_signals()  # a self-pipe of the worker's own
+    # A self-pipe of the worker's own. It leaves the listener alone: the parent
+    # stops it for all (a worker sent SIGTERM alone must not stop the others).
+    signals = stop_signals(None)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     numbers = itertools.count(1)
-    lingering = Lingering(listener, signals)
+    lingering = Lingering(listener, signals, parent_gone)
     try:
         while (conn := accept_client(listener, signals, lingering)) is not None:
             handle_client(conn, next(numbers), args, lingering.add)
@@ -297,7 +368,7 @@ def describe(status: int) -> str:
 def accept_client(listener: socket.socket, signals: socket.socket, lingering: Lingering) -> socket.socket | None:
     """Wait for the next client, finishing lingering closes meanwhile; None once a stop signal has come."""
     while True:
-        if signals in lingering.wait():
+        if lingering.wait() != [listener]:  # a stop signal, or the parent has gone (see serve())
             return None
         try:
             conn, _ = listener.accept()
@@ -305,6 +376,8 @@ def accept_client(listener: socket.socket, signals: socket.socket, lingering: Li
         except BlockingIOError:  # another worker took this client first
             continue
         except OSError as exc:
+            if exc.errno == errno.EINVAL:  # the listener is shut down (stop_listening()): stop
+                return None
             # Out of file descriptors (EMFILE), or a client that gave up while
             # queued: the server carries on. The pause keeps a full fd table
             # from turning this loop into a busy spin.
@@ -325,12 +398,13 @@ class Lingering:
     served while earlier ones close, within close_gracefully()'s bounds.
     """
 
-    def __init__(self, listener: socket.socket, signals: socket.socket) -> None:
-        self.listener = listener
-        self.signals = signals
+    def __init__(self, *watched: socket.socket) -> None:
+        # The sockets whose readiness ends a wait(): the listener, the stop
+        # signals, and in a prefork worker the lifeline to its parent.
+        self.watched = watched
         self.selector = selectors.DefaultSelector()
-        self.selector.register(listener, selectors.EVENT_READ)
-        self.selector.register(signals, selectors.EVENT_READ)
+        for sock in watched:
+            self.selector.register(sock, selectors.EVENT_READ)
         # connection -> [deadline, bytes discarded]. They come in time order and
         # linger equally long, so the first to expire is always the first here.
         self.waiting: dict[socket.socket, list[float]] = {}
@@ -347,7 +421,7 @@ class Lingering:
         self.waiting[conn] = [time.monotonic() + min(LINGER_SECONDS, timeout), 0]
 
     def wait(self) -> list[socket.socket]:
-        """Finish lingering closes until the listener or the signal socket is ready; return those."""
+        """Finish lingering closes until a watched socket is ready; return those that are."""
         while True:
             timeout = None
             if self.waiting:
@@ -358,7 +432,7 @@ class Lingering:
                 if conn in self.waiting:
                     self.discard(conn)  # type: ignore[arg-type]
             self.expire()
-            ours = [sock for sock in (self.listener, self.signals) if sock in ready]
+            ours = [sock for sock in self.watched if sock in ready]
             if ours:
                 return ours
 
@@ -388,8 +462,8 @@ class Lingering:
 
     def finish(self) -> None:
         """At shutdown: no more clients, but the lingering closes still finish, within their bounds."""
-        self.selector.unregister(self.listener)
-        self.selector.unregister(self.signals)
+        for sock in self.watched:
+            self.selector.unregister(sock)
         while self.waiting:
             first_deadline = next(iter(self.waiting.values()))[0]
             for key, _ in self.selector.select(max(0.0, first_deadline - time.monotonic())):

@@ -53,6 +53,7 @@ CHUNK_SIZE = 64 * 1024
 # number at net.core.somaxconn (4096 on Linux since 5.4).
 BACKLOG = max(socket.SOMAXCONN, 4096)
 MAX_REQUEST = 1024 * 1024  # the default bound on what one client can make us hold
+MAX_SECONDS = 24 * 60 * 60.0  # the most any option in seconds takes (see seconds())
 # After the reply, how long and how much a client may go on sending before the
 # server closes anyway (see close_gracefully()): 2 s in all, enough for a client
 # that reads its reply, and soon enough to free the thread or process. (nginx
@@ -115,7 +116,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="CPU time spent computing per request (holding the GIL), in seconds (stream: none)",
     )
     parser.add_argument(
-        "--timeout", type=seconds, default=10.0, help="seconds to send a request, and again to read the reply"
+        "--timeout", type=positive_seconds, default=10.0, help="seconds to send a request, and again to read the reply"
     )
     parser.add_argument(
         "--max-request", type=positive_int, default=MAX_REQUEST, help="largest request (stream: line) in bytes"
@@ -134,8 +135,18 @@ def port_number(text: str) -> int:
 
 def seconds(text: str) -> float:
     value = float(text)
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, not {text!r}")
+    # Past about 292 years (threading.TIMEOUT_MAX) a socket timeout or a lock
+    # raises OverflowError, once per client; nan and inf compare false with
+    # every deadline. A day is beyond any honest use of these options.
+    if not (math.isfinite(value) and 0 <= value <= MAX_SECONDS):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds from 0 to {MAX_SECONDS:g}, not {text!r}")
+    return value
+
+
+def positive_seconds(text: str) -> float:
+    value = seconds(text)
+    if value == 0:  # every client would time out before its first byte
+        raise argparse.ArgumentTypeError(f"expected a number of seconds above 0, not {text!r}")
     return value
 
 
@@ -339,34 +350,68 @@ class ReverseHandler(socketserver.BaseRequestHandler):
         handle_client(self.request, number, self.server.args)  # type: ignore[attr-defined]
 
 
-class LineHandler(socketserver.StreamRequestHandler):
-    """The stream variant: each line is answered at once, reversed, until the client closes."""
+class LineHandler(socketserver.BaseRequestHandler):
+    """The stream variant: each line is answered at once, reversed, until the client closes.
+
+    A session lasts as long as its client likes, so two bounds that a
+    one-request protocol gets for free must be set by hand. Each line must
+    arrive within --timeout of the one before it, however it trickles in
+    (read_line()). And after a stop signal the session ends as soon as the line
+    in progress is answered: shutdown waits at most --timeout for a session,
+    where joining the thread of a client that sent a line a second waited for
+    as long as that client talked.
+    """
 
     def handle(self) -> None:
         number, _ = self.client_address
-        args = self.server.args  # type: ignore[attr-defined]
-        # Between two lines a client may wait up to --timeout; rfile reads
-        # through a buffer, and readline(limit) bounds what one line can hold,
-        # so an endless stream costs bounded memory.
-        self.connection.settimeout(args.timeout)
+        server: ReverseServer = self.server  # type: ignore[assignment]
+        conn: socket.socket = self.request
+        received = bytearray()  # read, not yet answered: never more than --max-request bytes
         lines = 0
         try:
-            while True:
-                line = self.rfile.readline(args.max_request)
-                if not line.endswith(b"\n"):
-                    break  # the client closed (a last unterminated line is not answered), or a line too long
-                self.wfile.write(line[:-1][::-1] + b"\n")
+            while not server.stop_requested and (line := read_line(conn, received, server.args)) is not None:
+                line.reverse()
+                write_response(conn, line[1:] + b"\n", server.args.timeout)  # the newline stays at the end
                 lines += 1
+        except ClientError as exc:
+            conn.close()
+            log.info("#%d %s", number, exc)
+            return
+        close_gracefully(conn, server.args.timeout)
+        log.info("#%d closed after %d lines", number, lines)
+
+
+def read_line(conn: socket.socket, received: bytearray, args: argparse.Namespace) -> bytearray | None:
+    """The next line, newline included: from what was received already, then from conn; None at the end.
+
+    As read_request() does for a request: one deadline for the whole line, and
+    a search of the new bytes only. A last line without a newline is not
+    answered.
+    """
+    deadline = time.monotonic() + args.timeout
+    searched = 0
+    while True:
+        end = received.find(b"\n", searched)
+        if end >= 0:
+            line = received[: end + 1]
+            del received[: end + 1]
+            return line
+        if len(received) >= args.max_request:
+            raise ClientError(f"sent a line longer than {args.max_request} bytes: closed")
+        searched = len(received)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise ClientError(f"sent no line for {args.timeout:g} s: closed")
+        conn.settimeout(remaining)
+        try:
+            chunk = conn.recv(min(CHUNK_SIZE, args.max_request - len(received)))
         except socket.timeout:
-            log.info("#%d idle for %g s: closed", number, args.timeout)
-            return
-        except OSError:
-            log.info("#%d disconnected", number)
-            return
-        if len(line) >= args.max_request:
-            log.info("#%d sent a line longer than %d bytes: closed", number, args.max_request)
-        else:
-            log.info("#%d closed after %d lines", number, lines)
+            raise ClientError(f"sent no line for {args.timeout:g} s: closed") from None
+        except OSError:  # reset, or any other failure of this one connection
+            chunk = b""
+        if not chunk:
+            return None
+        received += chunk
 
 
 def handle_client(
