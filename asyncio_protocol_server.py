@@ -217,11 +217,12 @@ async def serve(listener: socket.socket, args: argparse.Namespace) -> None:
     # after the ready line must stop the server cleanly, not with a traceback.
     print(f"Listening on {format_address(*listener.getsockname()[:2])}", flush=True)
     await stop.wait()
-    server.close()  # stop accepting
+    stop_accepting(listener)
     # Connections accepted a moment ago get their transport and protocol in a
     # task of asyncio's own: let those finish, then wait for every connection.
     while pending := asyncio.all_tasks() - {asyncio.current_task()}:
         await asyncio.wait(pending)
+    server.close()
     await connections.none.wait()
     if workers is not None:
         workers.shutdown()
@@ -229,6 +230,41 @@ async def serve(listener: socket.socket, args: argparse.Namespace) -> None:
 
 class WorkFailed(Exception):
     """The --cpu work could not be run (see Workers); the message says why."""
+
+
+def stop_accepting(listener: socket.socket) -> None:
+    """Refuse new connections at once (stop_listening()), and have the loop accept no more.
+
+    server.close() would do both, but the loop may have accepted connections
+    a moment ago whose transports it makes in tasks of its own, and a closed
+    server refuses them (Server._attach()): their sockets were left for the
+    garbage collector to close, with no reply, and with a traceback in the log
+    on Python 3.15 (a closed server's _detach()). So the server is closed only
+    once those tasks are done.
+    """
+    stop_listening(listener)
+    try:
+        asyncio.get_running_loop().remove_reader(listener)
+    except NotImplementedError:  # Windows' proactor loop: server.close() does it
+        pass
+
+
+def stop_listening(listener: socket.socket) -> None:
+    """Refuse new connections from now on, in every process that holds the listener.
+
+    close() frees this process's descriptor only (forked children hold their
+    own), and cannot be done while the accept loop may still be selecting on
+    it. On Linux, shutdown() takes the socket itself out of the LISTEN state:
+    a connect is refused (ECONNREFUSED) at once, one queued but not yet
+    accepted gets a reset, and accept() fails with EINVAL. A load balancer
+    moves on from a refusal at once, where a connection left in the queue
+    would wait out its time-out. Other systems refuse the call (ENOTCONN); there
+    the listener stops when the server closes it, a moment later.
+    """
+    try:
+        listener.shutdown(socket.SHUT_RD)
+    except OSError:  # not Linux, or closed already
+        pass
 
 
 def log_accept_errors_briefly() -> None:

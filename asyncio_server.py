@@ -216,14 +216,50 @@ async def serve(listener: socket.socket, args: argparse.Namespace) -> None:
     # after the ready line must stop the server cleanly, not with a traceback.
     print(f"Listening on {format_address(*listener.getsockname()[:2])}", flush=True)
     await stop.wait()
-    server.close()  # stop accepting
+    stop_accepting(listener)
     # Before Python 3.12, server.wait_closed() does not wait for the clients,
     # so wait for every other task: the clients in progress, and those
     # accepted a moment ago whose task has only just been created.
     while pending := asyncio.all_tasks() - {asyncio.current_task()}:
         await asyncio.wait(pending)
+    server.close()
     if workers is not None:
         workers.shutdown()
+
+
+def stop_accepting(listener: socket.socket) -> None:
+    """Refuse new connections at once (stop_listening()), and have the loop accept no more.
+
+    server.close() would do both, but the loop may have accepted connections
+    a moment ago whose transports it makes in tasks of its own, and a closed
+    server refuses them (Server._attach()): their sockets were left for the
+    garbage collector to close, with no reply, and with a traceback in the log
+    on Python 3.15 (a closed server's _detach()). So the server is closed only
+    once those tasks are done.
+    """
+    stop_listening(listener)
+    try:
+        asyncio.get_running_loop().remove_reader(listener)
+    except NotImplementedError:  # Windows' proactor loop: server.close() does it
+        pass
+
+
+def stop_listening(listener: socket.socket) -> None:
+    """Refuse new connections from now on, in every process that holds the listener.
+
+    close() frees this process's descriptor only (forked children hold their
+    own), and cannot be done while the accept loop may still be selecting on
+    it. On Linux, shutdown() takes the socket itself out of the LISTEN state:
+    a connect is refused (ECONNREFUSED) at once, one queued but not yet
+    accepted gets a reset, and accept() fails with EINVAL. A load balancer
+    moves on from a refusal at once, where a connection left in the queue
+    would wait out its time-out. Other systems refuse the call (ENOTCONN); there
+    the listener stops when the server closes it, a moment later.
+    """
+    try:
+        listener.shutdown(socket.SHUT_RD)
+    except OSError:  # not Linux, or closed already
+        pass
 
 
 def log_accept_errors_briefly() -> None:
