@@ -553,8 +553,16 @@ async def within(deadlines: Deadlines, timeout: float, work: Awaitable[T], failu
     asyncio.wait_for() would run work in a task of its own (before 3.12), a
     task per await. Here a deadline cancels the task already running: the
     cancellation surfaces at the await, which is how asyncio.timeout() (3.11+)
-    works too. Nothing else ever cancels a connection's task (shutdown waits
-    for them), so a CancelledError here is the deadline's.
+    works too. A copy for 3.11 and later can write `async with
+    asyncio.timeout(timeout):` instead, and lose nothing it would notice:
+    with a loop timer per wait, it did 0.97x this one's requests/s on 3.13
+    (50 clients in flight, --delay 0). It is kept here because 3.8 to 3.10
+    lack it, and two ways of doing one thing would be a second path to test.
+
+    The trap a copy inherits: every CancelledError is taken for the deadline's.
+    Here nothing else ever cancels a connection's task (shutdown waits for
+    them); code that does (a TaskGroup, a timeout of its own) must tell the
+    two apart, as asyncio.timeout() does with Task.uncancel().
     """
     task = asyncio.current_task()
     deadlines.set(task, timeout, task.cancel)  # type: ignore[union-attr]

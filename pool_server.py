@@ -19,6 +19,11 @@ Computing clients (--cpu) meet the GIL here as in threaded_server.py: one
 thread runs Python code at a time, so the pool computes on one core, and each
 client waits for the whole wave its worker is in.
 
+On a free-threaded build (python3.14t, PEP 703 and 779) there is no GIL, and
+computing threads do run on every core. The pool's state is guarded by its
+lock, as such a build needs; the one read without it (WorkerPool.work()) is a
+hint that retire() checks again under the lock.
+
 Try it:  python pool_server.py 8000 --max-workers 4
          python client.py 8000 --clients 8     # ~10 s: two rounds of four
 """

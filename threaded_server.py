@@ -19,6 +19,10 @@ n*c seconds however many cores there are; and because the running thread hands
 the GIL on every 5 ms (sys.getswitchinterval()), they all progress together
 and all finish near the end: the first client waits about as long as the last.
 
+On a free-threaded build (python3.14t, PEP 703 and 779) there is no GIL, and
+computing threads do run on every core; nothing in this file shares data
+between threads without a lock (or the queue's own), as such a build needs.
+
 Try it:  python threaded_server.py 8000
          python client.py 8000 --clients 10    # ~5 s, not 50 s as with sync_server.py
 """
