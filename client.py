@@ -87,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog=__doc__.split("\n", 1)[1].split("Importing this module")[0].strip(),  # the examples
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("port", type=port_number, help="the server's TCP port")
     parser.add_argument("message", nargs="?", default="hello", help="what to send; a '!' is added when it has none")
@@ -105,6 +106,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if not (math.isfinite(args.timeout) and 0 < args.timeout <= MAX_TIMEOUT):
         parser.error(f"--timeout must be above 0 and at most {MAX_TIMEOUT:g} seconds")
     return args
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """--help as the docstring has it: its paragraphs as written, and each default where it says something."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False:  # "(default: None)" tells a reader nothing
+            return action.help
+        return super()._get_help_string(action)
 
 
 def port_number(text: str) -> int:

@@ -20,6 +20,8 @@ Computing clients (--cpu) are where processes pay off: no GIL between them, so
 clients compute on every core at once, and each fork's cost is small next to
 the work.
 
+Standard library only; CPython 3.8 to 3.15.
+
 Try it:  python forking_server.py 8000
          python client.py 8000 --clients 10    # ~5 s: ten processes at once
 """
@@ -56,6 +58,11 @@ MAX_SECONDS = 24 * 60 * 60.0  # the most any option in seconds takes (see second
 LINGER_SECONDS = 2.0
 LINGER_BYTES = 16 * 1024 * 1024
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# What --help says the protocol is (the docstring tells the rest).
+PROTOCOL = (
+    "The protocol: a client sends bytes up to and including a '!'; --delay seconds\n"
+    "later the server sends them back reversed, and closes."
+)
 REAP_INTERVAL = 0.5  # seconds: the longest an exited child stays a zombie
 
 
@@ -129,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0],
+        description=f"{__doc__.splitlines()[0]}\n\n{PROTOCOL}",
+        epilog=__doc__.split("\n", 1)[1].strip(),
         formatter_class=HelpFormatter,
     )
     parser.add_argument("port", type=port_number, help="TCP port; 0 lets the OS pick a free one")
@@ -151,8 +159,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """argparse's help formatter, told the terminal's width so that it need not import shutil.
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """--help as the docstring has it, told the terminal's width so that argparse need not import shutil.
 
     What the parent has loaded, every fork() pays for: the kernel copies the
     parent's memory mappings and page tables for each child, and tears them
@@ -170,6 +178,11 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         except OSError:  # not a terminal
             columns = 80
         super().__init__(prog, width=columns - 2)  # shutil's width, less argparse's margin
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False:  # "(default: None)" tells a reader nothing
+            return action.help
+        return super()._get_help_string(action)
 
 
 def port_number(text: str) -> int:

@@ -24,6 +24,8 @@ computing threads do run on every core. The pool's state is guarded by its
 lock, as such a build needs; the one read without it (WorkerPool.work()) is a
 hint that retire() checks again under the lock.
 
+Standard library only; CPython 3.8 to 3.15.
+
 Try it:  python pool_server.py 8000 --max-workers 4
          python client.py 8000 --clients 8     # ~10 s: two rounds of four
 """
@@ -62,6 +64,11 @@ MAX_SECONDS = 24 * 60 * 60.0  # the most any option in seconds takes (see second
 LINGER_SECONDS = 2.0
 LINGER_BYTES = 16 * 1024 * 1024
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# What --help says the protocol is (the docstring tells the rest).
+PROTOCOL = (
+    "The protocol: a client sends bytes up to and including a '!'; --delay seconds\n"
+    "later the server sends them back reversed, and closes."
+)
 MIN_WORKERS = 4  # the default --min-workers
 # A bound on --max-workers: each thread reserves a stack (8 MiB of address
 # space on Linux), and a pool this large is a threaded server in disguise.
@@ -99,8 +106,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description=f"{__doc__.splitlines()[0]}\n\n{PROTOCOL}",
+        epilog=__doc__.split("\n", 1)[1].strip(),
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("port", type=port_number, help="TCP port; 0 lets the OS pick a free one")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 or :: exposes the server")
@@ -135,6 +143,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     elif args.min_workers > args.max_workers:
         parser.error("--min-workers cannot exceed --max-workers")
     return args
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """--help as the docstring has it: its paragraphs as written, and each default where it says something."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False:  # "(default: None)" tells a reader nothing
+            return action.help
+        return super()._get_help_string(action)
 
 
 def port_number(text: str) -> int:

@@ -25,6 +25,8 @@ Computing clients (--cpu) get every core: each worker is a process with a GIL
 of its own, so --workers at the number of cores computes that many requests at
 once, without forking_server.py's fork per client.
 
+Standard library only; CPython 3.8 to 3.15.
+
 Try it:  python prefork_server.py 8000 --workers 4
          python client.py 8000 --clients 8     # ~10 s: two rounds of four
 """
@@ -62,6 +64,11 @@ MAX_SECONDS = 24 * 60 * 60.0  # the most any option in seconds takes (see second
 LINGER_SECONDS = 2.0
 LINGER_BYTES = 16 * 1024 * 1024
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# What --help says the protocol is (the docstring tells the rest).
+PROTOCOL = (
+    "The protocol: a client sends bytes up to and including a '!'; --delay seconds\n"
+    "later the server sends them back reversed, and closes."
+)
 # A bound on processes started up front (--workers): a typing slip of a few
 # zeros must not fork the machine to its knees before the first error.
 MAX_PROCESSES = 1024
@@ -101,8 +108,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description=f"{__doc__.splitlines()[0]}\n\n{PROTOCOL}",
+        epilog=__doc__.split("\n", 1)[1].strip(),
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("port", type=port_number, help="TCP port; 0 lets the OS pick a free one")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 or :: exposes the server")
@@ -124,6 +132,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.workers > MAX_PROCESSES:
         parser.error(f"--workers: at most {MAX_PROCESSES} processes, not {args.workers}")
     return args
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """--help as the docstring has it: its paragraphs as written, and each default where it says something."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False:  # "(default: None)" tells a reader nothing
+            return action.help
+        return super()._get_help_string(action)
 
 
 def port_number(text: str) -> int:

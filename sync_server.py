@@ -15,6 +15,8 @@ waits --delay seconds (simulated work) and answers with the bytes reversed.
 Computing clients (--cpu) fare the same: one at a time, on one core, so n
 clients that each compute c seconds take n*c seconds.
 
+Standard library only; CPython 3.8 to 3.15.
+
 Try it:  python sync_server.py 8000
          python client.py 8000 hello          # prints !olleh after 5 s
          python client.py 8000 --clients 3    # ~15 s: one after another
@@ -52,6 +54,11 @@ MAX_SECONDS = 24 * 60 * 60.0  # the most any option in seconds takes (see second
 LINGER_SECONDS = 2.0
 LINGER_BYTES = 16 * 1024 * 1024
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# What --help says the protocol is (the docstring tells the rest).
+PROTOCOL = (
+    "The protocol: a client sends bytes up to and including a '!'; --delay seconds\n"
+    "later the server sends them back reversed, and closes."
+)
 
 log = logging.getLogger("sync_server")
 
@@ -85,8 +92,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description=f"{__doc__.splitlines()[0]}\n\n{PROTOCOL}",
+        epilog=__doc__.split("\n", 1)[1].strip(),
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("port", type=port_number, help="TCP port; 0 lets the OS pick a free one")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 or :: exposes the server")
@@ -102,6 +110,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="no per-client log lines")
     return parser.parse_args(argv)
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """--help as the docstring has it: its paragraphs as written, and each default where it says something."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False:  # "(default: None)" tells a reader nothing
+            return action.help
+        return super()._get_help_string(action)
 
 
 def port_number(text: str) -> int:

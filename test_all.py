@@ -1884,14 +1884,42 @@ class BenchTest(unittest.TestCase):
 
 
 class HelpTextTest(unittest.TestCase):
+    helps: dict[str, str] = {}
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        for script in (*SERVER_SCRIPTS, "client.py", "bench.py"):
+            result = run_script(script, "--help")
+            assert result.returncode == 0, result.stderr
+            cls.helps[script] = result.stdout
+
     def test_no_option_states_its_default_twice(self) -> None:
         # argparse appends "(default: X)" to a help text that already names
         # its default, as bench.py's --scripts did: "(default: all) (default: None)".
-        for script in (*SERVER_SCRIPTS, "client.py", "bench.py"):
+        for script, text in self.helps.items():
             with self.subTest(script=script):
-                result = run_script(script, "--help")
-                self.assertEqual(result.returncode, 0, result.stderr)
-                self.assertNotRegex(" ".join(result.stdout.split()), r"\(default: [^)]*\) \(default:")
+                self.assertNotRegex(" ".join(text.split()), r"\(default: [^)]*\) \(default:")
+
+    def test_no_default_that_says_nothing(self) -> None:
+        for script, text in self.helps.items():
+            with self.subTest(script=script):
+                self.assertNotRegex(text, r"\(default: (None|False)\)")
+
+    def test_the_help_tells_the_story_and_how_to_try_it(self) -> None:
+        for script in (*SERVER_SCRIPTS, "client.py"):
+            with self.subTest(script=script):
+                docstring = (HERE / script).read_text().split('"""')[1]
+                examples = [line.strip() for line in docstring.splitlines() if "python " in line]
+                self.assertTrue(examples, "the docstring shows no command to try")
+                for example in examples:
+                    self.assertIn(example, self.helps[script])
+                if script in SERVER_SCRIPTS:
+                    self.assertIn("CPython 3.8 to 3.15", self.helps[script])
+
+    def test_every_tcp_servers_help_states_the_protocol(self) -> None:
+        for script in {command[0] for command in REVERSE_SERVERS}:
+            with self.subTest(script=script):
+                self.assertIn("The protocol: a client sends bytes up to and including a '!'", self.helps[script])
 
 
 class SingleReplyServer:
@@ -1967,6 +1995,8 @@ DIFFERENCES = {
     },
     "stop_on_signals": {"wsgi_app.py": "its own server stops with a flag, not socketserver's shutdown()"},
     "open_listener": {"forking_server.py": "no idna codec for an ASCII host: less for each fork() to copy"},
+    "HelpFormatter": {"forking_server.py": "told the terminal's width: no shutil for each fork() to copy"},
+    "PROTOCOL": {"socketserver_variants.py": "the stream variant's protocol too"},
     "accept_client": {
         "sync_server.py": "finishes lingering closes while it waits (Lingering)",
         "forking_server.py": "reaps children, and waits at --max-children",
