@@ -26,6 +26,7 @@ import shutil
 import signal
 import socket
 import ssl
+import struct
 import subprocess
 import sys
 import tempfile
@@ -875,6 +876,48 @@ class HttpServerTests(CommandLineTests):
         self.assertLess(trickle(server, b"GET / HTTP/1.1\r\nHost: test\r\nX-Slow: " + b"a" * 1000), 3.0)
         self.assert_serves(server)
 
+    # Each breaks the framing rules of RFC 9112 (or is a transfer coding neither
+    # server decodes), and each is followed by a request it could smuggle in:
+    # the answer is the status, then the end of the stream, and nothing else.
+    framing = [
+        (b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n", b"0\r\n\r\n", 400),
+        (b"Transfer-Encoding: chunked\r\nContent-Length: 5\r\n", b"0\r\n\r\n", 400),
+        (b"Content-Length: 5\r\nContent-Length: 6\r\n", b"hello!", 400),
+        (b"Content-Length: 5, 6\r\n", b"hello!", 400),
+        (b"Content-Length: +5\r\n", b"hello", 400),
+        (b"X-Note: a\r\n X-Injected: 1\r\n", b"", 400),  # obs-fold
+        (b"X-Note: a\rContent-Length: 5\r\n", b"hello", 400),  # a bare CR
+        (b"X-Note: a\nContent-Length: 5\r\n", b"hello", 400),  # a bare LF
+        (b"X-Note: a\0b\r\n", b"", 400),
+        (b"Content-Length : 5\r\n", b"hello", 400),  # whitespace before the colon
+        (b"Host: other\r\n", b"", 400),  # two Host headers
+        (b"Transfer-Encoding: chunked\r\n", b"5\r\nhello\r\n0\r\n\r\n", 411),
+        (b"Transfer-Encoding: gzip, chunked\r\n", b"0\r\n\r\n", 501),
+        (b"Transfer-Encoding: chunked, gzip\r\n", b"0\r\n\r\n", 400),
+    ]
+    smuggled = b"GET /smuggled HTTP/1.1\r\nHost: test\r\n\r\n"
+
+    def test_framing_that_two_parsers_could_read_two_ways_gets_its_status_and_a_close(self) -> None:
+        for headers, body, status in self.framing:
+            with self.subTest(headers=headers):
+                reply = self.raw(b"POST /reverse HTTP/1.1\r\nHost: test\r\n" + headers + b"\r\n" + body + self.smuggled)
+                self.assertRegex(reply, rb"^HTTP/1\.[01] %d " % status)
+                self.assertEqual(len(re.findall(rb"HTTP/1\.[01] \d{3} ", reply)), 1, reply)
+        for request, status in (
+            (b"GET / HTTP/1.1\r\n\r\n", 400),  # HTTP/1.1 without Host (RFC 9112 3.2)
+            (b"GET /\0 HTTP/1.1\r\nHost: test\r\n\r\n", 400),
+            (b"GET  / HTTP/1.1\r\nHost: test\r\n\r\n", 400),
+            (b"GET / HTTP/2.0\r\nHost: test\r\n\r\n", 505),
+            (b"GET /\r\n\r\n", 400),  # HTTP/0.9, whose answer would have no status line
+            (b"POST /reverse HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+        ):
+            with self.subTest(request=request):
+                reply = self.raw(request + self.smuggled)
+                self.assertRegex(reply, rb"^HTTP/1\.[01] %d " % status)
+                self.assertEqual(len(re.findall(rb"HTTP/1\.[01] \d{3} ", reply)), 1, reply)
+        self.assertRegex(self.raw(b"GET / HTTP/1.0\r\n\r\n"), rb"^HTTP/1\.[01] 200 ")  # HTTP/1.0 needs no Host
+        self.assert_serves(self.server)
+
 
 class HttpStaticTest(HttpServerTests):
     script = "http_static.py"
@@ -909,6 +952,7 @@ class HttpStaticTest(HttpServerTests):
         (site / ".hidden-link").symlink_to(site / "docs" / "notes.txt")
         (site / "dot-index").mkdir()  # a directory whose index.html is a dotfile
         (site / "dot-index" / "index.html").symlink_to(site / ".env")
+        (site / "big.bin").write_bytes(bytes(range(256)) * (32 * 1024))  # 8 MiB: more than socket buffers hold
         cls.site = site
         cls.quick_args = ("--directory", str(site), "--timeout", "0.5")
         cls.in_flight_args = ("--directory", str(site), "--timeout", "5")
@@ -1163,6 +1207,158 @@ class HttpStaticTest(HttpServerTests):
         self.assertEqual(response.getheader("Access-Control-Allow-Methods"), "GET, HEAD, OPTIONS")
         self.assertEqual(response.getheader("Access-Control-Allow-Headers"), "x-requested-with, content-type")
 
+    def test_a_body_on_a_get_is_dropped_not_read_as_the_next_request(self) -> None:
+        inner = b"GET /index.html HTTP/1.1\r\nHost: test\r\n\r\n"  # a request inside the body
+        last = b"GET /script.js HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+        head = b"GET /docs/notes.txt HTTP/1.1\r\nHost: test\r\nContent-Length: %d\r\n\r\n" % len(inner)
+        reply = self.raw(head + inner + last)
+        self.assertEqual(re.findall(rb"HTTP/1\.1 (\d{3}) ", reply), [b"200", b"200"], reply)
+        self.assertNotIn(b"<h1>home</h1>", reply)
+        self.assertTrue(reply.endswith(b"alert(1);"), reply)
+        # Too large to read for nothing: refused unread, and the connection closes.
+        reply = self.raw(b"GET /docs/notes.txt HTTP/1.1\r\nHost: test\r\nContent-Length: 100000\r\n\r\n" + last)
+        self.assertEqual(re.findall(rb"HTTP/1\.1 (\d{3}) ", reply), [b"413"], reply)
+        # A client that waits for 100 Continue gets it, then its answer.
+        with self.server.connect() as conn:
+            conn.sendall(
+                b"GET /docs/notes.txt HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n"
+            )
+            conn.settimeout(5)
+            self.assertEqual(conn.recv(100), b"HTTP/1.1 100 Continue\r\n\r\n")
+            conn.sendall(b"abc" + last)
+            reply, _ = read_until_closed(conn, timeout=5)
+        self.assertEqual(re.findall(rb"HTTP/1\.1 (\d{3}) ", reply), [b"200", b"200"], reply)
+
+    def test_cors_echoes_only_a_list_of_header_names(self) -> None:
+        server = self.start("--directory", str(self.site), "--cors")
+        with server.connect() as conn:  # obs-fold: the continuation line was echoed as a header of its own
+            conn.sendall(
+                b"OPTIONS / HTTP/1.1\r\nHost: t\r\nAccess-Control-Request-Headers: a\r\n X-Injected: 1\r\n\r\n"
+            )
+            reply, _ = read_until_closed(conn, timeout=5)
+        self.assertRegex(reply, rb"^HTTP/1\.1 400 ")
+        self.assertNotIn(b"X-Injected", reply)
+        for requested in ("x-a; x-b", "x-a x-b", "<script>"):
+            with self.subTest(requested=requested):
+                headers = {"Access-Control-Request-Headers": requested}
+                response, _ = self.http("OPTIONS", "/", headers=headers, server=server)
+                self.assertEqual(response.status, 204)
+                self.assertIsNone(response.getheader("Access-Control-Allow-Headers"))
+
+    def test_connection_is_a_list_of_tokens(self) -> None:
+        server = self.start("--directory", str(self.site), "--timeout", "5")
+        for value in (b"keep-alive, close", b"Close", b"upgrade,close"):
+            with self.subTest(connection=value), server.connect() as conn:
+                conn.sendall(b"GET /docs/notes.txt HTTP/1.1\r\nHost: test\r\nConnection: " + value + b"\r\n\r\n")
+                sent = time.monotonic()
+                reply, closed = read_until_closed(conn, timeout=10)
+                self.assertRegex(reply, rb"^HTTP/1\.1 200 ")
+                self.assertLess(closed - sent, 2.0)  # closed after the response, not after the 5 s idle timeout
+
+    def test_undecodable_paths_get_404_not_a_traceback(self) -> None:
+        # Lone surrogates (%ed%a0%80 is one, in UTF-8's form) and invalid UTF-8, in the path and in the query.
+        for path in ("/%ed%a0%80", "/docs/%ed%a0%80", "/%ed%a0%80/", "/%ff", "/%c3%28", "/docs/?%ed%a0%80", "/?%ff"):
+            with self.subTest(path=path):
+                reply = self.raw(f"GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n".encode())
+                self.assertRegex(reply, rb"^HTTP/1\.1 (200|400|404) ")
+        self.assertNotIn("Traceback", self.server.log())
+
+    def slow_download(self, server: Server, path: str) -> socket.socket:
+        """A connection that asked for path, with a small receive buffer, and has read nothing yet."""
+        conn = socket.socket()
+        self.addCleanup(conn.close)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)  # before connect(): the window is set then
+        conn.settimeout(10)
+        conn.connect((server.host, server.port))
+        conn.sendall(f"GET {path} HTTP/1.1\r\nHost: test\r\n\r\n".encode())
+        return conn
+
+    def test_a_stop_lets_a_pipelined_download_finish(self) -> None:
+        # The client has sent its next request while it reads (pipelining): the
+        # stop must not leave that unread, or close() resets the connection and
+        # the reset destroys the end of the file in the client's buffers.
+        server = self.start("--directory", str(self.site), "--timeout", "5")
+        conn = self.slow_download(server, "/big.bin")
+        started = time.monotonic()
+        chunks, ending, next_sent, stopped = [], "end of stream", False, False
+        try:
+            while chunk := conn.recv(32768):
+                chunks.append(chunk)
+                elapsed = time.monotonic() - started
+                if elapsed > 0.3 and not next_sent:
+                    conn.sendall(b"GET /docs/notes.txt HTTP/1.1\r\nHost: test\r\n\r\n")
+                    next_sent = True
+                if elapsed > 0.6 and not stopped:
+                    server.process.send_signal(signal.SIGTERM)
+                    stopped = True
+                time.sleep(0.01)  # a slow reader, 3 MB/s: the stop lands while the file is still going out
+        except ConnectionResetError:
+            ending = "reset"
+        reply = b"".join(chunks)
+        head, _, body = reply.partition(b"\r\n\r\n")
+        self.assertTrue(stopped, "the download ended before the stop")
+        self.assertEqual(ending, "end of stream")
+        self.assertRegex(head, rb"^HTTP/1\.1 200 ")
+        self.assert_same_bytes(body[: 8 * MIB], (self.site / "big.bin").read_bytes())
+        self.assertEqual(server.process.wait(STOP_TIMEOUT), 0, server.log())
+
+    def test_a_download_still_going_at_the_stop_is_cut_after_the_timeout(self) -> None:
+        # A client that reads a little now and then resets each send()'s
+        # time-out: the stop must not wait for the end of its download.
+        path = self.site / "huge.bin"
+        path.write_bytes(bytes(32 * MIB))
+        self.addCleanup(path.unlink)
+        server = self.start("--directory", str(self.site), "--timeout", "2")
+        conn = self.slow_download(server, "/huge.bin")
+        received = []
+
+        def read_slowly() -> None:
+            try:
+                while chunk := conn.recv(16384):
+                    received.append(len(chunk))
+                    # 1.6 MB/s, 20 s for the file: fast enough that no send()
+                    # waits 2 s for room in the socket's buffer.
+                    time.sleep(0.01)
+            except OSError:
+                pass
+
+        reader = threading.Thread(target=read_slowly)
+        reader.start()
+        self.addCleanup(reader.join)
+        wait_for(lambda: sum(received) > 0, 5, "no byte of the file arrived")
+        stopped = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        self.assertEqual(server.process.wait(STOP_TIMEOUT), 0, server.log())
+        self.assertLess(time.monotonic() - stopped, 3.5)  # --timeout 2, and a margin
+        conn.shutdown(socket.SHUT_RDWR)
+        reader.join()
+        self.assertLess(sum(received), 32 * MIB)
+
+    def test_a_file_that_shrinks_while_sent_ends_the_connection(self) -> None:
+        path = self.site / "shrinking.bin"
+        path.write_bytes(bytes(8 * MIB))
+        self.addCleanup(path.unlink)
+        server = self.start("--directory", str(self.site), "--timeout", "5")
+        conn = self.slow_download(server, "/shrinking.bin")
+        first = conn.recv(65536)
+        self.assertRegex(first, rb"(?s)^HTTP/1\.1 200 .*\r\nContent-Length: 8388608\r\n")
+        os.truncate(path, MIB)
+        truncated = time.monotonic()
+        rest, closed = read_until_closed(conn, timeout=10)
+        self.assertLess(len(first) + len(rest), 8 * MIB)
+        self.assertLess(closed - truncated, 3.0)  # closed, not left open until the 5 s idle timeout
+        server.wait_for_log(r"#\d+ /shrinking\.bin: \d+ of 8388608 bytes, the file shrank: closed")
+
+    def test_a_client_that_aborts_a_download_is_no_error(self) -> None:
+        server = self.start("--directory", str(self.site))
+        conn = self.slow_download(server, "/big.bin")
+        conn.recv(65536)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.close()  # with SO_LINGER 0: a reset, as when a browser tab closes mid-download
+        server.wait_for_log(r"#\d+ went away|Traceback")
+        self.assertNotIn("Traceback", server.log())
+        self.assert_serves(server)
+
     def test_a_missing_directory_is_one_line_and_exit_1(self) -> None:
         result = run_script(self.script, "0", "--directory", "/no/such/dir")
         self.assertEqual((result.returncode, result.stderr), (1, "not a directory: /no/such/dir\n"))
@@ -1190,8 +1386,12 @@ class HttpsStaticTest(ServerTestCase):
             timeout=30,
         )
 
+    @property
+    def tls_args(self) -> tuple[str, ...]:
+        return ("--directory", str(self.folder), "--tls-cert", str(self.cert), "--tls-key", str(self.key))
+
     def start_tls(self) -> Server:
-        return self.start("--directory", str(self.folder), "--tls-cert", str(self.cert), "--tls-key", str(self.key))
+        return self.start(*self.tls_args)
 
     def get(self, server: Server, path: str) -> tuple[int, bytes]:
         context = ssl.create_default_context(cafile=str(self.cert))  # trusts this certificate, verifies the host
@@ -1217,6 +1417,31 @@ class HttpsStaticTest(ServerTestCase):
         server.wait_for_log(r"#\d+ TLS handshake failed")
         self.assertEqual(self.get(server, "/hello.txt"), (200, b"over TLS"))  # while the silent one still waits
         silent.close()
+        self.assert_clean_exit(server)
+
+    def test_a_stalled_handshake_does_not_hold_up_the_stop(self) -> None:
+        # A connection that never sends its ClientHello has asked for nothing:
+        # it is idle, and idle connections are closed at once at the stop.
+        server = self.start(*self.tls_args, "--timeout", "3")
+        with server.connect():
+            server.wait_until_accepted()
+            stopped = time.monotonic()
+            server.process.send_signal(signal.SIGTERM)
+            self.assertEqual(server.process.wait(STOP_TIMEOUT), 0, server.log())
+        self.assertLess(time.monotonic() - stopped, 1.5)
+
+    def test_the_server_ends_tls_with_close_notify(self) -> None:
+        # A strict client (suppress_ragged_eofs=False, as openssl s_client is)
+        # takes a TCP end without close_notify for a cut: SSLEOFError.
+        server = self.start_tls()
+        context = ssl.create_default_context(cafile=str(self.cert))
+        raw = server.connect()
+        with context.wrap_socket(raw, server_hostname=server.host, suppress_ragged_eofs=False) as conn:
+            conn.sendall(b"GET /hello.txt HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+            chunks = []
+            while chunk := conn.recv(65536):  # ends with b"" after close_notify, raises without it
+                chunks.append(chunk)
+        self.assertTrue(b"".join(chunks).endswith(b"\r\n\r\nover TLS"))
         self.assert_clean_exit(server)
 
     def test_a_bad_certificate_is_one_line_and_exit_1(self) -> None:
@@ -1249,13 +1474,18 @@ peer.HTTPServer = http_static.StaticServer
 case = peer.SimpleHTTPServerTestCase
 case.request_handler = Handler
 for name in sys.argv[2:]:
+    if not hasattr(case, name):
+        sys.exit(f"{name}: declared in PEER_DIFFERENCES, but this Python's suite has no such test")
     setattr(case, name, unittest.expectedFailure(getattr(case, name)))
 tests = unittest.defaultTestLoader.loadTestsFromTestCase(case)
 sys.exit(0 if unittest.TextTestRunner().run(tests).wasSuccessful() else 1)
 """
-# Where http_static.py answers differently from http.server on purpose. Each
+# Where http_static.py answers differently from http.server on purpose, and the
+# Python versions whose suite tests it (from, up to but not including). Each
 # of these tests must fail (an unexpected success fails the run: the entry
-# would be stale); every other test of the suite must pass.
+# would be stale); every other test of the suite must pass. The security
+# promises (no open redirect, nothing outside the directory, dotfiles hidden)
+# win over what http.server does.
 PEER_DIFFERENCES = {
     "test_browser_cache_with_If_None_Match_header": "http.server has no ETags and ignores If-None-Match;"
     " here 'If-None-Match: *' matches the file, so 304, as RFC 9110 says",
@@ -1263,16 +1493,40 @@ PEER_DIFFERENCES = {
     " request: /python.org/..%2f../dir comes back as /dir/, never echoing another host's name",
     "test_path_without_leading_slash": "a request target without its leading slash redirects to an absolute"
     " path (/dir/?q), not a relative one",
+    "test_undecodable_parameter": "a listing's title names the directory, without the query, on every Python,"
+    " as 3.14's http.server does (its test_list_dir_with_query_and_fragment)",
+    "test_get": "'/dir%2f' is redirected to '/dir/' (301), not listed (200): in a listing served at /dir%2f,"
+    " a browser resolves every relative link against '/', outside the directory",
+    **{
+        name: "no extra_response_headers (3.15's http.server --header): http_static's responses carry the"
+        " headers it documents, and --cors adds its own"
+        for name in (
+            "test_extra_response_headers_dont_overwrite_default_headers",
+            "test_extra_response_headers_get_file",
+            "test_extra_response_headers_list_dir",
+            "test_extra_response_headers_missing_on_404",
+            "test_multiple_requests_dont_duplicate_extra_response_headers",
+        )
+    },
+}
+# The differences that only some versions' suites test: (from, up to but not including); the others, all.
+PEER_VERSIONS = {
+    "test_undecodable_parameter": ((3, 8), (3, 14)),  # 3.14 has the new test instead
+    "test_get": ((3, 14), (99,)),  # 3.14 added '%2f' as a trailing slash
+    **{name: ((3, 15), (99,)) for name in PEER_DIFFERENCES if "extra_response_headers" in name},
 }
 
 
 class HttpStaticPeerTest(unittest.TestCase):
     def test_cpython_own_suite_passes_but_for_the_declared_differences(self) -> None:
-        result = run_script("-c", PEER_SUITE, str(HERE), *PEER_DIFFERENCES, timeout=60)
+        here = sys.version_info[:2]
+        declared = [name for name in PEER_DIFFERENCES if PEER_VERSIONS.get(name, ((3,), (99,)))[0] <= here]
+        declared = [name for name in declared if here < PEER_VERSIONS.get(name, ((3,), (99,)))[1]]
+        result = run_script("-c", PEER_SUITE, str(HERE), *declared, timeout=60)
         if result.returncode == 3:
             self.skipTest("this interpreter has no test.test_httpservers")
         self.assertEqual(result.returncode, 0, result.stderr)
-        self.assertIn(f"expected failures={len(PEER_DIFFERENCES)}", result.stderr)
+        self.assertIn(f"expected failures={len(declared)}", result.stderr)
 
 
 # The end of a program that made `server` with wsgi_app.make_server(): it

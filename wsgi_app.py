@@ -26,10 +26,12 @@ Try it:  python wsgi_app.py 8000
 from __future__ import annotations
 
 import argparse
+import http.server
 import io
 import itertools
 import logging
 import math
+import re
 import signal
 import socket
 import socketserver
@@ -50,6 +52,15 @@ LINGER_SECONDS = 2.0
 LINGER_BYTES = 16 * 1024 * 1024
 CHUNK_SIZE = 64 * 1024  # one recv() per chunk while discarding
 
+# Request heads by RFC 9112, and no further: a request line of visible ASCII,
+# header lines of a token, a colon and visible characters, each ending in CRLF.
+# A bare CR or LF, obs-fold and NUL match neither. One quantifier a line: a
+# line of spaces that fails must fail in one pass, not in one per space.
+TOKEN = rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+"  # RFC 9110 5.6.2: a method, a header name
+REQUEST_LINE = re.compile(rb"(%s) ([!-~]+) HTTP/([0-9])\.([0-9])\r\n" % TOKEN)
+HEADER_LINE = re.compile(rb"(%s):([\t !-~\x80-\xff]*)\r\n" % TOKEN)
+MAX_LINE = 65536  # http.server's bounds: the bytes of one line, and the header lines of a request
+MAX_HEADERS = 100
 # A route handler takes the environ and returns (status, extra headers, body);
 # app() does the WSGI part, so every handler is a plain function to test.
 Response = Tuple[str, list, bytes]
@@ -357,7 +368,103 @@ class RequestReader(io.RawIOBase):
             self.conn.settimeout(self.timeout)  # the bound of each write that follows
 
 
-class RequestHandler(WSGIRequestHandler):
+class StrictRequest(http.server.BaseHTTPRequestHandler):
+    """parse_request() by RFC 9112, strictly: a 400 and a close for anything else.
+
+    http.server splits the request line on any whitespace and hands the header
+    lines to the email package, which reads them its own way: a bare CR ends a
+    header ('X: a\\rContent-Length: 5' is two), obs-fold continues one (echoed,
+    '\\r\\n X-Injected: 1' is a header injected into the response), the first
+    line it cannot parse ends the headers (the rest, Content-Length included,
+    is ignored), and of two Content-Length headers the first wins. A proxy in
+    front that reads the same bytes another way sees other requests than this
+    server does, and a request hidden in another's body gets past it: request
+    smuggling. So each line is matched whole, and the framing headers
+    (Content-Length, Transfer-Encoding, Host, Connection) are checked as RFC
+    9112 says. Each line is matched once and the headers built directly: 4 us
+    for five headers where http.client.parse_headers() takes 12-17 us.
+    """
+
+    content_length = 0  # of the request's body, once parse_request() has accepted it
+    expects_continue = False  # the client waits for 100 Continue before it sends the body
+
+    def parse_request(self) -> bool:
+        self.command = None  # read by send_error()
+        self.request_version = "HTTP/1.0"  # so that a refusal has a status line (HTTP/0.9 has none)
+        self.close_connection = True
+        self.content_length = 0
+        self.expects_continue = False
+        line = REQUEST_LINE.fullmatch(self.raw_requestline)
+        if line is None:
+            self.requestline = repr(self.raw_requestline.rstrip(b"\r\n"))[2:-1]  # logged: no control bytes
+            return self.refuse(400, "Bad request line")
+        self.requestline = self.raw_requestline[:-2].decode("ascii")
+        method, target, major, minor = line.groups()
+        if major != b"1":
+            return self.refuse(505, "HTTP version not supported")
+        self.command, self.path = method.decode("ascii"), target.decode("ascii")
+        self.request_version = "HTTP/1." + minor.decode("ascii")
+        headers = self.MessageClass()
+        for _ in range(MAX_HEADERS + 1):
+            raw = self.rfile.readline(MAX_LINE + 1)
+            if raw == b"\r\n":
+                break
+            if not raw.endswith(b"\n"):
+                if len(raw) > MAX_LINE:
+                    return self.refuse(431, "Header line too long")
+                return False  # the client went away mid-request: nobody to answer
+            field = HEADER_LINE.fullmatch(raw)
+            if field is None:
+                return self.refuse(400, "Bad header line")
+            headers[field.group(1).decode("ascii")] = field.group(2).strip(b"\t ").decode("latin-1")
+        else:
+            return self.refuse(431, "Too many headers")
+        return self.check_framing(headers, minor == b"0")
+
+    def check_framing(self, headers: Any, http10: bool) -> bool:
+        """The headers that say where this request ends and the next begins (RFC 9112 6, 9.3; 3.2 for Host)."""
+        hosts = headers.get_all("Host", ())
+        if len(hosts) > 1 or not (hosts or http10):
+            return self.refuse(400, "An HTTP/1.1 request needs one Host header")
+        if "Transfer-Encoding" in headers:
+            # Neither server decodes chunked bodies. Past one coding it is
+            # not even chunked (501); with Content-Length, or from HTTP/1.0,
+            # the framing is ambiguous, and that connection must close (400).
+            codings = [coding.strip().lower() for coding in ",".join(headers.get_all("Transfer-Encoding")).split(",")]
+            if "Content-Length" in headers or http10 or codings[-1] != "chunked":
+                return self.refuse(400, "Transfer-Encoding with Content-Length, from HTTP/1.0, or not chunked")
+            if len(codings) > 1:
+                return self.refuse(501, "Transfer codings other than chunked are not supported")
+            return self.refuse(411, "Length Required: send the body with a Content-Length")
+        lengths = headers.get_all("Content-Length")
+        if lengths:
+            # '5, 5' and two headers that say 5 are one length (RFC 9110 8.6); 5 and 6 are an attack.
+            values = {value.strip() for value in ",".join(lengths).split(",")}
+            value = values.pop()
+            if values or not (value.isascii() and value.isdigit()):
+                return self.refuse(400, "Bad or conflicting Content-Length")
+            # Counted before int() sees them: 3.11 and later refuse 4,300 digits (ValueError).
+            digits = value.lstrip("0") or "0"
+            if len(digits) > 18:
+                return self.refuse(413, "Content Too Large")
+            self.content_length = int(digits)
+            del headers["Content-Length"]  # one clean value for whoever reads it next (wsgiref)
+            headers["Content-Length"] = str(self.content_length)
+        # A list of tokens: 'keep-alive, close' closes.
+        options = {option.strip().lower() for option in ",".join(headers.get_all("Connection", ())).split(",")}
+        keep_alive = self.protocol_version >= "HTTP/1.1" and (not http10 or "keep-alive" in options)
+        self.close_connection = "close" in options or not keep_alive
+        self.expects_continue = not http10 and headers.get("Expect", "").lower() == "100-continue"
+        self.headers = headers
+        return True
+
+    def refuse(self, code: int, message: str) -> bool:
+        """Send an error response, which closes the connection; False, for parse_request() to return."""
+        self.send_error(code, message)
+        return False
+
+
+class RequestHandler(StrictRequest, WSGIRequestHandler):
     server: PooledWSGIServer
     # socketserver's default, 0, writes each piece at once: wsgiref sends the
     # status line, Date, Server, the other headers and the body as five
