@@ -1571,6 +1571,26 @@ class WsgiAppTest(HttpServerTests):
             response = other.getresponse()  # the other thread answers
             self.assertEqual((response.status, response.read()), (200, b"Hello world!"))
 
+    def test_a_stop_refuses_new_connections_at_once_and_finishes_the_request_in_progress(self) -> None:
+        server = self.start("--timeout", "5")
+
+        def refused() -> bool:
+            try:
+                socket.create_connection((server.host, server.port), timeout=1).close()
+            except ConnectionRefusedError:
+                return True
+            return False
+
+        with server.connect() as conn:
+            conn.sendall(b"POST /reverse HTTP/1.1\r\nHost: test\r\nContent-Length: 5\r\n\r\nhel")
+            server.wait_until_accepted()
+            server.process.send_signal(signal.SIGTERM)
+            wait_for(refused, 2, "a new connection was still accepted after the stop")
+            conn.sendall(b"lo")
+            reply, _ = read_until_closed(conn, timeout=5)
+        self.assertTrue(reply.endswith(b"\r\n\r\nolleh"), reply)
+        self.assertEqual(server.process.wait(STOP_TIMEOUT), 0, server.log())
+
     def test_hello(self) -> None:
         response, body = self.http("GET", "/")
         self.assertEqual(response.getheader("Content-Type"), "text/plain; charset=utf-8")
@@ -1602,6 +1622,70 @@ class WsgiAppTest(HttpServerTests):
             conn.shutdown(socket.SHUT_WR)
             reply, _ = read_until_closed(conn, timeout=5)
         self.assertRegex(reply, rb"^HTTP/1\.[01] 400 ")
+
+    def test_a_length_with_whitespace_or_said_twice_is_one_length(self) -> None:
+        for lengths in (
+            b"Content-Length: 5 \r\n",
+            b"Content-Length:\t5\t\r\n",
+            b"Content-Length: 5, 5\r\n",
+            b"Content-Length: 5\r\nContent-Length: 5\r\n",
+            b"Content-Length: 005\r\n",
+        ):
+            with self.subTest(lengths=lengths):
+                reply = self.raw(b"POST /reverse HTTP/1.1\r\nHost: test\r\n" + lengths + b"\r\nhello")
+                self.assertRegex(reply, rb"(?s)^HTTP/1\.0 200 .*\r\n\r\nolleh$")
+
+    def test_expect_100_continue_gets_it_before_the_body_is_read(self) -> None:
+        # curl sends 'Expect: 100-continue' with a body over 1 KiB, then waits
+        # up to a second for it before sending the body anyway.
+        body = b"x" * 2000 + b"!"
+        with self.server.connect() as conn:
+            conn.sendall(
+                b"POST /reverse HTTP/1.1\r\nHost: test\r\nExpect: 100-continue\r\nContent-Length: 2001\r\n\r\n"
+            )
+            conn.settimeout(0.5)  # well within curl's second
+            self.assertEqual(conn.recv(100), b"HTTP/1.1 100 Continue\r\n\r\n")
+            conn.sendall(body)
+            reply, _ = read_until_closed(conn, timeout=5)
+        self.assertRegex(reply, rb"^HTTP/1\.0 200 ")
+        self.assertTrue(reply.endswith(body[::-1]))
+        # A body the application refuses unread: the final status at once, and no 100.
+        with self.server.connect() as conn:
+            conn.sendall(
+                b"POST /reverse HTTP/1.1\r\nHost: test\r\nExpect: 100-continue\r\nContent-Length: 9999999\r\n\r\n"
+            )
+            reply, _ = read_until_closed(conn, timeout=5)
+        self.assertRegex(reply, rb"^HTTP/1\.0 413 ")
+
+    def test_a_client_that_does_not_read_its_response_is_one_log_line(self) -> None:
+        # /reverse answers 1 MiB at most, which the kernel's buffers take whole:
+        # an application with a larger answer, and a client that never reads it.
+        program = """
+import logging, socket, threading, wsgi_app
+done = threading.Event()
+class Seen(logging.Handler):
+    def emit(self, record):
+        print(record.getMessage(), flush=True)
+        done.set()
+logging.getLogger("wsgi_app").addHandler(Seen())
+logging.getLogger("wsgi_app").setLevel(logging.INFO)
+server = wsgi_app.make_server(wsgi_app.parse_args(["0", "--timeout", "1"]))
+server.set_app(lambda environ, start_response: start_response("200 OK", []) and [bytes(16 * 1024 * 1024)])
+thread = threading.Thread(target=server.serve_forever)
+thread.start()
+with socket.socket() as conn:
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    conn.connect(("127.0.0.1", server.server_port))
+    conn.sendall(b"GET / HTTP/1.0\\r\\n\\r\\n")
+    done.wait(10)  # the write's --timeout is 1 s
+    server.shutdown()
+thread.join()
+server.server_close()
+"""
+        result = run_script("-c", program, timeout=30)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertRegex(result.stdout, r"#1 did not read its response within --timeout: closed")
+        self.assertNotIn("Traceback", result.stderr)
 
     def test_unknown_path_and_wrong_method(self) -> None:
         self.assertEqual(self.http("GET", "/nowhere")[0].status, 404)

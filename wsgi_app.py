@@ -38,8 +38,8 @@ import socketserver
 import sys
 import threading
 import time
-from typing import Any, Callable, Iterable, Tuple
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
+from typing import Any, BinaryIO, Callable, Iterable, Iterator, Tuple
+from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer
 
 MAX_BODY = 1024 * 1024  # POST /reverse reads no more than this
 BACKLOG = max(socket.SOMAXCONN, 4096)
@@ -245,15 +245,19 @@ class PooledWSGIServer(WSGIServer):
         self.request_timeout = timeout
         self.threads = threads
         self.numbers = itertools.count(1)
-        self.stopping = threading.Event()
+        # A plain attribute, not an Event: a stop signal's handler sets it (see
+        # stop_on_signals()), and Event.set() takes a lock.
+        self.stop_requested = False
         self.finished = threading.Event()  # set when serve_forever() returns
         super().__init__(address, RequestHandler)
 
     def serve_forever(self, poll_interval: float = 0.5) -> None:
         """Serve on self.threads threads until stop(); return when each has finished its client."""
         # The listener's timeout is how often a thread waiting in accept()
-        # looks at self.stopping: closing a socket does not wake a thread
-        # blocked on it. (Accepted sockets are still blocking ones.)
+        # looks at self.stop_requested when shutdown() asks from another
+        # thread: closing a socket does not wake a thread blocked on it. (A stop
+        # signal wakes them at once: see stop_on_signals(). Accepted sockets
+        # are still blocking ones.)
         self.socket.settimeout(poll_interval)
         self.finished.clear()
         workers: list[threading.Thread] = []
@@ -266,21 +270,23 @@ class PooledWSGIServer(WSGIServer):
             # "can't start new thread": a limit on tasks (ulimit -u, a
             # cgroup's pids.max, systemd's TasksMax) or on memory. The
             # threads already started stop, and the caller hears of it.
-            self.stopping.set()
+            self.stop_requested = True
             raise
         finally:
             for thread in workers:
                 thread.join()
-            self.stopping.clear()  # as socketserver's: it can serve again
+            self.stop_requested = False  # as socketserver's: it can serve again
             self.finished.set()
 
     def accept_and_serve(self) -> None:
-        while not self.stopping.is_set():
+        while not self.stop_requested:
             try:
                 request, client_address = self.get_request()
-            except socket.timeout:  # nobody came: look at self.stopping again
+            except socket.timeout:  # nobody came: look at self.stop_requested again
                 continue
             except OSError as exc:
+                if self.stop_requested:  # the listener is shut down (stop_on_signals())
+                    break
                 # Out of file descriptors (EMFILE), or a client that gave up
                 # while queued: the server carries on. The pause keeps a full
                 # fd table from turning this loop into a busy spin.
@@ -296,7 +302,7 @@ class PooledWSGIServer(WSGIServer):
 
     def stop(self) -> None:
         """Make serve_forever() return, once each thread has finished its client; return at once."""
-        self.stopping.set()
+        self.stop_requested = True
 
     def shutdown(self) -> None:
         """Stop, and wait until serve_forever()'s threads have finished (socketserver's promise)."""
@@ -307,17 +313,6 @@ class PooledWSGIServer(WSGIServer):
         # does, it waits forever if serve_forever() is never called.
         self.stop()
         self.finished.wait()
-
-    def set_app(self, application: Callable) -> None:
-        # wsgiref's request handler tells every application that no other
-        # thread calls it at the same time (wsgi.multithread False, PEP 3333),
-        # and an application may count on that to leave shared state unlocked.
-        # Here self.threads threads call it at once.
-        def threaded(environ: dict, start_response: Callable) -> Iterable[bytes]:
-            environ["wsgi.multithread"] = True
-            return application(environ, start_response)
-
-        super().set_app(threaded)
 
     def server_bind(self) -> None:
         # WSGIServer.server_bind() goes through HTTPServer's, which looks up
@@ -487,11 +482,28 @@ class RequestHandler(StrictRequest, WSGIRequestHandler):
 
     def handle(self) -> None:
         try:
-            super().handle()
+            self.handle_one_request()
         except socket.timeout:  # from the request line or the headers: wsgiref lets it out
             log.info("#%d sent no complete request in time: closed", self.number)
         except ConnectionError:  # a reset before the request was whole
             log.info("#%d disconnected before a complete request", self.number)
+
+    def handle_one_request(self) -> None:
+        """WSGIRequestHandler.handle(), with this module's wsgi.input and response handler."""
+        self.raw_requestline = self.rfile.readline(MAX_LINE + 1)
+        if len(self.raw_requestline) > MAX_LINE:
+            self.requestline = self.request_version = self.command = ""
+            self.send_error(414)
+            return
+        if not self.parse_request():  # the error response is sent
+            return
+        body = RequestBody(self.rfile, self.content_length, self.wfile if self.expects_continue else None)
+        # multithread: wsgiref says False, that no other thread calls the
+        # application at the same time (PEP 3333), and an application may
+        # count on that to leave shared state unlocked. Here self.threads do.
+        handler = ResponseHandler(body, self.wfile, self.get_stderr(), self.get_environ(), multithread=True)
+        handler.request_handler = self  # what wsgiref's handler logs through
+        handler.run(self.server.get_app())
 
     def finish(self) -> None:
         super().finish()  # sends what is still buffered
@@ -516,6 +528,70 @@ class RequestHandler(StrictRequest, WSGIRequestHandler):
         log.info("#%d " + format, self.number, *args)  # formatted only if logged
 
 
+class RequestBody:
+    """wsgi.input: the body, and no byte past it; 100 Continue before the first read, if the client waits for it.
+
+    A client that sends 'Expect: 100-continue' (curl does, past 1 KiB) waits
+    for that interim response before it sends the body, or for a second
+    without it: wsgiref sends none. Sent at the first read, it is never sent
+    for a body the application refuses unread (411, 413): the client gets the
+    final status at once, and sends nothing. And reading past Content-Length
+    would wait for bytes that never come (until --timeout).
+    """
+
+    def __init__(self, rfile: BinaryIO, length: int, continue_to: BinaryIO | None) -> None:
+        self.rfile = rfile
+        self.remaining = length
+        self.continue_to = continue_to
+
+    def read(self, size: int = -1) -> bytes:
+        return self.take(self.rfile.read, size)
+
+    def readline(self, size: int = -1) -> bytes:
+        return self.take(self.rfile.readline, size)
+
+    def readlines(self, hint: int = -1) -> list[bytes]:
+        return list(iter(self.readline, b""))
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.readline, b"")
+
+    def take(self, read: Callable[[int], bytes], size: int | None) -> bytes:
+        if self.continue_to is not None:
+            self.continue_to.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # only to HTTP/1.1 clients
+            self.continue_to.flush()
+            self.continue_to = None
+        if size is None or size < 0 or size > self.remaining:
+            size = self.remaining
+        data = read(size) if size else b""
+        self.remaining -= len(data)
+        return data
+
+
+class ResponseHandler(ServerHandler):
+    """wsgiref's handler, for which a client that does not read its response is no error.
+
+    A write that waits --timeout for room in the socket's buffers raises
+    socket.timeout, which wsgiref passes to handle_error(): a traceback, for a
+    client that only stopped reading. (It lets resets and broken pipes go.)
+    """
+
+    request_handler: RequestHandler
+
+    def handle_error(self) -> None:
+        if not isinstance(sys.exc_info()[1], socket.timeout):
+            super().handle_error()  # the application's own error: its traceback, and a 500
+            return
+        handler = self.request_handler
+        log.info("#%d did not read its response within --timeout: closed", handler.number)
+        # Shut down, so that what is still buffered fails at once: flushed,
+        # it would wait --timeout once more.
+        try:
+            handler.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
 def format_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
@@ -526,11 +602,42 @@ def reason(exc: OSError) -> str:
 
 
 def stop_on_signals(server: PooledWSGIServer) -> None:
-    """Make SIGINT and SIGTERM end serve_forever()."""
-    # The handler runs in the main thread, between two waits of its join():
-    # it only sets a flag, and the threads finish their clients.
+    """Make SIGINT and SIGTERM refuse new connections at once, and end serve_forever() once each client is served.
+
+    A Python signal handler runs in the main thread, between two bytecodes of
+    whatever that thread was doing: here serve_forever(), which starts and
+    joins the pool's threads. So the handler must take no lock: Event.set()
+    takes one, which the main thread may hold in that very instant (in
+    Event.clear() or join()), and a handler that waits for a lock its own
+    thread holds waits forever. It sets a plain attribute that the threads
+    read between two clients, and stops the listener (stop_listening()),
+    which wakes the threads blocked in accept() at once.
+    """
+
+    def stop(signum: int, frame: Any) -> None:
+        server.stop_requested = True  # first: a thread woken by the listener's end looks at it
+        stop_listening(server.socket)
+
     for signum in STOP_SIGNALS:
-        signal.signal(signum, lambda signum, frame: server.stop())
+        signal.signal(signum, stop)
+
+
+def stop_listening(listener: socket.socket) -> None:
+    """Refuse new connections from now on, in every process that holds the listener.
+
+    close() frees this process's descriptor only (forked children hold their
+    own), and cannot be done while the accept loop may still be selecting on
+    it. On Linux, shutdown() takes the socket itself out of the LISTEN state:
+    a connect is refused (ECONNREFUSED) at once, one queued but not yet
+    accepted gets a reset, and accept() fails with EINVAL. A load balancer
+    moves on from a refusal at once, where a connection left in the queue
+    would wait out its time-out. Other systems refuse the call (ENOTCONN); there
+    the listener stops when the server closes it, a moment later.
+    """
+    try:
+        listener.shutdown(socket.SHUT_RD)
+    except OSError:  # not Linux, or closed already
+        pass
 
 
 def ignore_stop_signals() -> None:
