@@ -392,12 +392,14 @@ class StrictRequest(http.server.BaseHTTPRequestHandler):
         line = REQUEST_LINE.fullmatch(self.raw_requestline)
         if line is None:
             self.requestline = repr(self.raw_requestline.rstrip(b"\r\n"))[2:-1]  # logged: no control bytes
+            if self.raw_requestline.startswith(b"HEAD "):
+                self.command = "HEAD"  # the refusal has no body, which the client would read as the next response
             return self.refuse(400, "Bad request line")
         self.requestline = self.raw_requestline[:-2].decode("ascii")
         method, target, major, minor = line.groups()
+        self.command, self.path = method.decode("ascii"), target.decode("ascii")
         if major != b"1":
             return self.refuse(505, "HTTP version not supported")
-        self.command, self.path = method.decode("ascii"), target.decode("ascii")
         self.request_version = "HTTP/1." + minor.decode("ascii")
         headers = self.MessageClass()
         for _ in range(MAX_HEADERS + 1):
