@@ -26,17 +26,23 @@ http.server` gets wrong for real use:
 - --cors for a page on another origin (a dev server on another port);
 - --tls-cert and --tls-key for HTTPS, as Python 3.14's http.server has, on
   every Python from 3.8;
+- requests are read by RFC 9112, strictly (StrictRequest): obs-fold, a bare
+  CR or LF, NUL, conflicting lengths, Transfer-Encoding with Content-Length
+  and HTTP/1.1 without Host get 400 and a close, where http.server's parser
+  let through what request smuggling and header injection are made of; a body
+  on a GET is dropped, never read as the next request;
 - each request must arrive within --timeout (idle time before it included,
-  and a trickle of bytes does not extend it), shutdown closes idle
-  connections at once and lets responses in progress finish, and the server
+  and a trickle of bytes does not extend it); shutdown closes idle
+  connections (and TLS handshakes) at once and gives responses in progress
+  --timeout to finish; a client that goes away is no error; and the server
   never does a reverse DNS lookup at start.
 
 Concurrency: a thread per connection (ThreadingHTTPServer). It is NOT a
 production server: no HTTP/2, no compression, a thread per keep-alive
-connection (a few hundred idle browsers hold a few hundred threads), and
-http.server's parser was written for clarity, not for hostile traffic. For the
-internet, put the files behind nginx, Caddy or a CDN; use this for local
-development and trusted networks.
+connection (a few hundred idle browsers hold a few hundred threads), and a
+strict parser is still not a hardened one: it has been fuzzed against h11, not
+attacked for years as nginx has. For the internet, put the files behind nginx,
+Caddy or a CDN; use this for local development and trusted networks.
 
 HTTPS for local use, such as a phone on the LAN that needs a secure context
 (service workers, the camera): make a self-signed certificate,
@@ -276,6 +282,8 @@ class StaticServer(http.server.ThreadingHTTPServer):
         """
         thread = threading.Thread(target=self.process_request_thread, args=(request, client_address))
         thread.daemon = self.daemon_threads
+        with self.waiting_lock:
+            self.connections.add(request)
         try:
             thread.start()
         except RuntimeError as exc:
@@ -283,6 +291,11 @@ class StaticServer(http.server.ThreadingHTTPServer):
             self.shutdown_request(request)
             return
         self.threads.add(thread)  # weakly: a thread that has ended leaves the set
+
+    def shutdown_request(self, request: Any) -> None:
+        with self.waiting_lock:
+            self.connections.discard(request)
+        super().shutdown_request(request)
 
     def server_close(self) -> None:
         """Close the idle keep-alive connections at once, then join the threads.
@@ -570,8 +583,6 @@ class StaticHandler(StrictRequest, http.server.SimpleHTTPRequestHandler):
         self.timeout = self.server.idle_timeout
         self.number = next(self.server.numbers)
         self.responded = False
-        with self.server.waiting_lock:
-            self.server.connections.add(self.request)
         super().setup()
         self.rfile.close()  # socketserver's, whose reads the socket's timeout bounds one by one
         self.reader = RequestReader(self.connection, self.server.idle_timeout)
@@ -681,7 +692,6 @@ class StaticHandler(StrictRequest, http.server.SimpleHTTPRequestHandler):
     def finish(self) -> None:
         with self.server.waiting_lock:
             self.server.waiting.discard(self.connection)
-            self.server.connections.discard(self.connection)
         super().finish()  # sends what is still buffered
         if self.tls:
             send_close_notify(self.connection)

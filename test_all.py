@@ -2932,6 +2932,7 @@ del (
     ConcurrentServerTests,
     ForkingServerTests,
     EventLoopServerTests,
+    HttpFuzzTests,
 )
 
 

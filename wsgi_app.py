@@ -13,8 +13,11 @@ under any WSGI server:
 
 That is the way to scale: keep the application, change the server. wsgiref is
 the reference implementation, for development: HTTP/1.0 (a connection per
-request), no pipelining, no protection against slow clients. gunicorn or
-waitress, with nginx in front for the internet, are what production uses.
+request), no pipelining, no chunked request bodies (411). This script adds what
+a server owes its application: each request within --timeout, a strict reading
+of the request (StrictRequest: what request smuggling is made of gets 400),
+100 Continue, and a clean stop. gunicorn or waitress, with nginx in front for
+the internet, are what production uses.
 
 Routes: GET / says hello; POST /reverse answers with the request body reversed
 (at most 1 MiB, exactly Content-Length bytes read).
