@@ -120,9 +120,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=client.HelpFormatter)
     # SUPPRESS: no "(default: None)" after a help that names the default itself.
     parser.add_argument(
         "--scripts", nargs="+", metavar="SCRIPT", default=argparse.SUPPRESS, help="measure only these (default: all)"

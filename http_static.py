@@ -45,15 +45,20 @@ attacked for years as nginx has. For the internet, put the files behind nginx,
 Caddy or a CDN; use this for local development and trusted networks.
 
 HTTPS for local use, such as a phone on the LAN that needs a secure context
-(service workers, the camera): make a self-signed certificate,
+(service workers, the camera): make a self-signed certificate that names this
+machine's LAN address, and listen on the LAN (--host 0.0.0.0),
 
+    ip=$(hostname -I | cut -d' ' -f1)     # Linux; on macOS: ip=$(ipconfig getifaddr en0)
     openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj /CN=localhost \\
-        -addext subjectAltName=DNS:localhost,IP:127.0.0.1 -keyout key.pem -out cert.pem
+        -addext "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:$ip" -keyout key.pem -out cert.pem
+    python http_static.py 8443 --host 0.0.0.0 --tls-cert cert.pem --tls-key key.pem
 
-and serve with --tls-cert cert.pem --tls-key key.pem. A browser warns about it,
+and open https://that-address:8443/ on the phone. A browser warns about it,
 rightly: no authority it trusts vouches that this certificate belongs to this
 host, so it cannot tell your server from an impostor. Accept it once for your
 own machine, or make a locally trusted one with a tool such as mkcert.
+
+Standard library only; CPython 3.8 to 3.15.
 
 Try it:  python http_static.py 8000 --directory site/
          curl -i http://127.0.0.1:8000/
@@ -86,6 +91,7 @@ from typing import Any, BinaryIO
 
 BACKLOG = max(socket.SOMAXCONN, 4096)  # a browser opens several connections at once
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+MAX_SECONDS = 24 * 60 * 60.0  # the most any option in seconds takes (see seconds())
 SMALL_BODY = 64 * 1024  # bodies up to this size go out with the headers, in one send()
 # After a response, how long and how much a client may go on sending before the
 # server closes anyway (see close_gracefully()): 2 s in all, enough for a client
@@ -170,14 +176,21 @@ def main(argv: list[str] | None = None) -> int:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog=__doc__.split("\n", 1)[1].strip(),
+        formatter_class=HelpFormatter,
     )
-    parser.add_argument("port", type=port_number, help="TCP port; 0 lets the OS pick a free one")
+    parser.add_argument(
+        "port",
+        type=port_number,
+        nargs="?",
+        default=8000,
+        help="TCP port, as python -m http.server has it; 0 lets the OS pick",
+    )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 or :: exposes the server")
     parser.add_argument("--directory", default=os.curdir, help="the folder to serve")
     parser.add_argument(
         "--timeout",
-        type=seconds,
+        type=positive_seconds,
         default=10.0,
         help="seconds each request may take to arrive, idle time before it included",
     )
@@ -192,6 +205,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """--help as the docstring has it: its paragraphs as written, and each default where it says something."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False:  # "(default: None)" tells a reader nothing
+            return action.help
+        return super()._get_help_string(action)
+
+
 def port_number(text: str) -> int:
     port = int(text)
     if not 0 <= port <= 65535:
@@ -201,8 +223,18 @@ def port_number(text: str) -> int:
 
 def seconds(text: str) -> float:
     value = float(text)
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, not {text!r}")
+    # Past about 292 years (threading.TIMEOUT_MAX) a socket timeout or a lock
+    # raises OverflowError, once per client; nan and inf compare false with
+    # every deadline. A day is beyond any honest use of these options.
+    if not (math.isfinite(value) and 0 <= value <= MAX_SECONDS):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds from 0 to {MAX_SECONDS:g}, not {text!r}")
+    return value
+
+
+def positive_seconds(text: str) -> float:
+    value = seconds(text)
+    if value == 0:  # every client would time out before its first byte
+        raise argparse.ArgumentTypeError(f"expected a number of seconds above 0, not {text!r}")
     return value
 
 
@@ -955,7 +987,8 @@ class StaticHandler(StrictRequest, http.server.SimpleHTTPRequestHandler):
         return start, end - start + 1
 
     def log_message(self, format: str, *args: Any) -> None:
-        log.info("#%d " + format, self.number, *args)  # formatted only if logged: --quiet costs nothing
+        # Formatted only if logged: --quiet costs nothing.
+        log.info("#%d %s " + format, self.number, self.client_address[0], *args)
 
 
 def has_input(conn: socket.socket) -> bool:

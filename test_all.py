@@ -1615,6 +1615,13 @@ class HttpStaticTest(HttpServerTests):
         self.assertNotIn("Traceback", server.log())
         self.assert_serves(server)
 
+    def test_the_port_is_8000_unless_told_as_with_python_m_http_server(self) -> None:
+        self.assertEqual(importlib.import_module("http_static").parse_args([]).port, 8000)
+
+    def test_the_log_names_each_client_and_its_address(self) -> None:
+        self.http("GET", "/docs/notes.txt")
+        self.server.wait_for_log(r'#\d+ 127\.0\.0\.1 "GET /docs/notes\.txt HTTP/1\.1" 200 ')
+
     def test_a_missing_directory_is_one_line_and_exit_1(self) -> None:
         result = run_script(self.script, "0", "--directory", "/no/such/dir")
         self.assertEqual((result.returncode, result.stderr), (1, "not a directory: /no/such/dir\n"))
@@ -2784,10 +2791,6 @@ DIFFERENCES = {
         "asyncio_protocol_server.py": "adds --cpu-workers",
         "http_static.py": "HTTP: --directory, and --timeout is the idle time",
         "wsgi_app.py": "HTTP: no --delay or --max-request",
-    },
-    "seconds": {
-        "http_static.py": "a socket timeout of 0 would make it non-blocking: > 0",
-        "wsgi_app.py": "a socket timeout of 0 would make it non-blocking: > 0",
     },
     "stop_signals": {
         "asyncio_server.py": "the loop's own signal handling",

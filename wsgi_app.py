@@ -22,6 +22,8 @@ the internet, are what production uses.
 Routes: GET / says hello; POST /reverse answers with the request body reversed
 (at most 1 MiB, exactly Content-Length bytes read).
 
+Standard library only; CPython 3.8 to 3.15.
+
 Try it:  python wsgi_app.py 8000
          curl -d 'hello' http://127.0.0.1:8000/reverse     # olleh
 """
@@ -47,6 +49,10 @@ from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer
 MAX_BODY = 1024 * 1024  # POST /reverse reads no more than this
 BACKLOG = max(socket.SOMAXCONN, 4096)
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# A bound on --threads, all started up front: each reserves a stack (8 MiB of
+# address space on Linux), and 10**12 of them had the server spin at start.
+MAX_THREADS = 10_000
+MAX_SECONDS = 24 * 60 * 60.0  # the most any option in seconds takes (see seconds())
 # After a response, how long and how much a client may go on sending before the
 # server closes anyway (see close_gracefully()): 2 s in all, enough for a client
 # that reads its reply, and soon enough to free the thread or process. (nginx
@@ -178,21 +184,39 @@ def main(argv: list[str] | None = None) -> int:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog=__doc__.split("\n", 1)[1].strip(),
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("port", type=port_number, help="TCP port; 0 lets the OS pick a free one")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 or :: exposes the server")
     parser.add_argument(
         "--timeout",
-        type=seconds,
+        type=positive_seconds,
         default=10.0,
         help="seconds a request, body included, may take to arrive; and each write may wait",
     )
     # More threads serve more slow clients at once, but every busy thread costs
     # GIL hand-offs. 4 is waitress's default.
-    parser.add_argument("--threads", type=positive_int, default=4, help="requests served at once; more clients wait")
+    parser.add_argument(
+        "--threads",
+        type=positive_int,
+        default=4,
+        help=f"requests served at once, up to {MAX_THREADS}; more clients wait",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="no per-request log lines")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.threads > MAX_THREADS:
+        parser.error(f"--threads: at most {MAX_THREADS} threads, not {args.threads}")
+    return args
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """--help as the docstring has it: its paragraphs as written, and each default where it says something."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False:  # "(default: None)" tells a reader nothing
+            return action.help
+        return super()._get_help_string(action)
 
 
 def port_number(text: str) -> int:
@@ -204,8 +228,18 @@ def port_number(text: str) -> int:
 
 def seconds(text: str) -> float:
     value = float(text)
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, not {text!r}")
+    # Past about 292 years (threading.TIMEOUT_MAX) a socket timeout or a lock
+    # raises OverflowError, once per client; nan and inf compare false with
+    # every deadline. A day is beyond any honest use of these options.
+    if not (math.isfinite(value) and 0 <= value <= MAX_SECONDS):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds from 0 to {MAX_SECONDS:g}, not {text!r}")
+    return value
+
+
+def positive_seconds(text: str) -> float:
+    value = seconds(text)
+    if value == 0:  # every client would time out before its first byte
+        raise argparse.ArgumentTypeError(f"expected a number of seconds above 0, not {text!r}")
     return value
 
 
