@@ -520,6 +520,8 @@ class StrictRequest(http.server.BaseHTTPRequestHandler):
         self.close_connection = True
         self.content_length = 0
         self.expects_continue = False
+        if not self.raw_requestline.endswith(b"\n"):  # the end of the stream mid-line (a shorter one than MAX_LINE)
+            return False  # the client went away, or the server is stopping: nobody to answer
         line = REQUEST_LINE.fullmatch(self.raw_requestline)
         if line is None:
             self.requestline = repr(self.raw_requestline.rstrip(b"\r\n"))[2:-1]  # logged: no control bytes
@@ -724,7 +726,11 @@ class StaticHandler(StrictRequest, http.server.SimpleHTTPRequestHandler):
     def finish(self) -> None:
         with self.server.waiting_lock:
             self.server.waiting.discard(self.connection)
-        super().finish()  # sends what is still buffered
+        try:
+            super().finish()  # sends what is still buffered
+        except OSError:  # the client has gone: what was buffered is lost, and nothing more is owed
+            self.rfile.close()  # socketserver closes it after wfile, which raised
+            return
         if self.tls:
             send_close_notify(self.connection)
         # The server closes after a response (an error, Connection: close): the

@@ -426,6 +426,8 @@ class StrictRequest(http.server.BaseHTTPRequestHandler):
         self.close_connection = True
         self.content_length = 0
         self.expects_continue = False
+        if not self.raw_requestline.endswith(b"\n"):  # the end of the stream mid-line (a shorter one than MAX_LINE)
+            return False  # the client went away, or the server is stopping: nobody to answer
         line = REQUEST_LINE.fullmatch(self.raw_requestline)
         if line is None:
             self.requestline = repr(self.raw_requestline.rstrip(b"\r\n"))[2:-1]  # logged: no control bytes
@@ -545,7 +547,11 @@ class RequestHandler(StrictRequest, WSGIRequestHandler):
         handler.run(self.server.get_app())
 
     def finish(self) -> None:
-        super().finish()  # sends what is still buffered
+        try:
+            super().finish()  # sends what is still buffered
+        except OSError:  # the client has gone: what was buffered is lost, and nothing more is owed
+            self.rfile.close()  # socketserver closes it after wfile, which raised
+            return
         if self.may_still_be_sending():
             close_gracefully(self.connection, self.server.request_timeout)
 
