@@ -739,7 +739,9 @@ def normalize_origin(text: str) -> str | None:
         port = parts.port
     except ValueError:
         return None
-    if not parts.scheme or not parts.hostname or parts.path or parts.query or parts.fragment or "@" in parts.netloc:
+    if not parts.scheme or not parts.hostname or parts.path not in ("", "/") or parts.query or parts.fragment:
+        return None
+    if "@" in parts.netloc:
         return None
     if port is None:
         port = {"http": 80, "https": 443}.get(parts.scheme.lower())
@@ -919,6 +921,8 @@ class WebSocket:
         "close_sent",
         "close_received",
         "closed_by_client",
+        "dropped",
+        "finished",
         "messages",
         "started",
     )
@@ -961,12 +965,14 @@ class WebSocket:
         self.close_sent: int | None = None  # the code of the close frame sent, once sent
         self.close_received: int | None = None
         self.closed_by_client = False  # the close handshake began with the client's close frame
+        self.dropped = False  # no answer to our close in time: the connection was aborted
+        self.finished = False  # run() has returned: no timer may act on this connection any more
         self.messages = 0
         self.started = time.monotonic()
 
     async def run(self) -> str:
         """Read frames until the closing handshake, a violation, or the end of the connection; say how it ended."""
-        self.deadlines.set(self, self.ping_interval, self.ping)
+        self.deadlines.set(self, self.ping_interval, self.ping_due)
         try:
             self.receive(b"")  # frames the client sent with its handshake
             while self.close_received is None:
@@ -975,8 +981,10 @@ class WebSocket:
                 except OSError:
                     data = b""
                 if not data:
+                    if self.dropped:
+                        return f"closed ({self.close_sent}), no answer: dropped after {self.summary()}"
                     if self.close_sent is not None:
-                        return f"closed ({self.close_sent}): the client left without answering the close"
+                        return f"closed ({self.close_sent}), and the client left without answering"
                     return f"disconnected without a close after {self.summary()}"
                 self.receive(data)
                 # Backpressure: while this client has not read what it was
@@ -995,6 +1003,7 @@ class WebSocket:
                 self.transport.write(encode_frame(FIN | CLOSE, close_payload(violation.code, str(violation))))
             return f"{violation}: closed ({violation.code}) after {self.summary()}"
         finally:
+            self.finished = True
             self.deadlines.clear(self)
         if self.closed_by_client:
             return f"closed by the client ({self.close_received}) after {self.summary()}"
@@ -1021,7 +1030,25 @@ class WebSocket:
                 break
             first = data[position]
             second = data[position + 1]
+            opcode = first & 0x0F
             length = second & 0x7F
+            # What the first two bytes say is checked before the rest of the
+            # header has come: a bad frame fails at once, not when it is whole.
+            if not second & 0x80:
+                # Section 5.3: a client masks every frame, so that a page's
+                # script cannot choose the bytes a proxy in the path sees.
+                raise ProtocolViolation(PROTOCOL_ERROR, "an unmasked frame")
+            if first & 0x70 and (first & 0x30 or self.deflate is None or opcode not in (TEXT, BINARY)):
+                raise ProtocolViolation(PROTOCOL_ERROR, "a frame with reserved bits set")
+            if opcode >= CLOSE:
+                if opcode > PONG:
+                    raise ProtocolViolation(PROTOCOL_ERROR, f"a frame with the reserved opcode {opcode}")
+                if not first & FIN:
+                    raise ProtocolViolation(PROTOCOL_ERROR, "a fragmented control frame")
+                if length > 125:
+                    raise ProtocolViolation(PROTOCOL_ERROR, "a control frame over 125 bytes")
+            elif opcode > BINARY:
+                raise ProtocolViolation(PROTOCOL_ERROR, f"a frame with the reserved opcode {opcode}")
             start = position + 6  # the payload's first byte: after 2 bytes and the 4-byte masking key
             if length == 126:
                 start += 2
@@ -1041,28 +1068,13 @@ class WebSocket:
                     raise ProtocolViolation(PROTOCOL_ERROR, "a frame length in more bytes than it needs")
             elif end < start:
                 break
-            opcode = first & 0x0F
-            if not second & 0x80:
-                # Section 5.3: a client masks every frame, so that a page's
-                # script cannot choose the bytes a proxy in the path sees.
-                raise ProtocolViolation(PROTOCOL_ERROR, "an unmasked frame")
-            if first & 0x70 and (first & 0x30 or self.deflate is None or opcode not in (TEXT, BINARY)):
-                raise ProtocolViolation(PROTOCOL_ERROR, "a frame with reserved bits set")
             key = data[start - 4 : start]
             if opcode >= CLOSE:  # a control frame: short, whole, and allowed between two fragments
-                if opcode > PONG:
-                    raise ProtocolViolation(PROTOCOL_ERROR, f"a frame with the reserved opcode {opcode}")
-                if not first & FIN:
-                    raise ProtocolViolation(PROTOCOL_ERROR, "a fragmented control frame")
-                if length > 125:
-                    raise ProtocolViolation(PROTOCOL_ERROR, "a control frame over 125 bytes")
                 if end < start + length:
                     break
                 position = start + length
                 self.control(opcode, unmask(data[start:position], key))
                 continue
-            if opcode > BINARY:
-                raise ProtocolViolation(PROTOCOL_ERROR, f"a frame with the reserved opcode {opcode}")
             if opcode == CONTINUATION:
                 if not self.opcode:
                     raise ProtocolViolation(PROTOCOL_ERROR, "a continuation frame with no message to continue")
@@ -1164,7 +1176,7 @@ class WebSocket:
             # An unsolicited pong (a heartbeat the client chose to send) is ignored.
             if payload == self.ping_payload and self.close_sent is None:
                 self.ping_payload = None
-                self.deadlines.set(self, self.ping_interval, self.ping)
+                self.deadlines.set(self, self.ping_interval, self.ping_due)
         else:
             code = close_code(payload)
             self.close_received = code
@@ -1195,13 +1207,28 @@ class WebSocket:
         else:
             self.transport.write(frame or encode_frame(FIN | opcode, payload))
 
+    # Deadlines.expire() calls these two. They hand their work to the loop
+    # instead of doing it: a callback that sets a wait of the length that is
+    # expiring (the ping timeout is the interval, by default) would make
+    # expire() keep two loop timers for one length, and the second fails with
+    # KeyError.
+    def ping_due(self) -> None:
+        self.deadlines.loop.call_soon(self.ping)
+
+    def pong_overdue(self) -> None:
+        self.deadlines.loop.call_soon(self.pong_missing)
+
     def ping(self) -> None:
         """The keepalive: a ping, and a pong expected within --ping-timeout."""
+        if self.finished or self.close_sent is not None:
+            return
         self.ping_payload = random.getrandbits(32).to_bytes(4, "big")
         self.transport.write(encode_frame(FIN | PING, self.ping_payload))
-        self.deadlines.set(self, self.ping_timeout, self.pong_missing)
+        self.deadlines.set(self, self.ping_timeout, self.pong_overdue)
 
     def pong_missing(self) -> None:
+        if self.finished or self.close_sent is not None:
+            return
         log.info("#%d sent no pong within %g s: closing (1011)", self.number, self.ping_timeout)
         self.start_closing(INTERNAL_ERROR, "no pong")
 
@@ -1212,12 +1239,16 @@ class WebSocket:
         before it is lost. No message is sent or delivered after it. A client
         that does not answer in time is dropped.
         """
-        if self.close_sent is not None:
+        if self.finished or self.close_sent is not None:
             return
         self.close_sent = code
         self.hub.forget(self)
         self.transport.write(encode_frame(FIN | CLOSE, close_payload(code, why)))
-        self.deadlines.set(self, CLOSE_TIMEOUT, self.transport.abort)  # instead of the keepalive
+        self.deadlines.set(self, CLOSE_TIMEOUT, self.drop)  # instead of the keepalive
+
+    def drop(self) -> None:
+        self.dropped = True
+        self.transport.abort()  # what it has not read is lost: it was not reading
 
 
 class Deflate:
