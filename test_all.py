@@ -1580,8 +1580,10 @@ class WebSocketClient:
         length = second & 0x7F
         if length == 126:
             length = int.from_bytes(self.read(2), "big")
+            assert length >= 126, f"a length of {length} in 16 bits (section 5.2: the shortest form)"
         elif length == 127:
             length = int.from_bytes(self.read(8), "big")
+            assert 65536 <= length < 2**63, f"a length of {length} in 64 bits"
         return bool(first & 0x80), first & 0x70, first & 0x0F, self.read(length)
 
     def recv_message(self) -> tuple[int, bytes]:
@@ -1636,6 +1638,20 @@ class WebSocketClient:
             raise AssertionError("the server reset the connection instead of closing it") from None
         assert end == b"", f"bytes after the close frame: {end!r}"
         self.sock.close()  # as a client does at the end of the stream: the server's linger ends now
+
+
+def unread_by_server(server: Server, conn: socket.socket) -> int:
+    """Bytes conn sent that the server has not read yet: its socket's receive queue, from /proc/net/tcp."""
+    port = conn.getsockname()[1]
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as rows:
+            next(rows)
+            for row in rows:
+                fields = row.split()
+                local, remote, queues = fields[1], fields[2], fields[4]
+                if int(local.rsplit(":", 1)[1], 16) == server.port and int(remote.rsplit(":", 1)[1], 16) == port:
+                    return int(queues.split(":")[1], 16)
+    raise AssertionError(f"no connection from port {port} in /proc/net/tcp")
 
 
 def process_memory(pid: int, field: str = "VmHWM") -> int:
@@ -1730,12 +1746,13 @@ class WebSocketServerTest(HttpServerTests):
             b"GET /echo HTTP/1.1\n" + good,  # a bare LF ends a line
             b"GET /echo HTTP/1.1\r\nX-A: 1\nX-B: 2\r\n" + good,
             b"GET /echo HTTP/1.1\r\nX-A: 1\rX-B: 2\r\n" + good,  # a bare CR
-            b"GET /echo HTTP/1.1\r\nX-Folded: a\r\n b\r\n" + good,  # obs-fold
+            b"GET /echo HTTP/1.1\r\nX-Folded: a\r\n X-B: c\r\n" + good,  # obs-fold
             b"GET /echo HTTP/1.1\r\nX-Nul: a\x00b\r\n" + good,
             b"GET /echo HTTP/1.1\r\nX-Space : a\r\n" + good,
             b"GET /echo HTTP/1.1\r\nno colon\r\n" + good,
             b"GET /echo HTTP/1.1\r\nHost: other\r\n" + good,  # two Hosts
-            b"GET /echo HTTP/1.1\r\nContent-Length: 0\r\nTransfer-Encoding: chunked\r\n" + good,
+            b"GET /echo HTTP/1.1\r\nSec-WebSocket-Version: 13\r\n" + good,  # a header that may come once, twice
+            b"GET / HTTP/1.1\r\nContent-Length: 0\r\nTransfer-Encoding: chunked\r\n" + good,
             b"GET /echo HTTP/1.1\r\nContent-Length: 0x5\r\n" + good,
             b"GET /echo  HTTP/1.1\r\n" + good,
             b"GET http://test/echo HTTP/1.1\r\n" + good,
@@ -1744,8 +1761,9 @@ class WebSocketServerTest(HttpServerTests):
                 self.assertRegex(self.raw(bad + b"\r\n"), rb"^HTTP/1\.1 400 Bad Request\r\n")
         many = b"".join(b"X-%d: x\r\n" % index for index in range(101))
         self.assertRegex(self.raw(b"GET /echo HTTP/1.1\r\n" + many + good + b"\r\n"), rb"^HTTP/1\.1 431 ")
-        large = b"X-Large: " + b"x" * 20_000 + b"\r\n"
-        self.assertRegex(self.raw(b"GET /echo HTTP/1.1\r\n" + large + good + b"\r\n"), rb"^HTTP/1\.1 431 ")
+        with self.server.connect() as conn:  # a head that never ends is refused at the bound, not held
+            conn.sendall(b"GET /echo HTTP/1.1\r\n" + good + b"X-Large: " + b"x" * 20_000)
+            self.assertRegex(conn.recv(100), rb"^HTTP/1\.1 431 ")
         self.assert_serves(self.server)
 
     def test_a_page_from_another_origin_is_refused(self) -> None:
@@ -1833,11 +1851,11 @@ class WebSocketTests(ServerTestCase):
         self.assertEqual(ws.status, 101, ws.body)
         return ws
 
-    def assert_fails(self, code: int, *frames: bytes) -> None:
-        """Frames sent on a new /echo connection make the server close with this code, and end TCP."""
+    def assert_fails(self, code: int, *frames: bytes) -> bytes:
+        """Frames sent on a new /echo connection make the server close with this code, and end TCP; the reason."""
         ws = self.connect()
         ws.sock.sendall(b"".join(frames))
-        ws.expect_close(code)
+        return ws.expect_close(code)
 
 
 class WebSocketFramingTest(WebSocketTests):
@@ -1860,6 +1878,18 @@ class WebSocketFramingTest(WebSocketTests):
         ws = self.connect(early=ws_frame(WS_TEXT, b"early") + ws_frame(WS_PING, b"bird"))
         self.assertEqual(ws.recv_message(), (WS_TEXT, b"early"))
         self.assertEqual(ws.recv_frame(), (True, 0, WS_PONG, b"bird"))
+
+    def test_a_frame_that_arrives_in_pieces(self) -> None:
+        # Cut in its header, and in its payload at offsets that are not a
+        # multiple of the 4-byte masking key; each piece read by the server
+        # before the next is sent.
+        ws = self.connect()
+        payload = "pieces of ünïcode, ".encode() * 20
+        frame = ws_frame(WS_TEXT, payload)
+        for start, end in ((0, 1), (1, 3), (3, 9), (9, 14), (14, 201), (201, len(frame))):
+            ws.sock.sendall(frame[start:end])
+            wait_for(lambda: unread_by_server(self.server, ws.sock) == 0, timeout=5, message="not read")
+        self.assertEqual(ws.recv_message(), (WS_TEXT, payload))
 
     def test_fragments_with_control_frames_between(self) -> None:
         ws = self.connect()
@@ -1900,12 +1930,14 @@ class WebSocketFramingTest(WebSocketTests):
             ("a 64-bit length with its top bit", [ws_frame(WS_BINARY, b"", length=2**63 + 5, form=64)]),
             ("5 bytes in a 16-bit length", [ws_frame(WS_TEXT, b"hello", form=16)]),
             ("200 bytes in a 64-bit length", [ws_frame(WS_BINARY, b"x" * 200, form=64)]),
-            ("a close of one byte", [ws_frame(WS_CLOSE, b"\x03")]),
+            ("a close of one byte", [ws_frame(WS_CLOSE, b"\xff")]),
             ("a close reason not UTF-8", [ws_frame(WS_CLOSE, b"\x03\xe8\xff")]),
             *((f"close code {code}", [ws_close(code)]) for code in (0, 999, 1004, 1005, 1006, 1012, 1015, 2999, 5000)),
         ):
             with self.subTest(why):
                 self.assert_fails(1002, *frames)
+        # One byte would be a code below 1000 anyway; the reason tells which check refused it.
+        self.assertEqual(self.assert_fails(1002, ws_frame(WS_CLOSE, b"\xff")), b"a close frame of one byte")
 
     def test_text_that_is_not_utf8_closes_with_1007_at_the_first_bad_byte(self) -> None:
         for bad in (b"\xff", b"caf\xc3", b"\xed\xa0\x80", b"\xc0\xaf", b"\xf4\x90\x80\x80"):
@@ -1916,6 +1948,10 @@ class WebSocketFramingTest(WebSocketTests):
         ws = self.connect()
         ws.send(WS_TEXT, "κόσμε".encode(), fin=False)
         ws.send(WS_CONTINUATION, b"\xf4\x90\x80\x80", fin=False)
+        ws.expect_close(1007)
+        ws = self.connect()  # the last fragment ends inside a character
+        ws.send(WS_TEXT, b"caf", fin=False)
+        ws.send(WS_CONTINUATION, b"\xc3")
         ws.expect_close(1007)
         # And so does one frame, at its first bad byte, with the rest still to come.
         ws = self.connect()
@@ -1940,6 +1976,15 @@ class WebSocketFramingTest(WebSocketTests):
 
     def test_a_message_over_max_message_is_refused_at_its_header(self) -> None:
         self.assert_fails(1009, ws_frame(WS_BINARY, b"", length=100_001))  # the header alone: no payload follows
+        small = self.start("--max-message", "1000")  # a frame one byte over, in one read
+        for size, code in ((1000, None), (1001, 1009)):
+            with self.subTest(size=size):
+                ws = self.connect(server=small)
+                ws.send(WS_TEXT, b"x" * size)
+                if code:
+                    ws.expect_close(code)
+                else:
+                    self.assertEqual(ws.recv_message(), (WS_TEXT, b"x" * size))
         self.assert_fails(1009, ws_frame(WS_TEXT, b"", length=2**62, form=64))
         ws = self.connect()  # in fragments: what counts is the whole message
         ws.send(WS_BINARY, b"x" * 60_000, fin=False)
@@ -2096,11 +2141,14 @@ class WebSocketLivenessTest(WebSocketTests):
         _, _, opcode, payload = ws.recv_frame()
         self.assertEqual(opcode, WS_PING)
         self.assertGreater(time.monotonic() - opened, 0.2)
-        ws.send(WS_PONG, b"not the ping's payload")  # does not count
         ws.send(WS_PONG, payload)
-        self.assertEqual(ws.recv_frame()[2], WS_PING)  # the next ping, an interval later
-        ws.expect_close(1011)  # unanswered: closed a timeout later
+        _, _, opcode, payload = ws.recv_frame()
+        self.assertEqual(opcode, WS_PING)  # the next ping, an interval later
+        ws.send(WS_PONG, payload + b"?")  # a pong, but not this ping's: no answer
+        self.assertEqual(ws.recv_frame()[2:], (WS_CLOSE, b"\x03\xf3no pong"))  # 1011, a timeout later
         self.assertLess(time.monotonic() - opened, 2.5)
+        ws.send(WS_CLOSE, b"\x03\xf3")
+        ws.assert_closed()
 
     def test_a_half_open_connection_is_noticed_and_freed(self) -> None:
         # A client that vanished without a FIN or RST (a laptop closed, a NAT
