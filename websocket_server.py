@@ -19,8 +19,10 @@ in asyncio_server.py, and what changes is what a long life asks for:
   buffer without bound. Broadcasting with `await drain()` per recipient would
   make the room go at the pace of its slowest member; writing without a bound
   would let that member's queue grow until the server runs out of memory. So
-  each client's queue is bounded (WRITE_LIMIT, the websockets library's
-  "write limit"), and past it that client alone is closed (1008).
+  each client's queue is bounded (WRITE_LIMIT), and past it that client alone
+  is closed (1008), so that it knows it missed messages. (The websockets
+  library has a "write limit" too: above it send() waits, and broadcast()
+  skips that connection's copy.)
 - A browser sends the user's cookies with the handshake, to any site, and the
   same-origin policy does not apply to WebSockets (CORS does not cover them).
   Any page the user visits could open ws://this-server/chat and read the
@@ -47,12 +49,15 @@ What each part is in RFC 6455 (its section), and in the websockets library:
 Routes: GET / is a chat page (open it in two tabs); /echo sends every message
 back; /chat sends every message to every /chat client.
 
-Compression costs memory: a zlib compressor with a 4 KiB window (12 bits, as
-negotiated here) and memLevel 5 holds about 38 KiB, a decompressor about
-11 KiB, or 32 KiB more if the client keeps its full window; at the zlib
-defaults (15 bits, memLevel 8) it would be about 300 KiB. Both are made at a
-connection's first message, not at its handshake, so idle connections cost
-nothing for it. --no-compression saves that, and the CPU of deflate.
+Compression costs memory, per connection: a zlib compressor with the 4 KiB
+window (12 bits) and memLevel 5 this server asks for holds 38 KiB, and a
+decompressor 11 KiB, or 39 KiB if the client keeps its full 32 KiB window
+(it may, unless its offer lets the server limit it); at zlib's defaults (15
+bits, memLevel 8) the pair would hold 300 KiB (tracemalloc). Each is made at
+the first message that needs it, not at the handshake, so an idle connection
+pays nothing. bench.py --websocket measures the whole: 1,000 connections after
+one compressed message each hold 40 KiB more each than without compression.
+--no-compression saves that, and deflate's CPU.
 
 Pick this script to read how WebSockets work, or for a small service with no
 dependencies. Pick the websockets library (or a framework built on it) for
@@ -509,46 +514,43 @@ async def handle_client(
     """Serve one connection: an HTTP request, and on /echo or /chat the WebSocket it opens."""
     task = asyncio.current_task()
     hub.arriving.add(task)  # type: ignore[arg-type]
+    asked = ""
     try:
         try:
             # One deadline for the whole request, fixed at connect: a client
             # that trickles a byte at a time does not extend it.
             request = await within(deadlines, args.timeout, read_request(reader), "sent no complete request in time")
+            asked = f"{request.method} {request.target[:80]}: "
+            response, route, deflate = handle_request(request, args)
+            outcome = asked + response[9:12].decode()  # the status: HTTP/1.1 200 OK
+        except Refusal as refusal:  # a request this server does not serve, or a head too large to read
+            response, route, deflate = error_response(refusal), "", None
+            outcome = f"{asked}{refusal.status}, {refusal}"
         finally:
             hub.arriving.discard(task)  # type: ignore[arg-type]
-        asked = f"{request.method} {request.target[:80]}"
-        try:
-            response, route, deflate = handle_request(request, args)
-        except Refusal as refusal:
-            response, route, deflate = error_response(refusal), "", None
-            log.info("#%d %s: %d, %s", number, asked, refusal.status, refusal)
-        if not route:
+        if not route:  # an HTTP response, then the connection's end
             await write_response(writer, bytearray(response), args.timeout, deadlines)
             await close_gracefully(reader, writer, args.timeout, deadlines)
-            log.info("#%d %s: %s", number, asked, response[9:12].decode())  # the status: HTTP/1.1 200 OK
+            log.info("#%d %s", number, outcome)
             return
         writer.write(response)  # 101 Switching Protocols: from here on, frames
         websocket = WebSocket(reader, writer, number, route, args, hub, deadlines, deflate, request.rest)
-        log.info("#%d %s: a WebSocket%s", number, asked, " (permessage-deflate)" if deflate else "")
+        log.info("#%d %sa WebSocket%s", number, asked, " (permessage-deflate)" if deflate else "")
         # A suspended coroutine keeps its locals: without this, 10,000 open
         # WebSockets would keep 10,000 request heads, a kilobyte each.
-        del request, response, asked
+        del request, response
         hub.join(websocket)
         try:
             outcome = await websocket.run()
         finally:
             hub.forget(websocket)
         if not writer.transport.is_closing():  # not dropped: the last frames go out, then a graceful close
-            await write_response(writer, bytearray(), args.timeout, deadlines)
-            await close_gracefully(reader, writer, args.timeout, deadlines)
+            try:
+                await write_response(writer, bytearray(), args.timeout, deadlines)
+                await close_gracefully(reader, writer, args.timeout, deadlines)
+            except ClientError as exc:
+                outcome += f"; then it {exc}"
         log.info("#%d %s", number, outcome)
-    except Refusal as refusal:  # the request head itself was too large
-        log.info("#%d %d, %s", number, refusal.status, refusal)
-        try:
-            await write_response(writer, bytearray(error_response(refusal)), args.timeout, deadlines)
-            await close_gracefully(reader, writer, args.timeout, deadlines)
-        except ClientError:
-            pass
     except ClientError as exc:
         log.info("#%d %s", number, exc)
     finally:
@@ -834,7 +836,7 @@ def http_response(
 
 
 def error_response(refusal: Refusal) -> bytes:
-    headers = (("Content-Type", "text/plain; charset=utf-8"), *refusal.headers)
+    headers = (("Content-Type", "text/plain; charset=utf-8"), ("X-Content-Type-Options", "nosniff"), *refusal.headers)
     return http_response(refusal.status, headers, f"{refusal}\n".encode())
 
 
@@ -917,8 +919,7 @@ class WebSocket:
         "mask",
         "opcode",
         "compressed",
-        "parts",
-        "size",
+        "message",
         "utf8",
         "ping_payload",
         "close_sent",
@@ -958,11 +959,11 @@ class WebSocket:
         self.frame_left = -1
         self.frame_final = False
         self.mask = b""
-        # The message in progress: TEXT or BINARY (0: none), its pieces and size, and its UTF-8 check.
+        # The message in progress: TEXT or BINARY (0: none), its bytes so far, and its UTF-8 check. One
+        # bytearray, not a list of pieces: a message in a million 1-byte fragments would cost 34 MB as a list.
         self.opcode = 0
         self.compressed = False
-        self.parts: list[bytes] = []
-        self.size = 0
+        self.message = bytearray()
         self.utf8: codecs.IncrementalDecoder | None = None
         self.ping_payload: bytes | None = None  # the ping awaiting its pong
         self.close_sent: int | None = None  # the code of the close frame sent, once sent
@@ -987,7 +988,9 @@ class WebSocket:
                     if self.dropped:
                         return f"closed ({self.close_sent}), no answer: dropped after {self.summary()}"
                     if self.close_sent is not None:
-                        return f"closed ({self.close_sent}), and the client left without answering"
+                        return (
+                            f"closed ({self.close_sent}), and the client left without answering, after {self.summary()}"
+                        )
                     return f"disconnected without a close after {self.summary()}"
                 self.receive(data)
                 # Backpressure: while this client has not read what it was
@@ -1102,7 +1105,7 @@ class WebSocket:
                 self.compressed = bool(first & RSV1)
                 if opcode == TEXT:
                     self.utf8 = codecs.getincrementaldecoder("utf-8")()
-            if not self.compressed and self.size + length > self.max_message:
+            if not self.compressed and len(self.message) + length > self.max_message:
                 # Refused at the header: the payload is never read, let alone kept.
                 raise ProtocolViolation(MESSAGE_TOO_BIG, f"a message over {self.max_message} bytes")
             self.frame_left = length
@@ -1129,8 +1132,7 @@ class WebSocket:
     def add_to_message(self, piece: bytes) -> None:
         """One piece of a message (fragments, section 5.4): inflated within the limit, and UTF-8 checked."""
         if self.compressed:
-            piece = self.deflate.decompress(piece, self.max_message - self.size)  # type: ignore[union-attr]
-        self.size += len(piece)
+            piece = self.deflate.decompress(piece, self.max_message - len(self.message))  # type: ignore[union-attr]
         if self.utf8 is not None:
             # The incremental decoder keeps a character cut between two pieces
             # for the next one, and fails at the first byte that cannot be
@@ -1140,8 +1142,7 @@ class WebSocket:
                 self.utf8.decode(piece)
             except UnicodeDecodeError:
                 raise ProtocolViolation(INVALID_DATA, "a text message that is not UTF-8") from None
-        if piece:
-            self.parts.append(piece)
+        self.message += piece
 
     def end_message(self) -> None:
         if self.compressed:
@@ -1152,12 +1153,11 @@ class WebSocket:
                 self.utf8.decode(b"", True)
             except UnicodeDecodeError:
                 raise ProtocolViolation(INVALID_DATA, "a text message that ends inside a character") from None
-        payload = self.parts[0] if len(self.parts) == 1 else b"".join(self.parts)
+        payload = bytes(self.message)
         opcode = self.opcode
         self.opcode = 0
         self.compressed = False
-        self.parts = []
-        self.size = 0
+        self.message = bytearray()
         self.utf8 = None
         self.deliver(opcode, payload)
 
