@@ -2534,6 +2534,22 @@ class BenchTest(unittest.TestCase):
         self.assertIn("--load: no program '/no/such/rload'", missing.stderr)
         self.assertNotIn("Traceback", missing.stderr)
 
+    def test_the_websocket_section_prints_its_table(self) -> None:
+        small = ("--rounds", "1", "--ws-seconds", "0.2", "--ws-idle", "20", "--ws-compressed", "10")
+        result = run_script("bench.py", "--websocket", *small, "--ws-broadcast", "10", timeout=60)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertRegex(
+            result.stdout, r"\| echo: messages/s, 100 connections, 64-byte text \| websocket_server\.py \| [\d,]+ \|"
+        )
+        self.assertRegex(result.stdout, r"\| websocket_server\.py, masking a byte at a time \| [\d,]+ \|")
+        self.assertRegex(
+            result.stdout, r"\| idle: memory per connection, 20 open \| websocket_server\.py \| -?[\d.]+ KiB \|"
+        )
+        self.assertRegex(
+            result.stdout, r"\| broadcast: one /chat message reaching 10 clients \| websocket_server\.py \| [\d.]+ s \|"
+        )
+        self.assertRegex(result.stdout, r"\| 65,536 bytes \| [\d.]+ us \| [\d.]+ us \| \d+x \|")
+
     @unittest.skipIf(has_matplotlib(), "matplotlib is installed here")
     def test_plot_without_matplotlib_is_one_line(self) -> None:
         result = run_script("bench.py", "--plot", tempfile.gettempdir(), timeout=30)
