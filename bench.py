@@ -526,34 +526,33 @@ def measure_websocket_round(
 
 
 def print_websocket_table(chosen: list[Approach], args: argparse.Namespace) -> None:
-    ours, reference = chosen[0], chosen[-1]
-    compare = reference is not ours and reference.name.startswith("websockets")
+    ours, byte_loop, reference = chosen[0], chosen[1], chosen[-1]
 
-    def ratio(metric: str, approach: Approach) -> str:
-        if not compare:
-            return "-"
-        return f"{approach.median(metric) / reference.median(metric):.2f}x"
+    def ratio(metric: str, approach: Approach, against: Approach) -> float:
+        """The median of the rounds' ratios: each round's two figures were taken minutes apart at most."""
+        pairs = zip(approach.samples.get(metric, []), against.samples.get(metric, []))
+        ratios = [value / base for value, base in pairs if base]
+        return statistics.median(ratios) if ratios else float("nan")
 
-    print(
-        f"\nWebSocket: median of {args.rounds} alternating rounds; ratios against {reference.name} from the same run\n"
-    )
+    compare = reference.name.startswith("websockets")
+    against = f"against {reference.name}, each the median of the rounds' ratios" if compare else "(no websockets)"
+    print(f"\nWebSocket: median of {args.rounds} alternating rounds; ratios {against}\n")
     print("| figure | server | value | ratio |")
     print("|---|---|---:|---:|")
-    for approach in chosen:
-        print(
-            f"| echo: messages/s, {args.ws_connections} connections, {args.ws_size}-byte text | {approach.name} "
-            f"| {approach.median('echo'):,.0f} | {ratio('echo', approach)} |"
-        )
-    for metric, title, unit in (
-        ("idle", f"idle: memory per connection, {args.ws_idle:,} open", "KiB"),
-        ("compressed", f"permessage-deflate: memory per connection, {args.ws_compressed:,} open", "KiB"),
-        ("broadcast", f"broadcast: one /chat message reaching {args.ws_broadcast:,} clients", "s"),
+    for metric, title in (
+        ("echo", f"echo: messages/s, {args.ws_connections} connections, {args.ws_size}-byte text"),
+        ("idle", f"idle: memory per connection, {args.ws_idle:,} open"),
+        ("compressed", f"permessage-deflate: memory per connection, {args.ws_compressed:,} open"),
+        ("broadcast", f"broadcast: one /chat message reaching {args.ws_broadcast:,} clients"),
     ):
         for approach in chosen:
-            if approach.samples.get(metric):
-                value = approach.median(metric)
-                shown = f"{value / 1024:.1f} KiB" if unit == "KiB" else f"{value:.3f} s"
-                print(f"| {title} | {approach.name} | {shown} | {ratio(metric, approach)} |")
+            if not approach.samples.get(metric):
+                continue
+            value = approach.median(metric)
+            shown = {"echo": f"{value:,.0f}", "broadcast": f"{value:.3f} s"}.get(metric, f"{value / 1024:.1f} KiB")
+            relative = f"{ratio(metric, approach, reference):.2f}x" if compare else "-"
+            print(f"| {title} | {approach.name} | {shown} | {relative} |")
+    print(f"\nMasking a byte at a time: {ratio('echo', byte_loop, ours):.2f}x the echo rate of {ours.name}.")
     print("\nunmask() itself, in this process: one big integer against a byte at a time\n")
     print("| payload | as an integer | a byte at a time | ratio |")
     print("|---:|---:|---:|---:|")
