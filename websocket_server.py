@@ -517,12 +517,14 @@ async def handle_client(
     """Serve one connection: an HTTP request, and on /echo or /chat the WebSocket it opens."""
     task = asyncio.current_task()
     hub.arriving.add(task)  # type: ignore[arg-type]
+    # Accepted just before a stop, and started after it: the stop's grace, as for the others.
+    timeout = min(CLOSE_TIMEOUT, args.timeout) if hub.stopping else args.timeout
     asked = ""
     try:
         try:
             # One deadline for the whole request, fixed at connect: a client
             # that trickles a byte at a time does not extend it.
-            request = await within(deadlines, args.timeout, read_request(reader), "sent no complete request in time")
+            request = await within(deadlines, timeout, read_request(reader), "sent no complete request in time")
             asked = f"{request.method} {request.target[:80]}: "
             response, route, deflate = handle_request(request, args)
             outcome = asked + response[9:12].decode()  # the status: HTTP/1.1 200 OK
