@@ -23,6 +23,21 @@ Computing (--cpu, pure-Python work that holds the GIL):
 Optional: --scale N clients at once with --delay 1 (event loops, threads):
 served, wall time, p99, peak RSS.
 
+WebSocket (--websocket, instead of the tables above): websocket_server.py against
+the websockets library's own server (the websockets package must be importable
+by this interpreter: pip install websockets; its C speedups are part of the
+wheel), compression off on both, in the same alternating rounds:
+  echo          messages/s on /echo, --ws-connections each with one message of
+                --ws-size bytes in flight; also websocket_server.py with its
+                masking done a byte at a time, to show what the hot loop costs
+  idle          memory per connection, --ws-idle connections held open: the
+                server's RSS with them, less its RSS before, over the count
+  compressed    the same, --ws-compressed connections with permessage-deflate,
+                after one message each (so both zlib streams exist)
+  broadcast     seconds for one /chat message to reach --ws-broadcast clients
+The load comes from this file's own WebSocket client: one process, selectors,
+each frame built once.
+
 The load comes from client.py's load mode: one process with its own small
 event loop. --plot DIR also draws, from the same run, a timeline per approach
 of each burst (one bar per client, from connect to reply) and the requests/s
@@ -35,14 +50,17 @@ Run:  python bench.py                        # about 1.5 minutes on 2 cores: qui
       python bench.py --plot images/         # the figures too, from the same run
       python bench.py --load /tmp/rload      # requests/s from a C load generator:
                                              # gcc -O2 -o /tmp/rload ../shared/tools/rload.c
+      python bench.py --websocket            # websocket_server.py against websockets: about 1 minute
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import os
 import platform
 import re
+import selectors
 import shutil
 import signal
 import socket
@@ -50,6 +68,8 @@ import statistics
 import subprocess
 import sys
 import time
+import timeit
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -69,6 +89,7 @@ class Approach:
     served_at_once: int | None = None  # None: every client at once
     seed: str = ""  # the blog post's script for this approach, with its sleep removed
     scale: bool = False  # worth a --scale run
+    command: tuple[str, ...] = ()  # a server that is not a script here: the whole command that starts it
     # Every figure of every round: metric name -> samples; and the last round's bursts.
     samples: dict[str, list[float]] = field(default_factory=dict)
     timelines: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
@@ -108,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     command = " ".join(argv if argv is not None else sys.argv[1:])
     print(f"Python {platform.python_version()}, {platform.system()} {platform.machine()}, {CORES} cores")
     print(f"command: python bench.py {command}".rstrip())
+    if args.websocket:
+        return measure_websockets(args)
     for round_number in range(args.rounds):
         order = chosen if round_number % 2 == 0 else chosen[::-1]
         for approach in order:
@@ -137,6 +160,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--cpu-burst-seconds", type=float, default=0.05, help="--cpu in a computing burst")
     parser.add_argument("--scale", type=int, default=0, help="clients at once in a scale run (0: none)")
     parser.add_argument("--plot", metavar="DIR", help="also draw the figures (PNG) into DIR")
+    parser.add_argument("--websocket", action="store_true", help="measure websocket_server.py against websockets")
+    parser.add_argument("--ws-connections", type=int, default=100, help="--websocket: echo connections")
+    parser.add_argument("--ws-seconds", type=float, default=2.0, help="--websocket: seconds of echo per sample")
+    parser.add_argument("--ws-size", type=int, default=64, help="--websocket: bytes per echoed text message")
+    parser.add_argument("--ws-idle", type=int, default=10_000, help="--websocket: idle connections held open")
+    parser.add_argument("--ws-compressed", type=int, default=1000, help="--websocket: compressed connections")
+    parser.add_argument("--ws-broadcast", type=int, default=1000, help="--websocket: /chat clients a message reaches")
     parser.add_argument(
         "--load",
         metavar="PROGRAM",
@@ -146,6 +176,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.requests < 1 or args.cpu_requests < 1:
         parser.error("--rounds, --requests and --cpu-requests must be >= 1")
+    if min(args.ws_connections, args.ws_idle, args.ws_compressed, args.ws_broadcast) < 1 or args.ws_seconds <= 0:
+        parser.error("--ws-connections, --ws-idle, --ws-compressed, --ws-broadcast and --ws-seconds must be > 0")
+    if not 0 <= args.ws_size < 65536:
+        parser.error("--ws-size must be 0..65535")
     if args.load and shutil.which(args.load) is None:
         parser.error(f"--load: no program {args.load!r} (build it first: see the help)")
     return args
@@ -338,6 +372,8 @@ class Server:
             # them a free port and wait until it accepts.
             self.host, self.port = "127.0.0.1", free_port()
             command = [sys.executable, str(SEED / approach.seed), str(self.port)]
+        elif approach.command:
+            command = [*approach.command, *options]
         else:
             command = [sys.executable, str(HERE / approach.script), "0", *approach.options, *options]
         self.process = subprocess.Popen(
@@ -348,7 +384,7 @@ class Server:
             return
         assert self.process.stdout is not None
         line = self.process.stdout.readline().decode()
-        match = re.match(r"Listening on (\[[^\]]+\]|[^:\s]+):(\d+)", line)
+        match = re.match(r"Listening on (?:http://)?(\[[^\]]+\]|[^:\s]+):(\d+)", line)
         if not match:
             self.process.kill()
             raise SystemExit(f"{approach.script}: no ready line, got {line!r}")
@@ -399,6 +435,296 @@ def wait_until(condition: Callable[[], Any], failure: str, timeout: float = 10.0
         if time.monotonic() > deadline:
             raise SystemExit(failure)
         time.sleep(0.05)
+
+
+# WebSocket (--websocket): websocket_server.py against the websockets library.
+
+# The websockets library's own server, doing what websocket_server.py does on
+# /echo and /chat, with the backlog and open-file limit ours has (its defaults,
+# 100 and 1,024, would measure SYN retries and EMFILE, not the server).
+WEBSOCKETS_SERVER = """
+import asyncio, resource, sys
+from websockets.asyncio.server import broadcast, serve
+resource.setrlimit(resource.RLIMIT_NOFILE, (resource.getrlimit(resource.RLIMIT_NOFILE)[1],) * 2)
+room = set()
+async def handler(websocket):
+    if websocket.request.path == "/chat":
+        room.add(websocket)
+        try:
+            async for message in websocket:
+                broadcast(room, message)
+        finally:
+            room.discard(websocket)
+    else:
+        async for message in websocket:
+            await websocket.send(message)
+async def main():
+    compression = "deflate" if "--deflate" in sys.argv else None
+    async with serve(handler, "127.0.0.1", 0, compression=compression, backlog=4096, max_size=2**20) as server:
+        print("Listening on http://127.0.0.1:%d/" % server.sockets[0].getsockname()[1], flush=True)
+        await asyncio.Future()
+asyncio.run(main())
+"""
+# websocket_server.py with its masking done a byte at a time, the way a first
+# version would write it: what the hot loop costs.
+BYTE_BY_BYTE = """
+import sys, websocket_server
+websocket_server.unmask = lambda data, key: bytes(byte ^ key[index % 4] for index, byte in enumerate(data))
+sys.argv[0] = "websocket_server.py"
+sys.exit(websocket_server.main())
+"""
+OFFER_DEFLATE = "permessage-deflate; client_max_window_bits"
+MASK = b"\x5a\x1c\xe3\x07"
+
+
+def measure_websockets(args: argparse.Namespace) -> int:
+    """The WebSocket section: every figure for each server, in alternating rounds; one table."""
+    raise_open_file_limit()  # the client holds --ws-idle sockets itself
+    ours = Approach("websocket_server.py", "websocket_server.py")
+    byte_loop = Approach(
+        "websocket_server.py, masking a byte at a time", "", command=(sys.executable, "-c", BYTE_BY_BYTE)
+    )
+    theirs = Approach("websockets", "", command=(sys.executable, "-c", WEBSOCKETS_SERVER))
+    # Each server's options with compression off, and on (None: not measured).
+    options: dict[str, tuple[tuple[str, ...], tuple[str, ...] | None]] = {
+        ours.name: (("--quiet", "--no-compression"), ("--quiet",)),
+        byte_loop.name: (("0", "--quiet", "--no-compression"), None),
+        theirs.name: ((), ("--deflate",)),
+    }
+    try:
+        import websockets
+    except ImportError:
+        print("websockets is not installed for this Python (pip install websockets): measuring ours alone")
+        chosen = [ours, byte_loop]
+    else:
+        options[f"websockets {websockets.__version__}"] = options.pop(theirs.name)
+        theirs.name = f"websockets {websockets.__version__}"
+        chosen = [ours, byte_loop, theirs]
+    for round_number in range(args.rounds):
+        for approach in chosen if round_number % 2 == 0 else chosen[::-1]:
+            measure_websocket_round(approach, args, *options[approach.name])
+        print(f"round {round_number + 1} of {args.rounds} done", file=sys.stderr, flush=True)
+    print_websocket_table(chosen, args)
+    return 0
+
+
+def measure_websocket_round(
+    approach: Approach, args: argparse.Namespace, plain: tuple[str, ...], deflate: tuple[str, ...] | None
+) -> None:
+    with Server(approach, *plain) as server:
+        approach.add("echo", echo_rate(server, args.ws_connections, args.ws_seconds, args.ws_size))
+    if deflate is None:
+        return
+    with Server(approach, *plain) as server:
+        approach.add("idle", memory_per_connection(server, args.ws_idle, compressed=False))
+    with Server(approach, *deflate) as server:
+        approach.add("compressed", memory_per_connection(server, args.ws_compressed, compressed=True))
+    with Server(approach, *plain) as server:
+        approach.add("broadcast", broadcast_seconds(server, args.ws_broadcast))
+
+
+def print_websocket_table(chosen: list[Approach], args: argparse.Namespace) -> None:
+    ours, byte_loop, reference = chosen[0], chosen[1], chosen[-1]
+
+    def ratio(metric: str, approach: Approach, against: Approach) -> float:
+        """The median of the rounds' ratios: each round's two figures were taken minutes apart at most."""
+        pairs = zip(approach.samples.get(metric, []), against.samples.get(metric, []))
+        ratios = [value / base for value, base in pairs if base]
+        return statistics.median(ratios) if ratios else float("nan")
+
+    compare = reference.name.startswith("websockets")
+    against = f"against {reference.name}, each the median of the rounds' ratios" if compare else "(no websockets)"
+    print(f"\nWebSocket: median of {args.rounds} alternating rounds; ratios {against}\n")
+    print("| figure | server | value | ratio |")
+    print("|---|---|---:|---:|")
+    for metric, title in (
+        ("echo", f"echo: messages/s, {args.ws_connections} connections, {args.ws_size}-byte text"),
+        ("idle", f"idle: memory per connection, {args.ws_idle:,} open"),
+        ("compressed", f"permessage-deflate: memory per connection, {args.ws_compressed:,} open"),
+        ("broadcast", f"broadcast: one /chat message reaching {args.ws_broadcast:,} clients"),
+    ):
+        for approach in chosen:
+            if not approach.samples.get(metric):
+                continue
+            value = approach.median(metric)
+            shown = {"echo": f"{value:,.0f}", "broadcast": f"{value:.3f} s"}.get(metric, f"{value / 1024:.1f} KiB")
+            relative = f"{ratio(metric, approach, reference):.2f}x" if compare else "-"
+            print(f"| {title} | {approach.name} | {shown} | {relative} |")
+    print(f"\nMasking a byte at a time: {ratio('echo', byte_loop, ours):.2f}x the echo rate of {ours.name}.")
+    print("\nunmask() itself, in this process: one big integer against a byte at a time\n")
+    print("| payload | as an integer | a byte at a time | ratio |")
+    print("|---:|---:|---:|---:|")
+    for size, integer, loop in unmask_costs():
+        print(f"| {size:,} bytes | {integer * 1e6:.2f} us | {loop * 1e6:.2f} us | {loop / integer:.0f}x |")
+
+
+def unmask_costs() -> list[tuple[int, float, float]]:
+    """Seconds per call of websocket_server.unmask(), and of the byte-by-byte loop, for a few sizes."""
+    import websocket_server
+
+    def byte_by_byte(data: bytes, key: bytes) -> bytes:
+        return bytes(byte ^ key[index % 4] for index, byte in enumerate(data))
+
+    costs = []
+    for size in (64, 1024, 65536):
+        data = os.urandom(size)
+        assert websocket_server.unmask(data, MASK) == byte_by_byte(data, MASK)
+        number = max(10, 2_000_000 // (size + 64))
+        loops = number // 20 + 1
+        integer = min(timeit.repeat(lambda data=data: websocket_server.unmask(data, MASK), number=number, repeat=3))
+        loop = min(timeit.repeat(lambda data=data: byte_by_byte(data, MASK), number=loops, repeat=3))
+        costs.append((size, integer / number, loop / loops))
+    return costs
+
+
+def ws_frame(opcode: int, payload: bytes) -> bytes:
+    """A client frame: FIN, the opcode, the length, a masking key, the masked payload (RFC 6455 section 5.2)."""
+    length = len(payload)
+    header = (
+        bytes((0x80 | opcode, 0x80 | length))
+        if length < 126
+        else bytes((0x80 | opcode, 0xFE)) + length.to_bytes(2, "big")
+    )
+    mask = (MASK * (length // 4 + 1))[:length]
+    masked = (int.from_bytes(payload, "big") ^ int.from_bytes(mask, "big")).to_bytes(length, "big") if length else b""
+    return header + MASK + masked
+
+
+def ws_open(server: Server, path: str, extensions: str = "") -> socket.socket:
+    """A WebSocket handshake on a new connection; the connection after it, non-blocking."""
+    sock = socket.create_connection((server.host, server.port), timeout=30)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    key = base64.b64encode(os.urandom(16)).decode()
+    offer = f"Sec-WebSocket-Extensions: {extensions}\r\n" if extensions else ""
+    sock.sendall(
+        f"GET {path} HTTP/1.1\r\nHost: {server.host}:{server.port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{offer}\r\n".encode()
+    )
+    response = b""
+    while b"\r\n\r\n" not in response:
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise SystemExit(f"the server closed during a handshake: {response[:80]!r}")
+        response += chunk
+    if not response.startswith(b"HTTP/1.1 101 "):
+        raise SystemExit(f"no WebSocket: {response[:80]!r}")
+    if extensions and b"permessage-deflate" not in response:
+        raise SystemExit("permessage-deflate was offered and not agreed")
+    sock.setblocking(False)
+    return sock
+
+
+def echo_rate(server: Server, connections: int, seconds: float, size: int) -> float:
+    """Echoes per second: each connection sends a message, waits for it back, and sends it again.
+
+    Half a second of warm-up first. The server's reply to a text message of
+    this size is this many bytes exactly, so counting bytes counts echoes.
+    """
+    frame = ws_frame(0x1, b"x" * size)
+    echo = size + (2 if size < 126 else 4)
+    sockets = [ws_open(server, "/echo") for _ in range(connections)]
+    selector = selectors.DefaultSelector()
+    unread = {}
+    for sock in sockets:
+        selector.register(sock, selectors.EVENT_READ)
+        unread[sock] = 0
+        sock.send(frame)
+    counted = 0
+    started = time.monotonic()
+    warm, end = started + 0.5, started + 0.5 + seconds
+    now = started
+    while now < end:
+        for key, _ in selector.select(1.0):
+            sock = key.fileobj
+            data = sock.recv(65536)  # type: ignore[union-attr]
+            if not data:
+                raise SystemExit(f"{server.process.args[1][:40]}: an echo connection closed")
+            echoes, unread[sock] = divmod(unread[sock] + len(data), echo)
+            if echoes:
+                sock.send(frame)  # type: ignore[union-attr]
+                if now >= warm:
+                    counted += echoes
+        now = time.monotonic()
+    for sock in sockets:
+        sock.close()
+    selector.close()
+    return counted / seconds
+
+
+def memory_per_connection(server: Server, count: int, compressed: bool) -> float:
+    """Bytes of the server's RSS per connection held open (with compression: after one message each)."""
+    before = process_rss(server.process.pid)
+    sockets = [ws_open(server, "/echo", OFFER_DEFLATE if compressed else "") for _ in range(count)]
+    if compressed:
+        # One message each, so the server makes both of its zlib streams; the
+        # same bytes serve every connection, each a fresh stream.
+        compressor = zlib.compressobj(6, zlib.DEFLATED, -12)
+        data = compressor.compress(b"a chat message " * 20) + compressor.flush(zlib.Z_SYNC_FLUSH)
+        frame = bytearray(ws_frame(0x1, data[:-4]))
+        frame[0] |= 0x40  # RSV1: compressed
+        for sock in sockets:
+            sock.send(frame)
+        for sock in sockets:
+            select_readable(sock)
+            sock.recv(65536)
+    after = process_rss(server.process.pid)
+    for sock in sockets:
+        sock.close()
+    return (after - before) / count
+
+
+def broadcast_seconds(server: Server, count: int) -> float:
+    """The median, over three messages, of the time from a /chat message sent to its arrival at the last client."""
+    sockets = [ws_open(server, "/chat") for _ in range(count)]
+    selector = selectors.DefaultSelector()
+    for sock in sockets:
+        selector.register(sock, selectors.EVENT_READ)
+    times = []
+    for index in range(3):
+        message = b"broadcast %d" % index
+        waiting = {sock: len(message) + 2 for sock in sockets}
+        started = time.monotonic()
+        sockets[index].send(ws_frame(0x1, message))
+        while waiting:
+            if time.monotonic() - started > 30:
+                raise SystemExit(f"a broadcast had not reached {len(waiting)} of {count} clients after 30 s")
+            for key, _ in selector.select(1.0):
+                sock = key.fileobj
+                left = waiting.get(sock, 0) - len(sock.recv(65536))  # type: ignore[union-attr]
+                if left <= 0:
+                    waiting.pop(sock, None)  # type: ignore[call-overload]
+                else:
+                    waiting[sock] = left  # type: ignore[index]
+        times.append(time.monotonic() - started)
+    for sock in sockets:
+        sock.close()
+    selector.close()
+    return statistics.median(times)
+
+
+def select_readable(sock: socket.socket, timeout: float = 30.0) -> None:
+    import select
+
+    if not select.select([sock], [], [], timeout)[0]:
+        raise SystemExit(f"no reply within {timeout} s")
+
+
+def process_rss(pid: int) -> int:
+    """A process's resident memory now, in bytes (Linux: /proc)."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise SystemExit(f"no VmRSS for process {pid}")
+
+
+def raise_open_file_limit() -> None:
+    try:
+        import resource
+    except ImportError:
+        return
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 if __name__ == "__main__":

@@ -39,6 +39,8 @@ import threading
 import time
 import unittest
 import urllib.parse
+import urllib.request
+import zlib
 from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -1165,6 +1167,14 @@ class HttpServerTests(CommandLineTests):
         (b"Transfer-Encoding: chunked, gzip\r\n", b"0\r\n\r\n", 400),
     ]
     smuggled = b"GET /smuggled HTTP/1.1\r\nHost: test\r\n\r\n"
+    framing_requests = [
+        (b"GET / HTTP/1.1\r\n\r\n", 400),  # HTTP/1.1 without Host (RFC 9112 3.2)
+        (b"GET /\0 HTTP/1.1\r\nHost: test\r\n\r\n", 400),
+        (b"GET  / HTTP/1.1\r\nHost: test\r\n\r\n", 400),
+        (b"GET / HTTP/2.0\r\nHost: test\r\n\r\n", 505),
+        (b"GET /\r\n\r\n", 400),  # HTTP/0.9, whose answer would have no status line
+        (b"POST /reverse HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+    ]
 
     def test_framing_that_two_parsers_could_read_two_ways_gets_its_status_and_a_close(self) -> None:
         for headers, body, status in self.framing:
@@ -1172,14 +1182,7 @@ class HttpServerTests(CommandLineTests):
                 reply = self.raw(b"POST /reverse HTTP/1.1\r\nHost: test\r\n" + headers + b"\r\n" + body + self.smuggled)
                 self.assertRegex(reply, rb"^HTTP/1\.[01] %d " % status)
                 self.assertEqual(len(re.findall(rb"HTTP/1\.[01] \d{3} ", reply)), 1, reply)
-        for request, status in (
-            (b"GET / HTTP/1.1\r\n\r\n", 400),  # HTTP/1.1 without Host (RFC 9112 3.2)
-            (b"GET /\0 HTTP/1.1\r\nHost: test\r\n\r\n", 400),
-            (b"GET  / HTTP/1.1\r\nHost: test\r\n\r\n", 400),
-            (b"GET / HTTP/2.0\r\nHost: test\r\n\r\n", 505),
-            (b"GET /\r\n\r\n", 400),  # HTTP/0.9, whose answer would have no status line
-            (b"POST /reverse HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
-        ):
+        for request, status in self.framing_requests:
             with self.subTest(request=request):
                 reply = self.raw(request + self.smuggled)
                 self.assertRegex(reply, rb"^HTTP/1\.[01] %d " % status)
@@ -2521,6 +2524,978 @@ class WsgiAppFuzzTest(HttpFuzzTests):
     )
 
 
+# websocket_server.py: a WebSocket client written from RFC 6455 for these tests. It
+# builds every frame byte by byte, so it can send what no library would (unmasked
+# frames, reserved bits, lengths in the wrong form), and it checks what the server
+# sends as strictly: server frames unmasked, a close answered, then the end of TCP.
+WS_KEY = "dGhlIHNhbXBsZSBub25jZQ=="  # the example of RFC 6455 section 1.3, and the answer it must get
+WS_ACCEPT = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+WS_CONTINUATION, WS_TEXT, WS_BINARY, WS_CLOSE, WS_PING, WS_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+WS_MASK = b"\x37\xfa\x21\x3d"
+
+
+def ws_frame(
+    opcode: int,
+    payload: bytes = b"",
+    fin: bool = True,
+    rsv: int = 0,
+    key: bytes | None = WS_MASK,
+    length: int | None = None,
+    form: int | None = None,
+) -> bytes:
+    """A client frame (section 5.2). key None: unmasked; length: the length to declare
+    (default: the payload's); form: 7, 16 or 64 bits for it (default: the shortest)."""
+    declared = len(payload) if length is None else length
+    if form is None:
+        form = 7 if declared < 126 else 16 if declared < 65536 else 64
+    first = (0x80 if fin else 0) | rsv | opcode
+    masked = 0x80 if key is not None else 0
+    if form == 7:
+        header = bytes((first, masked | declared))
+    elif form == 16:
+        header = bytes((first, masked | 126)) + declared.to_bytes(2, "big")
+    else:
+        header = bytes((first, masked | 127)) + declared.to_bytes(8, "big")
+    if key is None:
+        return header + payload
+    return header + key + bytes(map(int.__xor__, payload, itertools.cycle(key)))
+
+
+def ws_close(code: int, why: bytes = b"") -> bytes:
+    return ws_frame(WS_CLOSE, code.to_bytes(2, "big") + why)
+
+
+class WebSocketClient:
+    """One connection to websocket_server.py: the handshake, then frames both ways."""
+
+    def __init__(
+        self,
+        server: Server,
+        path: str = "/echo",
+        headers: dict[str, str | None] | None = None,
+        timeout: float = 5.0,
+        early: bytes = b"",  # bytes sent with the handshake, in the same write
+        receive_buffer: int = 0,  # SO_RCVBUF before connecting: a small window, a client that reads slowly
+    ) -> None:
+        self.sock = socket.socket(socket.AF_INET6 if ":" in server.host else socket.AF_INET)
+        if receive_buffer:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        self.sock.settimeout(timeout)
+        self.sock.connect((server.host, server.port))
+        fields: dict[str, str | None] = {
+            "Host": "test",
+            "Upgrade": "websocket",
+            "Connection": "Upgrade",
+            "Sec-WebSocket-Key": WS_KEY,
+            "Sec-WebSocket-Version": "13",
+        }
+        fields.update(headers or {})
+        lines = [f"GET {path} HTTP/1.1", *(f"{name}: {value}" for name, value in fields.items() if value is not None)]
+        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + early)
+        self.buffer = bytearray()
+        head = self.read_until(b"\r\n\r\n").decode("latin-1").split("\r\n")
+        self.status = int(head[0].split()[1])
+        self.headers = {}
+        for line in head[1:]:
+            name, _, value = line.partition(":")
+            self.headers[name.lower()] = value.strip()
+        self.body = self.read(int(self.headers.get("content-length", "0"))) if self.status != 101 else b""
+        if self.status == 101:
+            assert self.headers.get("sec-websocket-accept") == WS_ACCEPT, self.headers
+        self.extension = self.headers.get("sec-websocket-extensions")
+        agreed = dict(
+            (name.strip(), value.strip())
+            for name, _, value in (p.partition("=") for p in (self.extension or "").split(";"))
+        )
+        self.server_resets = "server_no_context_takeover" in agreed
+        self.client_resets = "client_no_context_takeover" in agreed
+        self.client_bits = int(agreed.get("client_max_window_bits") or 15)
+        self.compressor: Any = None
+        self.decompressor: Any = None
+
+    def __enter__(self) -> WebSocketClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.sock.close()
+
+    def read(self, count: int) -> bytes:
+        while len(self.buffer) < count:
+            chunk = self.sock.recv(max(65536, count - len(self.buffer)))
+            if not chunk:
+                raise AssertionError(f"the server closed with {count - len(self.buffer)} bytes still expected")
+            self.buffer += chunk
+        data = bytes(self.buffer[:count])
+        del self.buffer[:count]
+        return data
+
+    def read_until(self, end: bytes) -> bytes:
+        while end not in self.buffer:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise AssertionError(f"the server closed before {end!r}: {bytes(self.buffer)!r}")
+            self.buffer += chunk
+        return self.read(self.buffer.index(end) + len(end))
+
+    def send(self, opcode: int, payload: bytes = b"", **options: Any) -> None:
+        self.sock.sendall(ws_frame(opcode, payload, **options))
+
+    def send_compressed(self, opcode: int, payload: bytes) -> None:
+        """A message compressed as RFC 7692 section 7.2.1 says: a sync flush, its last 4 bytes removed."""
+        if self.compressor is None:
+            self.compressor = zlib.compressobj(9, zlib.DEFLATED, -self.client_bits)
+        data = self.compressor.compress(payload) + self.compressor.flush(zlib.Z_SYNC_FLUSH)
+        assert data.endswith(b"\x00\x00\xff\xff")
+        if self.client_resets:
+            self.compressor = None
+        self.send(opcode, data[:-4], rsv=0x40)
+
+    def recv_frame(self) -> tuple[bool, int, int, bytes]:
+        """(FIN, RSV bits, opcode, payload) of the server's next frame."""
+        first, second = self.read(2)
+        assert not second & 0x80, "a server frame was masked (RFC 6455 section 5.1: it must not be)"
+        length = second & 0x7F
+        if length == 126:
+            length = int.from_bytes(self.read(2), "big")
+            assert length >= 126, f"a length of {length} in 16 bits (section 5.2: the shortest form)"
+        elif length == 127:
+            length = int.from_bytes(self.read(8), "big")
+            assert 65536 <= length < 2**63, f"a length of {length} in 64 bits"
+        return bool(first & 0x80), first & 0x70, first & 0x0F, self.read(length)
+
+    def recv_message(self) -> tuple[int, bytes]:
+        """The next data message, its fragments joined and inflated: (opcode, payload). Pings are answered."""
+        fin, rsv, opcode, payload = self.recv_frame()
+        while opcode == WS_PING:
+            self.send(WS_PONG, payload)
+            fin, rsv, opcode, payload = self.recv_frame()
+        assert opcode in (WS_TEXT, WS_BINARY), f"opcode {opcode} where a message should begin"
+        parts = [payload]
+        while not fin:
+            fin, _, continuation, payload = self.recv_frame()
+            assert continuation == WS_CONTINUATION, continuation
+            parts.append(payload)
+        data = b"".join(parts)
+        if rsv & 0x40:
+            if self.decompressor is None or self.server_resets:
+                self.decompressor = zlib.decompressobj(-15)
+            data = self.decompressor.decompress(data + b"\x00\x00\xff\xff")
+        return opcode, data
+
+    def expect_close(self, code: int | None, answer: bool = True) -> bytes:
+        """Read to the server's close frame (skipping what was queued before it), check its code,
+        answer it, and see TCP end; return the close reason."""
+        while True:
+            _, _, opcode, payload = self.recv_frame()
+            if opcode == WS_CLOSE:
+                break
+        got = int.from_bytes(payload[:2], "big") if payload else None
+        assert got == code, f"close code {got}, {code} expected ({payload[2:]!r})"
+        if answer:
+            try:
+                self.sock.sendall(ws_frame(WS_CLOSE, payload[:2]))
+            except OSError:  # the server may have closed already (it failed the connection)
+                pass
+        self.assert_closed()
+        return payload[2:]
+
+    def close(self, code: int = 1000) -> None:
+        """The closing handshake begun by the client: the same code back, then the server closes TCP."""
+        self.sock.sendall(ws_close(code))
+        _, _, opcode, payload = self.recv_frame()
+        assert (opcode, payload) == (WS_CLOSE, code.to_bytes(2, "big")), (opcode, payload)
+        self.assert_closed()
+
+    def assert_closed(self) -> None:
+        """After the close the server ends TCP (section 7.1.1), gracefully: the end of the stream, not a reset."""
+        assert not self.buffer, f"bytes after the close frame: {bytes(self.buffer[:40])!r}"
+        try:
+            end = self.sock.recv(1)
+        except ConnectionResetError:
+            raise AssertionError("the server reset the connection instead of closing it") from None
+        assert end == b"", f"bytes after the close frame: {end!r}"
+        self.sock.close()  # as a client does at the end of the stream: the server's linger ends now
+
+
+def unread_by_server(server: Server, conn: socket.socket) -> int:
+    """Bytes conn sent that the server has not read yet: its socket's receive queue, from /proc/net/tcp."""
+    port = conn.getsockname()[1]
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as rows:
+            next(rows)
+            for row in rows:
+                fields = row.split()
+                local, remote, queues = fields[1], fields[2], fields[4]
+                if int(local.rsplit(":", 1)[1], 16) == server.port and int(remote.rsplit(":", 1)[1], 16) == port:
+                    return int(queues.split(":")[1], 16)
+    raise AssertionError(f"no connection from port {port} in /proc/net/tcp")
+
+
+def process_memory(pid: int, field: str = "VmHWM") -> int:
+    """A process's memory from /proc, in bytes: VmHWM is its peak resident set, VmRSS its current one."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError(f"no {field} for process {pid}")
+
+
+def deflate_bomb(inflated: int, bits: int = 15) -> bytes:
+    """A permessage-deflate payload that inflates to this many zero bytes: about a thousandth of that."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -bits)
+    chunk = bytes(1024 * 1024)
+    parts = [compressor.compress(chunk) for _ in range(inflated // len(chunk))]
+    return b"".join(parts) + compressor.flush(zlib.Z_SYNC_FLUSH)[:-4]
+
+
+class WebSocketServerTest(HttpServerTests):
+    """websocket_server.py as an HTTP server: section 1 of the contract, and the opening
+    handshake of RFC 6455 section 4 with its Origin check."""
+
+    script = "websocket_server.py"
+    quick_args = ("--timeout", "2")
+    refused_upload = ("/echo", 405)
+    # It serves one request per connection and reads no body: a POST to a
+    # path it does not have gets 404 whatever its framing, then the close,
+    # so no body can be read as the next request. HTTP/2.0 is a bad request
+    # line to it (400), not a version it knows of and refuses (505).
+    framing = [
+        (headers, body, 404 if b"Transfer-Encoding" in headers and b"Content-Length" not in headers else status)
+        for headers, body, status in HttpServerTests.framing
+    ]
+    framing_requests = [
+        (request, {b"GET / HTTP/2.0": 400, b"POST /reverse HTTP/1.0": 404}.get(request.split(b"\r\n")[0], status))
+        for request, status in HttpServerTests.framing_requests
+    ]
+
+    def assert_serves(self, server: Server) -> None:
+        with WebSocketClient(server) as ws:
+            ws.send(WS_TEXT, b"served")
+            self.assertEqual(ws.recv_message(), (WS_TEXT, b"served"))
+            ws.close()
+
+    def handshake(self, path: str = "/echo", **headers: str | None) -> WebSocketClient:
+        ws = WebSocketClient(self.server, path, {name.replace("_", "-"): value for name, value in headers.items()})
+        self.addCleanup(ws.sock.close)
+        return ws
+
+    def test_the_page_is_a_chat_over_a_websocket(self) -> None:
+        response, body = self.http("GET", "/")
+        self.assertEqual((response.status, response.getheader("Content-Type")), (200, "text/html; charset=utf-8"))
+        self.assertIn(b'new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host', body)
+        self.assertIn(b'+ "/chat")', body)
+        response, body = self.http("HEAD", "/")
+        self.assertEqual((response.status, body), (200, b""))
+
+    def test_other_paths_404_and_a_plain_get_on_a_websocket_426(self) -> None:
+        for path in ("/nope", "/echo/", "/chat.html", "/%65cho"):
+            with self.subTest(path=path):
+                self.assertEqual(self.http("GET", path)[0].status, 404)
+        for path in ("/echo", "/chat", "/chat?room=1"):
+            with self.subTest(path=path):
+                response, _ = self.http("GET", path)
+                self.assertEqual((response.status, response.getheader("Upgrade")), (426, "websocket"))
+        self.assertEqual(self.http("POST", "/", body=b"x")[0].status, 405)
+
+    def test_the_handshake_answers_the_key(self) -> None:
+        ws = self.handshake()
+        self.assertEqual(ws.status, 101)
+        self.assertEqual((ws.headers["upgrade"].lower(), ws.headers["connection"].lower()), ("websocket", "upgrade"))
+        self.assertIsNone(ws.extension)  # none offered, none agreed
+        # Connection and Upgrade are lists of case-insensitive tokens.
+        ws = self.handshake(Connection="keep-alive, UPGRADE", Upgrade="h2c, WebSocket", Origin="http://test")
+        self.assertEqual(ws.status, 101)
+
+    def test_a_handshake_the_rfc_does_not_allow_gets_400(self) -> None:
+        for headers in (
+            {"Connection": "keep-alive"},
+            {"Connection": None},
+            {"Sec-WebSocket-Key": None},
+            {"Sec-WebSocket-Key": "c2hvcnQ="},  # 5 bytes, not 16
+            {"Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=!"},  # not base64
+            {"Content-Length": "5"},  # a body: its bytes would be read as frames
+            {"Host": None},
+        ):
+            with self.subTest(headers=headers):
+                self.assertEqual(self.handshake(**headers).status, 400)
+        with self.server.connect() as conn:
+            conn.sendall(b"GET /echo HTTP/1.0\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+            self.assertRegex(read_until_closed(conn, 5)[0], rb"^HTTP/1\.1 400 ")
+
+    def test_another_websocket_version_gets_426_naming_13(self) -> None:
+        for version in ("8", "14", None):
+            with self.subTest(version=version):
+                ws = self.handshake(Sec_WebSocket_Version=version)
+                self.assertEqual((ws.status, ws.headers.get("sec-websocket-version")), (426, "13"))
+
+    def test_the_request_head_is_parsed_strictly(self) -> None:
+        good = b"Host: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+        good += b"Sec-WebSocket-Key: " + WS_KEY.encode() + b"\r\n"
+        for bad in (
+            b"GET /echo HTTP/1.1\n" + good,  # a bare LF ends a line
+            b"GET /echo HTTP/1.1\r\nX-A: 1\nX-B: 2\r\n" + good,
+            b"GET /echo HTTP/1.1\r\nX-A: 1\rX-B: 2\r\n" + good,  # a bare CR
+            b"GET /echo HTTP/1.1\r\nX-Folded: a\r\n X-B: c\r\n" + good,  # obs-fold
+            b"GET /echo HTTP/1.1\r\nX-Nul: a\x00b\r\n" + good,
+            b"GET /echo HTTP/1.1\r\nX-Space : a\r\n" + good,
+            b"GET /echo HTTP/1.1\r\nno colon\r\n" + good,
+            b"GET /echo HTTP/1.1\r\nHost: other\r\n" + good,  # two Hosts
+            b"GET /echo HTTP/1.1\r\nSec-WebSocket-Version: 13\r\n" + good,  # a header that may come once, twice
+            b"GET / HTTP/1.1\r\nContent-Length: 0\r\nTransfer-Encoding: chunked\r\n" + good,
+            b"GET /echo HTTP/1.1\r\nContent-Length: 0x5\r\n" + good,
+            b"GET /echo  HTTP/1.1\r\n" + good,
+            b"GET http://test/echo HTTP/1.1\r\n" + good,
+        ):
+            with self.subTest(bad=bad[:60]):
+                self.assertRegex(self.raw(bad + b"\r\n"), rb"^HTTP/1\.1 400 Bad Request\r\n")
+        many = b"".join(b"X-%d: x\r\n" % index for index in range(101))
+        self.assertRegex(self.raw(b"GET /echo HTTP/1.1\r\n" + many + good + b"\r\n"), rb"^HTTP/1\.1 431 ")
+        with self.server.connect() as conn:  # a head that never ends is refused at the bound, not held
+            conn.sendall(b"GET /echo HTTP/1.1\r\n" + good + b"X-Large: " + b"x" * 20_000)
+            self.assertRegex(conn.recv(100), rb"^HTTP/1\.1 431 ")
+        self.assert_serves(self.server)
+
+    def test_a_page_from_another_origin_is_refused(self) -> None:
+        # Cross-site WebSocket hijacking: another site's page, in the user's
+        # browser, opening a WebSocket here with the user's cookies.
+        for origin, status in (
+            ("http://test", 101),
+            ("http://TEST:80", 101),
+            ("https://test", 101),  # a proxy that terminates TLS: Host has no port
+            (None, 101),  # not a browser
+            ("http://evil.example", 403),
+            ("http://test:8080", 403),
+            ("http://test.evil.example", 403),
+            ("null", 403),  # a sandboxed page, a file
+            ("http://test/path", 403),
+            ("not an origin", 403),
+        ):
+            with self.subTest(origin=origin):
+                self.assertEqual(self.handshake(Origin=origin).status, status)
+        ws = self.handshake(Origin="http://localhost:3000", Host="localhost:3000")
+        self.assertEqual(ws.status, 101)
+        ws = self.handshake(Origin="http://[::1]:8000", Host="[::1]:8000")
+        self.assertEqual(ws.status, 101)
+
+    def test_allow_origin_lets_the_pages_it_names_in(self) -> None:
+        server = self.start("--allow-origin", "https://app.example", "--allow-origin", "http://localhost:3000/")
+        for origin, status in (
+            ("https://app.example", 101),
+            ("https://app.example:443", 101),
+            ("http://localhost:3000", 101),
+            ("http://app.example", 403),
+            ("https://other.example", 403),
+        ):
+            with self.subTest(origin=origin):
+                ws = WebSocketClient(server, headers={"Origin": origin})
+                self.addCleanup(ws.sock.close)
+                self.assertEqual(ws.status, status)
+
+    def test_each_option_refuses_what_it_cannot_serve(self) -> None:
+        for option, value in (
+            ("--max-message", "0"),
+            ("--max-message", "-1"),
+            ("--max-message", str(2**40)),
+            ("--max-message", "1e6"),
+            ("--timeout", "0"),
+            ("--timeout", "nan"),
+            ("--ping-interval", "0"),
+            ("--ping-interval", "inf"),
+            ("--ping-timeout", "-1"),
+            ("--allow-origin", "app.example"),
+            ("--allow-origin", "https://app.example/page"),
+        ):
+            with self.subTest(option=option, value=value):
+                result = run_script(self.script, "0", option, value)
+                self.assertEqual(result.returncode, 2)
+                self.assertRegex(result.stderr, rf"(?s)^usage: .*\nwebsocket_server\.py: error: argument {option}: ")
+                self.assertNotIn("Traceback", result.stderr)
+
+    def test_quiet_keeps_per_client_lines_out_of_the_log(self) -> None:
+        server = self.start("--quiet")
+        self.assert_serves(server)
+        self.assertEqual(self.http("GET", "/nope", server=server)[0].status, 404)
+        self.assert_clean_exit(server)
+        self.assertNotIn("#", server.log())
+
+    def test_importing_has_no_side_effects(self) -> None:
+        result = run_script("-c", "import websocket_server")
+        self.assertEqual((result.returncode, result.stdout, result.stderr), (0, "", ""))
+
+
+class WebSocketTests(ServerTestCase):
+    """A server shared by the class's tests, and WebSocket clients that close with the test."""
+
+    script = "websocket_server.py"
+    server_args: tuple[str, ...] = ("--max-message", "100000")
+    server: Server
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        cls.server = Server(cls.script, cls.server_args, cls.addClassCleanup)
+
+    def connect(self, path: str = "/echo", server: Server | None = None, **options: Any) -> WebSocketClient:
+        ws = WebSocketClient(server or self.server, path, **options)
+        self.addCleanup(ws.sock.close)
+        self.assertEqual(ws.status, 101, ws.body)
+        return ws
+
+    def assert_fails(self, code: int, *frames: bytes) -> bytes:
+        """Frames sent on a new /echo connection make the server close with this code, and end TCP; the reason."""
+        ws = self.connect()
+        ws.sock.sendall(b"".join(frames))
+        return ws.expect_close(code)
+
+
+class WebSocketFramingTest(WebSocketTests):
+    """RFC 6455 sections 5 (framing) and 7 (closing) on /echo and /chat, frames built byte by byte."""
+
+    def test_text_and_binary_come_back_as_they_went(self) -> None:
+        ws = self.connect()
+        for size in (0, 1, 125, 126, 65535, 65536, 100_000):  # each length encoding, and --max-message
+            with self.subTest(size=size):
+                text = ("aé€😀" * size).encode()[:size].decode(errors="ignore").encode()  # whole characters
+                text += b"a" * (size - len(text))
+                ws.send(WS_TEXT, text)
+                self.assertEqual(ws.recv_message(), (WS_TEXT, text))
+                data = bytes(range(256)) * (size // 256 + 1)
+                ws.send(WS_BINARY, data[:size])
+                self.assertEqual(ws.recv_message(), (WS_BINARY, data[:size]))
+        ws.close()
+
+    def test_frames_sent_with_the_handshake_are_read(self) -> None:
+        ws = self.connect(early=ws_frame(WS_TEXT, b"early") + ws_frame(WS_PING, b"bird"))
+        self.assertEqual(ws.recv_message(), (WS_TEXT, b"early"))
+        self.assertEqual(ws.recv_frame(), (True, 0, WS_PONG, b"bird"))
+
+    def test_a_frame_that_arrives_in_pieces(self) -> None:
+        # Cut in its header, and in its payload at offsets that are not a
+        # multiple of the 4-byte masking key; each piece read by the server
+        # before the next is sent.
+        ws = self.connect()
+        payload = "pieces of ünïcode, ".encode() * 20
+        frame = ws_frame(WS_TEXT, payload)
+        for start, end in ((0, 1), (1, 3), (3, 9), (9, 14), (14, 201), (201, len(frame))):
+            ws.sock.sendall(frame[start:end])
+            wait_for(lambda: unread_by_server(self.server, ws.sock) == 0, timeout=5, message="not read")
+        self.assertEqual(ws.recv_message(), (WS_TEXT, payload))
+
+    def test_fragments_with_control_frames_between(self) -> None:
+        ws = self.connect()
+        ws.send(WS_TEXT, b"Hello w\xc3", fin=False)  # the character \xc3\xb6 cut between two fragments
+        ws.send(WS_PING, b"between")
+        ws.send(WS_CONTINUATION, b"\xb6rld", fin=False)
+        ws.send(WS_PONG, b"unsolicited")  # a heartbeat: no answer
+        ws.send(WS_CONTINUATION, b"", fin=False)
+        ws.send(WS_CONTINUATION, b"!")
+        self.assertEqual(ws.recv_frame(), (True, 0, WS_PONG, b"between"))
+        self.assertEqual(ws.recv_message(), (WS_TEXT, "Hello wörld!".encode()))
+        ws.send(WS_BINARY, b"\x00\xff", fin=False)
+        ws.send(WS_CONTINUATION, b"\x80")
+        self.assertEqual(ws.recv_message(), (WS_BINARY, b"\x00\xff\x80"))
+        ws.close(1001)
+
+    def test_a_ping_gets_a_pong_with_its_payload(self) -> None:
+        ws = self.connect()
+        for payload in (b"", b"x", bytes(range(125))):
+            ws.send(WS_PING, payload)
+            self.assertEqual(ws.recv_frame(), (True, 0, WS_PONG, payload))
+
+    def test_protocol_errors_close_with_1002(self) -> None:
+        for why, frames in (
+            ("an unmasked frame", [ws_frame(WS_TEXT, b"hi", key=None)]),
+            ("RSV1 without an extension", [ws_frame(WS_TEXT, b"hi", rsv=0x40)]),
+            ("RSV2", [ws_frame(WS_TEXT, b"hi", rsv=0x20)]),
+            ("RSV3", [ws_frame(WS_BINARY, b"hi", rsv=0x10)]),
+            ("reserved opcode 3", [ws_frame(0x3, b"")]),
+            ("reserved opcode 7", [ws_frame(0x7, b"")]),
+            ("reserved opcode 11", [ws_frame(0xB, b"")]),
+            ("reserved opcode 15", [ws_frame(0xF, b"")]),
+            ("a ping of 126 bytes", [ws_frame(WS_PING, b"p" * 126)]),
+            ("a fragmented ping", [ws_frame(WS_PING, b"p", fin=False)]),
+            ("a fragmented close", [ws_frame(WS_CLOSE, b"\x03\xe8", fin=False)]),
+            ("a continuation of nothing", [ws_frame(WS_CONTINUATION, b"x")]),
+            ("a new message inside another", [ws_frame(WS_TEXT, b"a", fin=False), ws_frame(WS_TEXT, b"b")]),
+            ("a 64-bit length with its top bit", [ws_frame(WS_BINARY, b"", length=2**63 + 5, form=64)]),
+            ("5 bytes in a 16-bit length", [ws_frame(WS_TEXT, b"hello", form=16)]),
+            ("200 bytes in a 64-bit length", [ws_frame(WS_BINARY, b"x" * 200, form=64)]),
+            ("a close of one byte", [ws_frame(WS_CLOSE, b"\xff")]),
+            ("a close reason not UTF-8", [ws_frame(WS_CLOSE, b"\x03\xe8\xff")]),
+            *((f"close code {code}", [ws_close(code)]) for code in (0, 999, 1004, 1005, 1006, 1012, 1015, 2999, 5000)),
+        ):
+            with self.subTest(why):
+                self.assert_fails(1002, *frames)
+        # One byte would be a code below 1000 anyway; the reason tells which check refused it.
+        self.assertEqual(self.assert_fails(1002, ws_frame(WS_CLOSE, b"\xff")), b"a close frame of one byte")
+
+    def test_text_that_is_not_utf8_closes_with_1007_at_the_first_bad_byte(self) -> None:
+        for bad in (b"\xff", b"caf\xc3", b"\xed\xa0\x80", b"\xc0\xaf", b"\xf4\x90\x80\x80"):
+            with self.subTest(bad=bad):
+                self.assert_fails(1007, ws_frame(WS_TEXT, bad))
+        # A message cut into fragments fails at the fragment that breaks it,
+        # before its end has been sent (Autobahn's cases 6.4 check this too).
+        ws = self.connect()
+        ws.send(WS_TEXT, "κόσμε".encode(), fin=False)
+        ws.send(WS_CONTINUATION, b"\xf4\x90\x80\x80", fin=False)
+        ws.expect_close(1007)
+        ws = self.connect()  # the last fragment ends inside a character
+        ws.send(WS_TEXT, b"caf", fin=False)
+        ws.send(WS_CONTINUATION, b"\xc3")
+        ws.expect_close(1007)
+        # And so does one frame, at its first bad byte, with the rest still to come.
+        ws = self.connect()
+        frame = ws_frame(WS_TEXT, "κόσμε".encode() + b"\xf4\x90\x80\x80" + b"edited" * 1000)
+        ws.sock.sendall(frame[:25])
+        ws.expect_close(1007)
+
+    def test_a_close_is_answered_with_its_code_then_tcp_closes(self) -> None:
+        for code in (1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 3000, 3999, 4000, 4999):
+            with self.subTest(code=code):
+                self.connect().close(code)
+        ws = self.connect()
+        ws.send(WS_CLOSE, b"")  # no code at all: answered with no code
+        self.assertEqual(ws.recv_frame(), (True, 0, WS_CLOSE, b""))
+        ws.assert_closed()
+        ws = self.connect()
+        ws.send(WS_CLOSE, b"\x03\xe8" + "bye, ünïcode".encode())
+        ws.send(WS_TEXT, b"after the close: ignored")
+        self.assertEqual(ws.recv_frame(), (True, 0, WS_CLOSE, b"\x03\xe8"))
+        ws.assert_closed()
+        self.server.wait_for_log(r"#\d+ closed by the client \(1000\) after 0 message\(s\)")
+
+    def test_a_message_over_max_message_is_refused_at_its_header(self) -> None:
+        self.assert_fails(1009, ws_frame(WS_BINARY, b"", length=100_001))  # the header alone: no payload follows
+        small = self.start("--max-message", "1000")  # a frame one byte over, in one read
+        for size, code in ((1000, None), (1001, 1009)):
+            with self.subTest(size=size):
+                ws = self.connect(server=small)
+                ws.send(WS_TEXT, b"x" * size)
+                if code:
+                    ws.expect_close(code)
+                else:
+                    self.assertEqual(ws.recv_message(), (WS_TEXT, b"x" * size))
+        self.assert_fails(1009, ws_frame(WS_TEXT, b"", length=2**62, form=64))
+        ws = self.connect()  # in fragments: what counts is the whole message
+        ws.send(WS_BINARY, b"x" * 60_000, fin=False)
+        ws.sock.sendall(ws_frame(WS_CONTINUATION, b"", length=50_000, fin=True))
+        ws.expect_close(1009)
+
+    def test_chat_sends_every_message_to_every_member(self) -> None:
+        members = [self.connect("/chat") for _ in range(3)]
+        outsider = self.connect("/echo")
+        for index, member in enumerate(members):
+            member.send(WS_TEXT, b"from %d" % index)
+            for other in members:  # each in the order it was sent, the sender included
+                self.assertEqual(other.recv_message(), (WS_TEXT, b"from %d" % index))
+        members[0].send(WS_BINARY, b"\x00\x01")
+        self.assertEqual([member.recv_message() for member in members], [(WS_BINARY, b"\x00\x01")] * 3)
+        members[1].close()
+        members[2].send(WS_TEXT, b"after one left")
+        self.assertEqual(members[0].recv_message(), (WS_TEXT, b"after one left"))
+        outsider.send(WS_PING, b"nothing else")
+        self.assertEqual(outsider.recv_frame(), (True, 0, WS_PONG, b"nothing else"))  # no chat message before it
+
+
+class WebSocketCompressionTest(WebSocketTests):
+    """permessage-deflate (RFC 7692): the negotiation, compressed messages both ways, and the bound."""
+
+    def offer(self, extensions: str, server: Server | None = None) -> WebSocketClient:
+        return self.connect(server=server, headers={"Sec-WebSocket-Extensions": extensions})
+
+    def test_the_negotiation_follows_the_rfc(self) -> None:
+        def deflate(*parameters: str) -> str:
+            return "; ".join(("permessage-deflate", *parameters))
+
+        window = "server_max_window_bits=12"
+        for offer, agreed in (
+            (deflate(), deflate(window)),
+            (deflate("client_max_window_bits"), deflate(window, "client_max_window_bits=12")),
+            (deflate("client_max_window_bits=9"), deflate(window, "client_max_window_bits=9")),
+            (deflate('client_max_window_bits="10"'), deflate(window, "client_max_window_bits=10")),
+            (deflate("server_max_window_bits=10"), deflate("server_max_window_bits=10")),
+            (deflate("server_max_window_bits=15"), deflate(window)),
+            (
+                deflate("server_no_context_takeover", "client_no_context_takeover"),
+                deflate("server_no_context_takeover", "client_no_context_takeover", window),
+            ),
+            # Offers to decline, each for a reason of RFC 7692 section 7.1:
+            (deflate("server_max_window_bits"), None),  # the value is required
+            (deflate("server_max_window_bits=16"), None),
+            (deflate("client_max_window_bits=7"), None),
+            (deflate("server_max_window_bits=010"), None),
+            (deflate("server_no_context_takeover=1"), None),
+            (deflate("server_no_context_takeover", "server_no_context_takeover"), None),
+            (deflate("x-unknown"), None),
+            ("x-webkit-deflate-frame", None),
+            ("permessage-deflate;;", None),  # malformed
+            # The first offer that can be met wins.
+            (deflate("x-unknown") + ", " + deflate("server_max_window_bits=11"), deflate("server_max_window_bits=11")),
+        ):
+            with self.subTest(offer=offer):
+                self.assertEqual(self.offer(offer).extension, agreed)
+
+    def test_compressed_messages_both_ways_with_context_takeover(self) -> None:
+        ws = self.offer("permessage-deflate; client_max_window_bits")
+        message = " ".join(["a chat message that repeats itself"] * 20).encode()
+        sizes = []
+        for _ in range(3):
+            ws.send_compressed(WS_TEXT, message)
+            _, rsv, _, payload = ws.recv_frame()
+            self.assertEqual(rsv, 0x40)  # compressed
+            sizes.append(len(payload))
+            ws.decompressor = ws.decompressor or zlib.decompressobj(-15)
+            self.assertEqual(ws.decompressor.decompress(payload + b"\x00\x00\xff\xff"), message)
+        self.assertLess(sizes[0], len(message) / 5)
+        self.assertLess(sizes[1], sizes[0] / 3, sizes)  # the second refers back to the first
+        ws.send(WS_TEXT, b"uncompressed, RSV1 clear: allowed")  # any message may go uncompressed
+        self.assertEqual(ws.recv_message(), (WS_TEXT, b"uncompressed, RSV1 clear: allowed"))
+        ws.send_compressed(WS_BINARY, b"")
+        self.assertEqual(ws.recv_message(), (WS_BINARY, b""))
+        ws.close()
+
+    def test_no_context_takeover_on_both_sides(self) -> None:
+        ws = self.offer("permessage-deflate; server_no_context_takeover; client_no_context_takeover")
+        for _ in range(3):  # each message inflates on its own: a fresh decompressor each time
+            ws.send_compressed(WS_TEXT, b"same again " * 50)
+            self.assertEqual(ws.recv_message(), (WS_TEXT, b"same again " * 50))
+        ws.close()
+
+    def test_a_window_of_8_bits_is_agreed_and_answered_uncompressed(self) -> None:
+        # zlib cannot compress within 256 bytes; the server accepts, and sends
+        # its messages uncompressed, which the RFC allows for any message.
+        ws = self.offer("permessage-deflate; server_max_window_bits=8; client_max_window_bits=8")
+        self.assertEqual(ws.extension, "permessage-deflate; server_max_window_bits=8; client_max_window_bits=8")
+        ws.client_bits = 9  # the client's zlib cannot do 8 either; the server's inflater takes any window
+        ws.compressor = zlib.compressobj(9, zlib.DEFLATED, -9)
+        ws.send_compressed(WS_TEXT, b"small window " * 10)
+        fin, rsv, opcode, payload = ws.recv_frame()
+        self.assertEqual((rsv, opcode, payload), (0, WS_TEXT, b"small window " * 10))
+
+    def test_rsv1_where_it_cannot_be_is_1002(self) -> None:
+        offer = {"Sec-WebSocket-Extensions": "permessage-deflate"}
+        for frames in (
+            [ws_frame(WS_PING, b"", rsv=0x40)],
+            [ws_frame(WS_TEXT, b"a", fin=False), ws_frame(WS_CONTINUATION, b"b", rsv=0x40)],
+            [ws_frame(WS_TEXT, b"a", rsv=0x20)],
+        ):
+            with self.subTest(frames=frames):
+                ws = self.connect(headers=offer)
+                ws.sock.sendall(b"".join(frames))
+                ws.expect_close(1002)
+
+    def test_data_that_does_not_inflate_closes_with_1007(self) -> None:
+        ws = self.offer("permessage-deflate")
+        ws.send(WS_TEXT, b"\xff\xff\xff\xff not deflate", rsv=0x40)
+        ws.expect_close(1007)
+        ws = self.offer("permessage-deflate")
+        ws.send_compressed(WS_TEXT, b"\xff invalid UTF-8 inside")
+        ws.expect_close(1007)
+
+    def test_a_compression_bomb_is_refused_at_the_bound(self) -> None:
+        # 32 MiB of zeros in 32 KB: inflated whole, it would cost the server
+        # 32 MiB before the size check; zlib's max_length stops at the bound.
+        bomb = deflate_bomb(32 * MIB)
+        self.assertLess(len(bomb), 100_000)  # within --max-message, compressed
+        before = process_memory(self.server.process.pid)
+        ws = self.offer("permessage-deflate")
+        ws.send(WS_BINARY, bomb, rsv=0x40, key=b"\x00\x00\x00\x00")
+        ws.expect_close(1009)
+        self.assertLess(process_memory(self.server.process.pid) - before, 16 * MIB)
+        ws = self.offer("permessage-deflate")  # in fragments, their sum inflated counts
+        ws.send_compressed(WS_BINARY, bytes(60_000))
+        self.assertEqual(ws.recv_message(), (WS_BINARY, bytes(60_000)))
+        compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+        ws.send(
+            WS_BINARY, compressor.compress(bytes(60_000)) + compressor.flush(zlib.Z_SYNC_FLUSH), rsv=0x40, fin=False
+        )
+        ws.send(WS_CONTINUATION, compressor.compress(bytes(60_000)) + compressor.flush(zlib.Z_SYNC_FLUSH)[:-4])
+        ws.expect_close(1009)
+
+    def test_no_compression_declines_every_offer(self) -> None:
+        server = self.start("--no-compression")
+        ws = self.offer("permessage-deflate; client_max_window_bits", server=server)
+        self.assertIsNone(ws.extension)
+        ws.send(WS_TEXT, b"compressed, but never agreed", rsv=0x40)
+        ws.expect_close(1002)
+
+
+class WebSocketLivenessTest(WebSocketTests):
+    """The keepalive (pings, 1011) and backpressure (a bounded queue per client, 1008)."""
+
+    server_args = ("--ping-interval", "0.3", "--ping-timeout", "0.3")
+
+    def test_a_ping_each_interval_and_no_pong_closes_with_1011(self) -> None:
+        ws = self.connect()
+        opened = time.monotonic()
+        _, _, opcode, payload = ws.recv_frame()
+        self.assertEqual(opcode, WS_PING)
+        self.assertGreater(time.monotonic() - opened, 0.2)
+        ws.send(WS_PONG, payload)
+        _, _, opcode, payload = ws.recv_frame()
+        self.assertEqual(opcode, WS_PING)  # the next ping, an interval later
+        ws.send(WS_PONG, payload + b"?")  # a pong, but not this ping's: no answer
+        self.assertEqual(ws.recv_frame()[2:], (WS_CLOSE, b"\x03\xf3no pong"))  # 1011, a timeout later
+        self.assertLess(time.monotonic() - opened, 2.5)
+        ws.send(WS_CLOSE, b"\x03\xf3")
+        ws.assert_closed()
+
+    def test_a_half_open_connection_is_noticed_and_freed(self) -> None:
+        # A client that vanished without a FIN or RST (a laptop closed, a NAT
+        # that forgot the connection) looks exactly like one that sends
+        # nothing and reads nothing: without pings it would be held forever.
+        ws = self.connect("/echo?half-open")
+        number = self.server.wait_for_log(r"#(\d+) GET /echo\?half-open: a WebSocket").group(1)
+        self.server.wait_for_log(rf"#{number} sent no pong within 0.3 s: closing \(1011\)", timeout=3)
+        # It does not answer the close either: dropped a CLOSE_TIMEOUT (2 s) later.
+        self.server.wait_for_log(rf"#{number} closed \(1011\), no answer: dropped after", timeout=4)
+        with self.assertRaises((ConnectionResetError, AssertionError)):  # a reset, or its frames then the end
+            while True:
+                ws.recv_frame()
+
+
+class WebSocketBackpressureTest(WebSocketTests):
+    """A client that stops reading: a bounded queue (WRITE_LIMIT), then 1008; or, on /echo, no more read from it."""
+
+    server_args = ()
+
+    def test_a_client_that_stops_reading_is_closed_and_the_room_keeps_its_pace(self) -> None:
+        slow = self.connect("/chat", receive_buffer=4096)  # reads nothing, until it is closed
+        fast = self.connect("/chat")
+        sender = self.connect("/chat")
+        message = b"m" * 65_000
+        before = process_memory(self.server.process.pid)
+        started = time.monotonic()
+        closed = False
+        for _ in range(300):  # 20 MB: more than the kernel's buffers and WRITE_LIMIT hold
+            sender.send(WS_BINARY, message, key=b"\x00\x00\x00\x00")
+            self.assertEqual(fast.recv_message(), (WS_BINARY, message))
+            self.assertEqual(sender.recv_message(), (WS_BINARY, message))
+            if not closed and "is too slow" in self.server.log():
+                # It gets everything queued before it, then the close (within
+                # CLOSE_TIMEOUT, after which it would be dropped).
+                self.assertEqual(slow.expect_close(1008), b"too slow to read its messages")
+                closed = True
+        self.assertTrue(closed, self.server.log())
+        self.assertLess(time.monotonic() - started, 10.0)
+        self.server.wait_for_log(r"#\d+ is too slow: \d+ bytes unsent, closing it \(1008\)")
+        self.assertLess(process_memory(self.server.process.pid) - before, 32 * MIB)
+        fast.close()
+
+    def test_echo_stops_reading_from_a_client_that_does_not_read(self) -> None:
+        # Backpressure: the server reads no more from a client than it can
+        # send back, so such a client fills the kernel's buffers, then waits.
+        ws = self.connect()
+        ws.sock.setblocking(False)
+        before = process_memory(self.server.process.pid)
+        frame = ws_frame(WS_BINARY, bytes(60_000), key=b"\x00\x00\x00\x00")
+        unsent = memoryview(frame)
+        sent = 0
+        stalled_since = time.monotonic()
+        while sent < 256 * MIB and time.monotonic() - stalled_since < 0.5:
+            try:
+                count = ws.sock.send(unsent)
+            except BlockingIOError:
+                select.select([], [ws.sock], [], 0.05)
+                continue
+            sent += count
+            unsent = unsent[count:] or memoryview(frame)
+            stalled_since = time.monotonic()
+        self.assertLess(sent, 64 * MIB)  # the kernel's buffers, both ways, and little more
+        self.assertLess(process_memory(self.server.process.pid) - before, 16 * MIB)
+        ws.sock.setblocking(True)
+        self.assertEqual(ws.recv_message(), (WS_BINARY, bytes(60_000)))  # still served, at its own pace
+
+
+class WebSocketShutdownTest(WebSocketTests):
+    """SIGINT or SIGTERM: no new connection, a close (1001) to every client, then exit 0."""
+
+    server_args = ("--max-message", str(16 * MIB), "--timeout", "30")
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        pass  # each test stops its own server
+
+    def test_every_client_gets_1001_and_the_server_exits_0(self) -> None:
+        server = self.start(*self.server_args)
+        clients = [self.connect("/echo", server=server), self.connect("/chat", server=server)]
+        clients[1].send(WS_TEXT, b"before the stop")
+        self.assertEqual(clients[1].recv_message(), (WS_TEXT, b"before the stop"))
+        stopped = time.monotonic()
+        server.process.send_signal(signal.SIGINT)
+        for ws in clients:
+            self.assertEqual(ws.expect_close(1001), b"the server is stopping")
+        with self.assertRaises(ConnectionRefusedError):
+            socket.create_connection((server.host, server.port), timeout=5).close()
+        self.assertEqual(server.process.wait(STOP_TIMEOUT), 0, server.log())
+        self.assertLess(time.monotonic() - stopped, 2.0)
+        server.wait_for_log(r"#2 closed \(1001\), and the client answered, after 1 message\(s\)")
+        self.assertNotIn("Traceback", server.log())
+
+    def test_nothing_queued_is_lost_at_a_stop(self) -> None:
+        server = self.start(*self.server_args)
+        ws = self.connect(server=server, receive_buffer=16384)  # a slow link: most of the echo waits in the server
+        message = bytes(range(256)) * (8 * MIB // 256)
+        ws.send(WS_BINARY, message, key=b"\x00\x00\x00\x00")
+        select.select([ws.sock], [], [], 5)  # the echo has begun
+        server.process.send_signal(signal.SIGTERM)
+        self.assertEqual(ws.recv_frame(), (True, 0, WS_BINARY, message))  # whole, then the close
+        ws.expect_close(1001)
+        self.assertEqual(server.process.wait(STOP_TIMEOUT), 0, server.log())
+
+    def test_silent_clients_do_not_hold_up_a_stop(self) -> None:
+        # One connected and sent nothing (a browser opens spare connections),
+        # one does not answer the close: neither waits for --timeout (30 s).
+        server = self.start(*self.server_args)
+        idle = server.connect()
+        self.addCleanup(idle.close)
+        silent = self.connect(server=server)
+        server.wait_until_accepted()
+        stopped = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        self.assertEqual(silent.recv_frame()[2:], (WS_CLOSE, b"\x03\xe9the server is stopping"))  # unanswered
+        self.assertEqual(server.process.wait(STOP_TIMEOUT), 0, server.log())
+        self.assertLess(time.monotonic() - stopped, 4.0)
+        self.assertEqual(read_until_closed(idle, 1)[0], b"")
+
+
+class WebSocketPeerTest(WebSocketTests):
+    """The websockets library, a strict client, against /echo and /chat, compression on and off."""
+
+    server_args = ("--ping-interval", "0.2", "--ping-timeout", "1")
+
+    def test_the_websockets_client_echoes_and_chats(self) -> None:
+        client = require_peer("websockets.sync.client")
+        exceptions = require_peer("websockets.exceptions")
+        uri = f"ws://{self.server.host}:{self.server.port}"
+        for compression in (None, "deflate"):
+            with self.subTest(compression=compression):
+                with client.connect(uri + "/echo", compression=compression, open_timeout=5, close_timeout=5) as ws:
+                    agreed = ws.response.headers.get("Sec-WebSocket-Extensions")
+                    self.assertEqual(agreed and agreed.split(";")[0], compression and "permessage-deflate")
+                    for message in ("hello", "ünïcode ✓", b"\x00\xff" * 1000, "x" * 500_000, b"", ""):
+                        ws.send(message)
+                        self.assertEqual(ws.recv(timeout=5), message)
+                    ws.send(["frag", "ment", "ed"])  # three frames: a text message in fragments
+                    self.assertEqual(ws.recv(timeout=5), "fragmented")
+                    self.assertTrue(ws.ping(b"are you there").wait(5))
+                    with self.assertRaises(TimeoutError):  # idle a while: the server's pings, answered
+                        ws.recv(timeout=0.7)
+                    ws.send("still open")
+                    self.assertEqual(ws.recv(timeout=5), "still open")
+                self.assertEqual((ws.close_code, ws.close_reason), (1000, ""))
+                with client.connect(uri + "/chat", compression=compression) as a:
+                    with client.connect(uri + "/chat", compression=compression) as b:
+                        a.send("from a")
+                        self.assertEqual((a.recv(timeout=5), b.recv(timeout=5)), ("from a", "from a"))
+                        b.send(b"from b")
+                        self.assertEqual((a.recv(timeout=5), b.recv(timeout=5)), (b"from b", b"from b"))
+                with client.connect(uri + "/echo", compression=compression, max_size=None) as ws:
+                    ws.send(b"x" * (MIB + 1))  # over the server's --max-message
+                    with self.assertRaises(exceptions.ConnectionClosedError):
+                        ws.recv(timeout=5)
+                self.assertEqual(ws.close_code, 1009)
+
+
+def require_program(name: str) -> str:
+    """The path of a program a test drives (chromium), or skip the test; TEST_REQUIRE_PEERS=1 fails it instead."""
+    path = shutil.which(name)
+    if path is None:
+        if os.environ.get("TEST_REQUIRE_PEERS"):
+            raise AssertionError(f"{name} is not installed, and TEST_REQUIRE_PEERS=1 says it must be")
+        raise unittest.SkipTest(f"{name} is not installed (apt-get install chromium chromium-driver): skipped")
+    return path
+
+
+class WebDriver:
+    """ChromeDriver, through the W3C WebDriver protocol (JSON over HTTP): just what two chat pages need."""
+
+    ELEMENT = "element-6066-11e4-a52e-4f735466cecf"  # the key the protocol names an element by
+
+    def __init__(self, port: int) -> None:
+        self.url = f"http://127.0.0.1:{port}"
+        self.session = ""
+
+    def call(self, method: str, path: str, body: dict | None = None) -> Any:
+        data = json.dumps(body if body is not None else {}).encode() if method == "POST" else None
+        url = f"{self.url}/session/{self.session}{path}" if self.session else self.url + path
+        request = urllib.request.Request(url, data, {"Content-Type": "application/json"}, method=method)
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.load(response)["value"]
+
+    def text(self, selector: str) -> str:
+        element = self.call("POST", "/element", {"using": "css selector", "value": selector})[self.ELEMENT]
+        return self.call("GET", f"/element/{element}/text")
+
+    def type(self, selector: str, text: str) -> None:
+        element = self.call("POST", "/element", {"using": "css selector", "value": selector})[self.ELEMENT]
+        self.call("POST", f"/element/{element}/value", {"text": text})
+
+    def wait_for_text(self, selector: str, expected: str, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while expected not in self.text(selector):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{selector} never showed {expected!r}: {self.text(selector)!r}")
+            time.sleep(0.05)
+
+
+class WebSocketBrowserTest(WebSocketTests):
+    """A real browser: Debian's Chromium, headless, with the chat page open in two tabs."""
+
+    server_args = ()
+
+    def test_a_message_typed_in_one_tab_appears_in_the_other(self) -> None:
+        chromium = require_program("chromium")
+        chromedriver = require_program("chromedriver")
+        profile = tempfile.mkdtemp(prefix="chromium-")
+        self.addCleanup(shutil.rmtree, profile, ignore_errors=True)
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        driver_process = subprocess.Popen(
+            [chromedriver, f"--port={port}"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self.addCleanup(lambda: (os.killpg(driver_process.pid, signal.SIGKILL), driver_process.wait()))
+        driver = WebDriver(port)
+        wait_for(lambda: self.driver_ready(driver), timeout=10, message="chromedriver did not start")
+        options = {
+            "binary": chromium,
+            "args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={profile}",
+            ],
+        }  # fmt: skip
+        capabilities = {"capabilities": {"alwaysMatch": {"goog:chromeOptions": options}}}
+        driver.session = driver.call("POST", "/session", capabilities)["sessionId"]
+        self.addCleanup(driver.call, "DELETE", "")  # quits the browser
+        page = f"http://{self.server.host}:{self.server.port}/"
+        driver.call("POST", "/url", {"url": page})
+        first = driver.call("GET", "/window")
+        second = driver.call("POST", "/window/new", {"type": "tab"})["handle"]
+        driver.call("POST", "/window", {"handle": second})
+        driver.call("POST", "/url", {"url": page})
+        driver.wait_for_text("#state", "Connected")
+        driver.call("POST", "/window", {"handle": first})
+        driver.wait_for_text("#state", "Connected")
+        driver.type("#text", "Hello from the first tab\ue007")  # U+E007: the Enter key, which submits the form
+        driver.wait_for_text("#messages", "Hello from the first tab")  # back from /chat, to the sender too
+        driver.call("POST", "/window", {"handle": second})
+        driver.wait_for_text("#messages", "Hello from the first tab")
+        driver.type("#text", "<b>and back</b>\ue007")
+        driver.call("POST", "/window", {"handle": first})
+        driver.wait_for_text("#messages", "<b>and back</b>")  # shown as text, not as HTML
+        self.server.wait_for_log(r"#\d+ GET /chat: a WebSocket \(permessage-deflate\)")  # Chromium compresses
+
+    @staticmethod
+    def driver_ready(driver: WebDriver) -> bool:
+        try:
+            return bool(driver.call("GET", "/status")["ready"])
+        except OSError:
+            return False
+
+
 class ClientTest(unittest.TestCase):
     server: Server
 
@@ -2695,6 +3670,22 @@ class BenchTest(unittest.TestCase):
         self.assertIn("--load: no program '/no/such/rload'", missing.stderr)
         self.assertNotIn("Traceback", missing.stderr)
 
+    def test_the_websocket_section_prints_its_table(self) -> None:
+        small = ("--rounds", "1", "--ws-seconds", "0.2", "--ws-idle", "20", "--ws-compressed", "10")
+        result = run_script("bench.py", "--websocket", *small, "--ws-broadcast", "10", timeout=60)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertRegex(
+            result.stdout, r"\| echo: messages/s, 100 connections, 64-byte text \| websocket_server\.py \| [\d,]+ \|"
+        )
+        self.assertRegex(result.stdout, r"\| websocket_server\.py, masking a byte at a time \| [\d,]+ \|")
+        self.assertRegex(
+            result.stdout, r"\| idle: memory per connection, 20 open \| websocket_server\.py \| -?[\d.]+ KiB \|"
+        )
+        self.assertRegex(
+            result.stdout, r"\| broadcast: one /chat message reaching 10 clients \| websocket_server\.py \| [\d.]+ s \|"
+        )
+        self.assertRegex(result.stdout, r"\| 65,536 bytes \| [\d.]+ us \| [\d.]+ us \| \d+x \|")
+
     @unittest.skipIf(has_matplotlib(), "matplotlib is installed here")
     def test_plot_without_matplotlib_is_one_line(self) -> None:
         result = run_script("bench.py", "--plot", tempfile.gettempdir(), timeout=30)
@@ -2780,6 +3771,7 @@ SERVER_SCRIPTS = (
     "socketserver_variants.py",
     "http_static.py",
     "wsgi_app.py",
+    "websocket_server.py",
 )
 # Names each script defines its own way: they are the approach itself.
 APPROACH = {"serve", "make_server"}
@@ -2791,6 +3783,7 @@ DIFFERENCES = {
         "prefork_server.py": "says so and exits without os.fork(); logs carry the worker's pid",
         "asyncio_server.py": "serve() runs in an event loop",
         "asyncio_protocol_server.py": "serve() runs in an event loop",
+        "websocket_server.py": "serve() runs in an event loop",
         "socketserver_variants.py": "socketserver builds and runs the server",
         "http_static.py": "checks --directory first; http.server runs the server",
         "wsgi_app.py": "wsgiref runs the server",
@@ -2804,23 +3797,37 @@ DIFFERENCES = {
         "asyncio_protocol_server.py": "adds --cpu-workers",
         "http_static.py": "HTTP: --directory, and --timeout is the idle time",
         "wsgi_app.py": "HTTP: no --delay or --max-request",
+        "websocket_server.py": "WebSocket: --max-message, --ping-interval, --allow-origin, ...",
     },
     "stop_signals": {
         "asyncio_server.py": "the loop's own signal handling",
         "asyncio_protocol_server.py": "the loop's own signal handling",
+        "websocket_server.py": "the loop's own signal handling",
     },
     "stop_on_signals": {"wsgi_app.py": "its own server stops with a flag, not socketserver's shutdown()"},
     "open_listener": {"forking_server.py": "no idna codec for an ASCII host: less for each fork() to copy"},
     "HelpFormatter": {"forking_server.py": "told the terminal's width: no shutil for each fork() to copy"},
     "PROTOCOL": {"socketserver_variants.py": "the stream variant's protocol too"},
+    "TOKEN": {"websocket_server.py": "a str pattern: the extension parameters' patterns are built on it too"},
+    "REQUEST_LINE": {"websocket_server.py": "an origin-form target, HTTP/1.0 or 1.1, the line read without its CRLF"},
+    "HEADER_LINE": {"websocket_server.py": "the line read without its CRLF; the pattern trims the value's spaces"},
     "accept_client": {
         "sync_server.py": "finishes lingering closes while it waits (Lingering)",
         "forking_server.py": "reaps children, and waits at --max-children",
         "prefork_server.py": "finishes lingering closes while it waits; a worker that loses the race gets EAGAIN",
     },
     **{
-        name: {"asyncio_server.py": "coroutines on streams"}
-        for name in ("handle_client", "read_request", "handle_request", "write_response", "close_gracefully")
+        name: {"asyncio_server.py": "coroutines on streams", "websocket_server.py": "coroutines on streams"}
+        for name in ("write_response", "close_gracefully")
+    },
+    "handle_client": {
+        "asyncio_server.py": "coroutines on streams",
+        "websocket_server.py": "an HTTP request, then the WebSocket it opens",
+    },
+    "read_request": {"asyncio_server.py": "coroutines on streams", "websocket_server.py": "an HTTP request head"},
+    "handle_request": {
+        "asyncio_server.py": "coroutines on streams",
+        "websocket_server.py": "routes, and the WebSocket handshake",
     },
 }
 
@@ -3698,6 +4705,7 @@ del (
     EventLoopServerTests,
     StopUnderFireTests,
     HttpFuzzTests,
+    WebSocketTests,
 )
 
 

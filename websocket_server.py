@@ -1,0 +1,1442 @@
+#!/usr/bin/env python3
+"""WebSocket server: long-lived connections on one event loop, and a hub that broadcasts.
+
+The blog post asked what happens when there are thousands of requests, "or if
+each connection can last minutes or even hours (hello, WebSockets)?". The other
+scripts answer the first half. A WebSocket (RFC 6455) starts as an HTTP request,
+GET with `Upgrade: websocket`; the server answers 101 and from then on both
+sides send messages whenever they like, over the same TCP connection, until one
+of them sends a close. Here asyncio's streams run a coroutine per connection, as
+in asyncio_server.py, and what changes is what a long life asks for:
+
+- Memory per idle connection matters more than speed per request. Each
+  costs a task, a transport, two stream objects and a WebSocket object
+  (__slots__), and no timer task of its own (Deadlines): 6 KiB, measured with
+  10,000 open (bench.py --websocket; the websockets library needs 14 KiB).
+- TCP does not notice a peer that vanished (a laptop closed, a NAT that forgot
+  the connection: a half-open connection) until it sends something: a ping
+  every --ping-interval, and no pong within --ping-timeout, closes it (1011).
+- A client that stops reading must not stall the others nor make the server
+  buffer without bound. Broadcasting with `await drain()` per recipient would
+  make the room go at the pace of its slowest member; writing without a bound
+  would let that member's queue grow until the server runs out of memory. So
+  each client's queue is bounded (WRITE_LIMIT), and past it that client alone
+  is closed (1008), so that it knows it missed messages. (The websockets
+  library has a "write limit" too: above it send() waits, and broadcast()
+  skips that connection's copy.)
+- A browser sends the user's cookies with the handshake, to any site, and the
+  same-origin policy does not apply to WebSockets (CORS does not cover them).
+  Any page the user visits could open ws://this-server/chat and read the
+  replies as that user: cross-site WebSocket hijacking. The browser's Origin
+  header, which a page cannot forge, says whose page asks; one that does not
+  match Host is refused (403) unless --allow-origin names it. A client that
+  sends no Origin is not a browser, so it has no victim's cookies to abuse.
+- A stop is announced, not just done: every client gets a close with 1001
+  ("going away"), and its answer, before the process exits.
+
+What each part is in RFC 6455 (its section), and in the websockets library:
+  read_request(), handle_request()  the opening handshake (4.2)    serve(), ServerProtocol.accept()
+  origin_allowed()                  Origin (4.2.1, 10.2)            serve(origins=...)
+  negotiate_deflate(), Deflate      permessage-deflate (RFC 7692)   compression="deflate"
+  WebSocket.receive()               base framing (5.2)              the protocol's Frame.parse()
+  unmask()                          masking (5.3)                   speedups.apply_mask (C)
+  WebSocket.add_to_message()        fragments (5.4)                 the Assembler
+  WebSocket.ping(), control()       ping and pong (5.5.2, 5.5.3)    ping_interval, ping_timeout
+  --max-message                     (10.4)                          max_size
+  WRITE_LIMIT                       -                               write_limit
+  Hub.broadcast()                   -                               broadcast()
+  WebSocket.start_closing()         the closing handshake (7)       close(), close_timeout
+
+Routes: GET / is a chat page (open it in two tabs); /echo sends every message
+back; /chat sends every message to every /chat client.
+
+Compression costs memory, per connection: a zlib compressor with the 4 KiB
+window (12 bits) and memLevel 5 this server asks for holds 38 KiB, and a
+decompressor 11 KiB, or 39 KiB if the client keeps its full 32 KiB window
+(it may, unless its offer lets the server limit it); at zlib's defaults (15
+bits, memLevel 8) the pair would hold 300 KiB (tracemalloc). Each is made at
+the first message that needs it, not at the handshake, so an idle connection
+pays nothing. bench.py --websocket measures the whole: 1,000 connections after
+one compressed message each hold 40 KiB more each than without compression.
+--no-compression saves that, and deflate's CPU.
+
+Pick this script to read how WebSockets work, or for a small service with no
+dependencies. Pick the websockets library (or a framework built on it) for
+anything more: TLS (wss://) with ssl contexts, subprotocols, a client side,
+authentication hooks, routing, proxies, C speedups, and years of production
+hardening.
+
+Standard library only; CPython 3.8 to 3.15.
+
+Try it:  python websocket_server.py 8000
+         then open http://127.0.0.1:8000/ in two browser tabs and chat
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import binascii
+import codecs
+import gc
+import hashlib
+import http
+import itertools
+import logging
+import math
+import random
+import re
+import signal
+import socket
+import struct
+import sys
+import time
+import urllib.parse
+import zlib
+from typing import Any, Awaitable, Callable, Coroutine, TypeVar
+
+# One recv() per chunk, and the most a frame's payload is unmasked at once.
+CHUNK_SIZE = 64 * 1024
+# Connections the kernel completes and queues while the loop is busy. listen()
+# with no argument asks for at most 128, and a burst beyond the queue is left
+# to SYN retries: a client stalls 1 s, then 3 s, then 7 s. The kernel caps the
+# number at net.core.somaxconn (4096 on Linux since 5.4).
+BACKLOG = max(socket.SOMAXCONN, 4096)
+MAX_MESSAGE = 1024 * 1024  # the default bound on one message, after decompression (websockets: max_size)
+LARGEST_MESSAGE = 1024 * 1024 * 1024  # --max-message above this would be memory, not a message
+# The HTTP request head is read whole before anything is decided, so it is
+# bounded: a client cannot make the server hold an endless header.
+MAX_REQUEST_LINE = 8 * 1024
+MAX_HEAD = 16 * 1024
+MAX_HEADERS = 100
+# After the last frame, how long and how much a client may go on sending before
+# the server closes anyway (see close_gracefully()): 2 s in all, enough for a
+# client that reads its reply, and soon enough to free the connection. (nginx
+# waits up to 5 s between reads, 30 s in all.)
+LINGER_SECONDS = 2.0
+LINGER_BYTES = 16 * 1024 * 1024
+# How long a client has to answer the server's close frame before the
+# connection is dropped (websockets: close_timeout, 10 s).
+CLOSE_TIMEOUT = 2.0
+# Unsent bytes a client may have queued before it counts as too slow (see
+# WebSocket.send()). Memory per client stays below this plus one message.
+WRITE_LIMIT = 1024 * 1024
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+MAX_SECONDS = 24 * 60 * 60.0  # the most any option in seconds takes (see seconds())
+# Allocations between two passes of the cycle collector (the default is 700).
+# Every connection alive is a task, a transport, buffers and futures, and each
+# tenth pass reaches the older generations and walks all of them: with 10,000
+# clients at once, again and again. 10,000 clients with --delay 1 took 2.9 to
+# 3.4 s at the default, 2.4 to 2.5 s at this threshold, the same as with no
+# collector at all. Reference counting still frees ordinary garbage at once;
+# only reference cycles wait a little longer.
+GC_THRESHOLD = 10_000
+
+# RFC 6455 section 1.3: the server proves it read the key by hashing it with this.
+HANDSHAKE_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+ROUTES = {"/echo": "echo", "/chat": "chat"}
+# Opcodes (section 5.2); 0x3-0x7 and 0xB-0xF are reserved.
+CONTINUATION = 0x0
+TEXT = 0x1
+BINARY = 0x2
+CLOSE = 0x8
+PING = 0x9
+PONG = 0xA
+FIN = 0x80  # the last frame of a message
+RSV1 = 0x40  # permessage-deflate: this message is compressed
+# Close codes (section 7.4.1) this server sends.
+NORMAL_CLOSURE = 1000
+GOING_AWAY = 1001
+PROTOCOL_ERROR = 1002
+NO_STATUS = 1005  # never sent: what an empty close frame means
+INVALID_DATA = 1007
+POLICY_VIOLATION = 1008
+MESSAGE_TOO_BIG = 1009
+INTERNAL_ERROR = 1011
+# permessage-deflate (RFC 7692): windows of 4 KiB and memLevel 5, as the
+# websockets library chooses: a chat message is short, and 10,000
+# connections with zlib's defaults would need 3 GB.
+DEFLATE_WINDOW_BITS = 12
+DEFLATE_MEMORY_LEVEL = 5
+DEFLATE_TAIL = b"\x00\x00\xff\xff"  # the end of a sync flush, left off every compressed message (7.2.1)
+
+TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+REQUEST_LINE = re.compile(rf"({TOKEN}) (/[!-~]*) HTTP/(1\.[01])".encode())
+# A field value: visible characters, with spaces and tabs only between them;
+# no control character (NUL, a bare CR or LF), and no obs-fold.
+HEADER_LINE = re.compile(rf"({TOKEN}):[ \t]*((?:[!-~\x80-\xff]+(?:[ \t]+[!-~\x80-\xff]+)*)?)[ \t]*".encode())
+HOST = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(?::([0-9]{1,5}))?")
+EXTENSION = re.compile(rf"[ \t]*({TOKEN})[ \t]*")
+EXTENSION_PARAMETER = re.compile(rf';[ \t]*({TOKEN})(?:[ \t]*=[ \t]*(?:({TOKEN})|"((?:[^"\\]|\\.)*)"))?[ \t]*')
+WINDOW_BITS = re.compile(r"[89]|1[0-5]")  # 8..15, written the one way RFC 7692 allows
+SINGLE_HEADERS = ("host", "origin", "sec-websocket-key", "sec-websocket-version", "content-length")
+
+log = logging.getLogger("websocket_server")
+T = TypeVar("T")
+
+
+class ClientError(Exception):
+    """The client broke the protocol or a limit; the message says how."""
+
+
+class Refusal(Exception):
+    """An HTTP request this server does not serve: the status to answer it with, and why."""
+
+    def __init__(self, status: int, detail: str, headers: tuple[tuple[str, str], ...] = ()) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.headers = headers
+
+
+class ProtocolViolation(Exception):
+    """A client frame that fails the WebSocket connection: the close code, and why."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="%(asctime)s %(message)s",
+    )
+    try:
+        listener = open_listener(args.host, args.port)
+    except OSError as exc:
+        print(f"cannot listen on {format_address(args.host, args.port)}: {reason(exc)}", file=sys.stderr)
+        return 1
+    with listener:
+        asyncio.run(serve(listener, args))
+    log.info("stopped")
+    ignore_stop_signals()  # a stop signal now would kill the interpreter as it shuts down
+    return 0
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        epilog=__doc__.split("\n", 1)[1].strip(),
+        formatter_class=HelpFormatter,
+    )
+    parser.add_argument("port", type=port_number, help="TCP port; 0 lets the OS pick a free one")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 or :: exposes the server")
+    parser.add_argument(
+        "--max-message",
+        type=message_size,
+        default=MAX_MESSAGE,
+        help="largest message in bytes, after decompression; a larger one is refused with close code 1009",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=positive_seconds,
+        default=10.0,
+        help="seconds to send the HTTP request (the handshake), and to read a reply or the last frames",
+    )
+    parser.add_argument("--ping-interval", type=positive_seconds, default=20.0, help="seconds between keepalive pings")
+    parser.add_argument(
+        "--ping-timeout", type=positive_seconds, default=20.0, help="seconds to answer a ping before close code 1011"
+    )
+    parser.add_argument(
+        "--allow-origin",
+        type=origin,
+        action="append",
+        default=argparse.SUPPRESS,  # no "(default: None)": none is allowed but the server's own
+        metavar="ORIGIN",
+        help="also accept browsers on pages from this origin, such as https://example.com (repeatable)",
+    )
+    parser.add_argument(
+        "--no-compression", action="store_true", help="decline permessage-deflate: no message is compressed"
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="no per-client log lines")
+    args = parser.parse_args(argv)
+    args.allow_origin = frozenset(getattr(args, "allow_origin", ()))
+    return args
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """--help as the docstring has it: its paragraphs as written, and each default where it says something."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False:  # "(default: None)" tells a reader nothing
+            return action.help
+        return super()._get_help_string(action)
+
+
+def port_number(text: str) -> int:
+    port = int(text)
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 0..65535, not {port}")
+    return port
+
+
+def seconds(text: str) -> float:
+    value = float(text)
+    # Past about 292 years (threading.TIMEOUT_MAX) a socket timeout or a lock
+    # raises OverflowError, once per client; nan and inf compare false with
+    # every deadline. A day is beyond any honest use of these options.
+    if not (math.isfinite(value) and 0 <= value <= MAX_SECONDS):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds from 0 to {MAX_SECONDS:g}, not {text!r}")
+    return value
+
+
+def positive_seconds(text: str) -> float:
+    value = seconds(text)
+    if value == 0:  # every client would time out before its first byte
+        raise argparse.ArgumentTypeError(f"expected a number of seconds above 0, not {text!r}")
+    return value
+
+
+def message_size(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= LARGEST_MESSAGE:
+        raise argparse.ArgumentTypeError(f"expected a number of bytes from 1 to {LARGEST_MESSAGE}, not {value}")
+    return value
+
+
+def origin(text: str) -> str:
+    normalized = normalize_origin(text)
+    if normalized is None:
+        raise argparse.ArgumentTypeError(f"expected an origin such as https://example.com:8443, not {text!r}")
+    return normalized
+
+
+def open_listener(host: str, port: int) -> socket.socket:
+    """Bind and listen, IPv4 or IPv6 as the host says.
+
+    create_server() turns on SO_REUSEADDR, so a restart can bind again at once
+    instead of failing with 'Address already in use' while the last run's
+    connections sit in TIME_WAIT.
+    """
+    family, _, _, _, address = socket.getaddrinfo(host, port, flags=socket.AI_PASSIVE)[0]
+    return socket.create_server(address[:2], family=family, backlog=BACKLOG)
+
+
+def format_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def reason(exc: OSError) -> str:
+    # create_server() appends the address to strerror; the caller names it already.
+    return exc.strerror.split(" (while attempting")[0] if exc.strerror else str(exc)
+
+
+async def serve(listener: socket.socket, args: argparse.Namespace) -> None:
+    """Serve every client from one event loop until SIGINT or SIGTERM, then close every WebSocket."""
+    raise_open_file_limit()
+    gc.set_threshold(GC_THRESHOLD)
+    stop = stop_signals()
+    log_accept_errors_briefly()
+    numbers = itertools.count(1)
+    deadlines = Deadlines()
+    hub = Hub()
+
+    def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> Coroutine[Any, Any, None]:
+        return handle_client(reader, writer, next(numbers), args, hub, deadlines)  # the loop runs it as a task
+
+    # start_server() calls listen() again, with a queue of 100 unless told.
+    server = await asyncio.start_server(on_connect, sock=listener, backlog=BACKLOG)
+    # Only now, with the signal handlers in place: a Ctrl+C that comes right
+    # after the ready line must stop the server cleanly, not with a traceback.
+    print(f"Listening on http://{format_address(*listener.getsockname()[:2])}/", flush=True)
+    await stop.wait()
+    server.close()  # stop accepting: from now on a connection is refused
+    hub.stop(deadlines, min(CLOSE_TIMEOUT, args.timeout))
+    # Every task ends within bounds: a handshake in progress within
+    # CLOSE_TIMEOUT, a WebSocket when its client answers the close or
+    # CLOSE_TIMEOUT has passed, and then its linger.
+    while pending := asyncio.all_tasks() - {asyncio.current_task()}:
+        await asyncio.wait(pending)
+
+
+def log_accept_errors_briefly() -> None:
+    """Report asyncio's failed accept() in one line, at most once a second.
+
+    At the open-file limit (EMFILE) asyncio stops accepting for a second, as
+    it should, but first it tries accept() again as many times as the backlog
+    (4,096 here) and logs each failure with its traceback (CPython gh-151615,
+    fixed in 2026): 19,000 tracebacks in 3 s, measured, which fills a disk.
+    """
+    loop = asyncio.get_running_loop()
+    last = -math.inf
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        nonlocal last
+        if context.get("message") != "socket.accept() out of system resource":
+            loop.default_exception_handler(context)
+        elif loop.time() - last >= 1.0:
+            last = loop.time()
+            log.warning("accept failed: %s; trying again in 1 s", context.get("exception"))
+
+    loop.set_exception_handler(handler)
+
+
+def raise_open_file_limit() -> None:
+    """Let the process hold as many sockets as the hard limit allows.
+
+    Every connected client holds a file descriptor, and the usual soft limit is
+    1024: without this, client number 1,021 or so fails in accept() (EMFILE).
+    """
+    try:
+        import resource  # Unix only; Windows has no such limit to raise
+    except ImportError:
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError):  # macOS refuses an unlimited hard limit
+        log.warning("open files limited to %d", soft)
+
+
+def stop_signals() -> asyncio.Event:
+    """Return an event that is set when SIGINT or SIGTERM arrives.
+
+    The loop's own signal handling (add_signal_handler) wakes it through a
+    socket, the same self-pipe trick the blocking servers use.
+    """
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def stopping() -> None:
+        # When the loop closes, it puts back the default action of each signal
+        # it handles, and a stop signal after that would kill the process
+        # before main() can ignore it (ignore_stop_signals()). So the loop
+        # lets go of them now, for handlers that do nothing.
+        for signum in STOP_SIGNALS:
+            loop.remove_signal_handler(signum)
+            signal.signal(signum, lambda signum, frame: None)
+        stop.set()
+
+    for signum in STOP_SIGNALS:
+        try:
+            loop.add_signal_handler(signum, stopping)
+        except NotImplementedError:  # Windows: a plain handler, handed to the loop
+            signal.signal(signum, lambda signum, frame: loop.call_soon_threadsafe(stop.set))
+    return stop
+
+
+def ignore_stop_signals() -> None:
+    """Ignore SIGINT and SIGTERM from now on.
+
+    main() calls this once the server has stopped. As the interpreter shuts
+    down, it puts each Python handler back to the default action, and a stop
+    signal in that moment killed the process with exit status 143 instead of
+    0. Stop signals come in pairs: GNU timeout sends its SIGTERM twice, and an
+    impatient user presses Ctrl+C again. (Not sooner: a signal already caught
+    but not yet handled would then be reported as "ignored due to race
+    condition", with a traceback.)
+    """
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+
+
+class Deadlines:
+    """loop.call_later() for waits of equal length: one loop timer per length, not one per wait.
+
+    Every client gets the same --timeout to send its request, the same --delay,
+    the same linger. Waits of one length end in the order they began, so a dict
+    per length (dicts keep their insertion order) is a queue already sorted by
+    deadline, and one loop timer watching its first entry serves them all.
+    Starting a wait is a dict insert and ending one a delete, both O(1). With
+    call_later(), each would push a TimerHandle onto the loop's heap, O(log n)
+    comparisons run in Python, and a cancelled one would stay there until the
+    loop cleans the heap. At 50 clients in flight on Python 3.8, the timers
+    cost the protocol server 13% of its throughput and the streams server 19%
+    (measured with none at all), and this takes back about half of that.
+    (libev's manual gives the same trick for equal timeouts: a list, and one
+    timer.)
+    """
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.queues: dict[float, dict[object, tuple[float, Callable[[], object]]]] = {}  # length: {key: ...}, in order
+        self.timers: dict[float, asyncio.TimerHandle] = {}  # length: the loop timer for its first deadline
+        self.length: dict[object, float] = {}  # key: the length it waits, one wait per key at a time
+
+    def set(self, key: object, seconds: float, callback: Callable[[], object]) -> None:
+        """callback() in this many seconds, instead of any wait key had."""
+        self.clear(key)
+        deadline = self.loop.time() + seconds
+        self.queues.setdefault(seconds, {})[key] = (deadline, callback)
+        self.length[key] = seconds
+        if seconds not in self.timers:
+            self.timers[seconds] = self.loop.call_at(deadline, self.expire, seconds)
+
+    def clear(self, key: object) -> None:
+        seconds = self.length.pop(key, None)
+        if seconds is not None:
+            del self.queues[seconds][key]
+
+    def expire(self, seconds: float) -> None:
+        del self.timers[seconds]
+        queue = self.queues[seconds]
+        now = self.loop.time()
+        while queue:
+            key, (deadline, callback) = next(iter(queue.items()))
+            if deadline > now:  # the first still waiting: the timer moves to it
+                self.timers[seconds] = self.loop.call_at(deadline, self.expire, seconds)
+                return
+            self.clear(key)
+            try:
+                callback()
+            except Exception as exc:  # a bug: reported as a failed callback is, and the rest still expire
+                self.loop.call_exception_handler({"message": "a deadline's callback failed", "exception": exc})
+
+
+class Hub:
+    """Every open WebSocket, and the room that /chat broadcasts to.
+
+    Nothing here waits: broadcast() hands a message to each member's transport
+    and moves on, so one member that does not read costs the others nothing
+    (WebSocket.send() closes it once its queue is full).
+    """
+
+    def __init__(self) -> None:
+        self.open: set[WebSocket] = set()  # every WebSocket past its handshake, for the stop
+        self.room: set[WebSocket] = set()  # the /chat members that still take messages
+        self.arriving: set[asyncio.Task[Any]] = set()  # connections still sending their HTTP request
+        self.stopping = False
+
+    def join(self, websocket: WebSocket) -> None:
+        self.open.add(websocket)
+        if websocket.route == "chat":
+            self.room.add(websocket)
+        if self.stopping:  # opened after the stop began: told at once
+            websocket.start_closing(GOING_AWAY, "the server is stopping")
+
+    def forget(self, websocket: WebSocket) -> None:
+        self.open.discard(websocket)
+        self.room.discard(websocket)
+
+    def broadcast(self, opcode: int, payload: bytes) -> None:
+        # The frame is made once for every member without compression; each
+        # member with compression has a zlib stream of its own to feed.
+        frame = encode_frame(FIN | opcode, payload)
+        for member in tuple(self.room):  # a tuple: a member too slow leaves the room meanwhile
+            member.send(opcode, payload, frame)
+
+    def stop(self, deadlines: Deadlines, grace: float) -> None:
+        """A close (1001) to every WebSocket, and at most grace seconds more for every handshake."""
+        self.stopping = True
+        if self.open:
+            log.info("stopping: a close (1001) to %d WebSocket(s)", len(self.open))
+        for task in self.arriving:  # within() in handle_client(): this replaces its deadline
+            deadlines.set(task, grace, task.cancel)
+        for websocket in tuple(self.open):
+            websocket.start_closing(GOING_AWAY, "the server is stopping")
+
+
+async def handle_client(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    number: int,
+    args: argparse.Namespace,
+    hub: Hub,
+    deadlines: Deadlines,
+) -> None:
+    """Serve one connection: an HTTP request, and on /echo or /chat the WebSocket it opens."""
+    task = asyncio.current_task()
+    hub.arriving.add(task)  # type: ignore[arg-type]
+    # Accepted just before a stop, and started after it: the stop's grace, as for the others.
+    timeout = min(CLOSE_TIMEOUT, args.timeout) if hub.stopping else args.timeout
+    asked = ""
+    try:
+        try:
+            # One deadline for the whole request, fixed at connect: a client
+            # that trickles a byte at a time does not extend it.
+            request = await within(deadlines, timeout, read_request(reader), "sent no complete request in time")
+            asked = f"{request.method} {request.target[:80]}: "
+            response, route, deflate = handle_request(request, args)
+            outcome = asked + response[9:12].decode()  # the status: HTTP/1.1 200 OK
+        except Refusal as refusal:  # a request this server does not serve, or a head too large to read
+            response, route, deflate = error_response(refusal), "", None
+            outcome = f"{asked}{refusal.status}, {refusal}"
+        finally:
+            hub.arriving.discard(task)  # type: ignore[arg-type]
+        if not route:  # an HTTP response, then the connection's end
+            await write_response(writer, bytearray(response), args.timeout, deadlines)
+            await close_gracefully(reader, writer, args.timeout, deadlines)
+            log.info("#%d %s", number, outcome)
+            return
+        writer.write(response)  # 101 Switching Protocols: from here on, frames
+        websocket = WebSocket(reader, writer, number, route, args, hub, deadlines, deflate, request.rest)
+        log.info("#%d %sa WebSocket%s", number, asked, " (permessage-deflate)" if deflate else "")
+        # A suspended coroutine keeps its locals: without this, 10,000 open
+        # WebSockets would keep 10,000 request heads, a kilobyte each.
+        del request, response
+        hub.join(websocket)
+        try:
+            outcome = await websocket.run()
+        finally:
+            hub.forget(websocket)
+        if not writer.transport.is_closing():  # not dropped: the last frames go out, then a graceful close
+            try:
+                await write_response(writer, bytearray(), args.timeout, deadlines)
+                await close_gracefully(reader, writer, args.timeout, deadlines)
+            except ClientError as exc:
+                outcome += f"; then it {exc}"
+        log.info("#%d %s", number, outcome)
+    except ClientError as exc:
+        log.info("#%d %s", number, exc)
+    finally:
+        writer.close()
+
+
+async def within(deadlines: Deadlines, timeout: float, work: Awaitable[T], failure: str) -> T:
+    """Await work, or raise ClientError(failure + ": closed") once timeout seconds have passed.
+
+    asyncio.wait_for() would run work in a task of its own (before 3.12), a
+    task per await. Here a deadline cancels the task already running: the
+    cancellation surfaces at the await, which is how asyncio.timeout() (3.11+)
+    works too. A copy for 3.11 and later can write `async with
+    asyncio.timeout(timeout):` instead, and lose nothing it would notice:
+    with a loop timer per wait, it did 0.97x this one's requests/s on 3.13
+    (50 clients in flight, --delay 0). It is kept here because 3.8 to 3.10
+    lack it, and two ways of doing one thing would be a second path to test.
+
+    The trap a copy inherits: every CancelledError is taken for the deadline's.
+    Here nothing else ever cancels a connection's task (shutdown waits for
+    them); code that does (a TaskGroup, a timeout of its own) must tell the
+    two apart, as asyncio.timeout() does with Task.uncancel().
+    """
+    task = asyncio.current_task()
+    deadlines.set(task, timeout, task.cancel)  # type: ignore[union-attr]
+    try:
+        return await work
+    except asyncio.CancelledError:
+        raise ClientError(f"{failure}: closed") from None
+    finally:
+        deadlines.clear(task)
+
+
+class Request:
+    """An HTTP request head, parsed strictly: the request line, the headers, and what came after."""
+
+    def __init__(self, method: str, target: str, version: str, headers: dict[str, str], rest: bytes) -> None:
+        self.method = method
+        self.target = target
+        self.version = version
+        self.headers = headers  # lowercase name: value; a list header's repeats joined with ", "
+        self.rest = rest  # bytes after the blank line: a WebSocket's first frames, sent early
+
+
+async def read_request(reader: asyncio.StreamReader) -> Request:
+    """Read an HTTP request head, up to the blank line, and parse it; Refusal if it is bad or too large."""
+    head = bytearray()
+    line_end = -1
+    while True:
+        try:
+            chunk = await reader.read(CHUNK_SIZE)
+        except OSError:  # reset, or any other failure of this one connection
+            chunk = b""
+        if not chunk:
+            raise ClientError("disconnected before a complete request")
+        # Search only where a line end can newly be: rescanning the whole head
+        # at each chunk would make a head trickled a byte at a time cost O(n^2).
+        searched = max(0, len(head) - 3)
+        head += chunk
+        if line_end < 0:
+            line_end = head.find(b"\r\n", searched)
+        if line_end > MAX_REQUEST_LINE or line_end < 0 and len(head) > MAX_REQUEST_LINE + 1:
+            raise Refusal(414, f"a request line over {MAX_REQUEST_LINE} bytes")
+        end = head.find(b"\r\n\r\n", searched)
+        if end >= 0:
+            break
+        if len(head) > MAX_HEAD:
+            raise Refusal(431, f"a request head over {MAX_HEAD} bytes")
+    if end > MAX_HEAD:
+        raise Refusal(431, f"a request head over {MAX_HEAD} bytes")
+    return parse_request(bytes(head[:end]), bytes(head[end + 4 :]))
+
+
+def parse_request(head: bytes, rest: bytes) -> Request:
+    """The request line and headers (RFC 9112), strictly: anything unusual is a 400, not a guess.
+
+    A lenient parser is how request smuggling starts: two programs on the path
+    (a proxy, this server) that read one request two ways. So lines end in CR
+    LF only, a header line that starts with a space (obs-fold) is refused, and
+    so is any control character, NUL included.
+    """
+    lines = head.split(b"\r\n")
+    match = REQUEST_LINE.fullmatch(lines[0])
+    if not match:
+        raise Refusal(400, "a malformed request line")
+    method, target, version = (part.decode("ascii") for part in match.groups())
+    if len(lines) - 1 > MAX_HEADERS:
+        raise Refusal(431, f"more than {MAX_HEADERS} headers")
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        field = HEADER_LINE.fullmatch(line)
+        if not field:
+            raise Refusal(400, "a malformed header line")
+        name = field.group(1).decode("ascii").lower()
+        value = field.group(2).decode("latin-1")
+        if name not in headers:
+            headers[name] = value
+        elif name in SINGLE_HEADERS:
+            raise Refusal(400, f"more than one {name} header")
+        else:  # a list header given twice is the same as its values joined (RFC 9110 5.3)
+            headers[name] += ", " + value
+    host = headers.get("host")
+    if host is None and version == "1.1":
+        raise Refusal(400, "an HTTP/1.1 request without Host")
+    if host is not None and not HOST.fullmatch(host):
+        raise Refusal(400, "a malformed Host header")
+    length = headers.get("content-length")
+    if length is not None and not (length.isascii() and length.isdigit() and len(length) <= 18):
+        raise Refusal(400, "a malformed Content-Length")
+    if length is not None and "transfer-encoding" in headers:
+        raise Refusal(400, "both Content-Length and Transfer-Encoding")
+    return Request(method, target, version, headers, rest)
+
+
+def handle_request(request: Request, args: argparse.Namespace) -> tuple[bytes, str, Deflate | None]:
+    """The answer to one request: (the response, its WebSocket route or "", the compression agreed).
+
+    Refusal for anything this server does not serve. A WebSocket handshake
+    (RFC 6455 section 4.2.1) is a GET over HTTP/1.1 with Upgrade: websocket,
+    Connection: upgrade, a Sec-WebSocket-Key of 16 bytes in base64 and
+    Sec-WebSocket-Version: 13.
+    """
+    path = request.target.partition("?")[0]
+    if path == "/":
+        if request.method not in ("GET", "HEAD"):
+            raise Refusal(405, "the page is read with GET", (("Allow", "GET, HEAD"),))
+        headers = (("Content-Type", "text/html; charset=utf-8"), ("Cache-Control", "no-cache"))
+        return http_response(200, headers, PAGE, send_body=request.method == "GET"), "", None
+    route = ROUTES.get(path)
+    if route is None:
+        raise Refusal(404, "no such page: / is the chat page, /echo and /chat are WebSockets")
+    if request.method != "GET":
+        raise Refusal(405, "a WebSocket opens with GET", (("Allow", "GET"),))
+    if "websocket" not in tokens(request.headers.get("upgrade", "")):
+        upgrade = (("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13"))
+        raise Refusal(426, f"{path} is a WebSocket: open it with new WebSocket()", upgrade)
+    if request.version != "1.1":
+        raise Refusal(400, "a WebSocket handshake needs HTTP/1.1")
+    if "upgrade" not in tokens(request.headers.get("connection", "")):
+        raise Refusal(400, "Connection does not include upgrade")
+    if request.headers.get("sec-websocket-version") != "13":
+        raise Refusal(426, "this server speaks WebSocket version 13 only", (("Sec-WebSocket-Version", "13"),))
+    key = request.headers.get("sec-websocket-key", "")
+    try:
+        if len(base64.b64decode(key, validate=True)) != 16:
+            raise ValueError
+    except (ValueError, binascii.Error):
+        raise Refusal(400, "Sec-WebSocket-Key is not 16 bytes in base64") from None
+    if request.headers.get("content-length", "0") != "0" or "transfer-encoding" in request.headers:
+        raise Refusal(400, "a handshake with a body")  # its bytes would be read as frames
+    if not origin_allowed(request.headers.get("origin"), request.headers["host"], args.allow_origin):
+        raise Refusal(403, f"pages from {request.headers['origin'][:80]} may not open this WebSocket")
+    accept = base64.b64encode(hashlib.sha1(key.encode() + HANDSHAKE_GUID).digest()).decode()
+    headers = (("Upgrade", "websocket"), ("Connection", "Upgrade"), ("Sec-WebSocket-Accept", accept))
+    deflate = None
+    if not args.no_compression and "sec-websocket-extensions" in request.headers:
+        agreed = negotiate_deflate(request.headers["sec-websocket-extensions"])
+        if agreed is not None:
+            extension, deflate = agreed
+            headers += (("Sec-WebSocket-Extensions", extension),)
+    return http_response(101, headers), route, deflate
+
+
+def tokens(value: str) -> list[str]:
+    """A comma-separated list header (Connection, Upgrade) as lowercase tokens."""
+    return [token.strip().lower() for token in value.split(",")]
+
+
+def origin_allowed(origin_header: str | None, host: str, allowed: frozenset[str]) -> bool:
+    """Whether a page from this Origin may open a WebSocket here (see the docstring: hijacking).
+
+    The page's own server is the one the browser connects to, so its origin's
+    host and port match the Host header; a proxy that terminates TLS makes
+    https://example.com arrive as Host: example.com, which matches too, since
+    a Host without a port means the origin scheme's default port.
+    """
+    if origin_header is None:  # not a browser: it has no victim's cookies to send
+        return True
+    normalized = normalize_origin(origin_header)
+    if normalized is None:
+        return False
+    if normalized in allowed:
+        return True
+    parts = urllib.parse.urlsplit(normalized)
+    match = HOST.fullmatch(host)
+    if parts.scheme not in ("http", "https") or not match:
+        return False
+    host_name = match.group(1).strip("[]").lower()
+    host_port = int(match.group(2)) if match.group(2) else (443 if parts.scheme == "https" else 80)
+    return (parts.hostname, parts.port) == (host_name, host_port)
+
+
+def normalize_origin(text: str) -> str | None:
+    """scheme://host:port, lowercase, with the port spelt out; 'null' as it is; None if malformed."""
+    if text == "null":  # a sandboxed page, a file: never the same origin as a server
+        return text
+    try:
+        parts = urllib.parse.urlsplit(text)
+        port = parts.port
+    except ValueError:
+        return None
+    if not parts.scheme or not parts.hostname or parts.path not in ("", "/") or parts.query or parts.fragment:
+        return None
+    if "@" in parts.netloc:
+        return None
+    if port is None:
+        port = {"http": 80, "https": 443}.get(parts.scheme.lower())
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"{parts.scheme.lower()}://{host}" + (f":{port}" if port is not None else "")
+
+
+def negotiate_deflate(header: str) -> tuple[str, Deflate] | None:
+    """Accept the first permessage-deflate offer this server can meet (RFC 7692 section 7.1).
+
+    Returns the extension as the response states it, and the Deflate for the
+    connection; None declines them all: the WebSocket is then uncompressed.
+    An offer is declined if a parameter is unknown, repeated, or has a value
+    outside the RFC's; the RFC says to try the next offer then.
+    """
+    for name, parameters in parse_extensions(header):
+        if name.lower() != "permessage-deflate":
+            continue
+        seen: set[str] = set()
+        server_reset = client_reset = False
+        server_bits = DEFLATE_WINDOW_BITS  # the server may lower its window unasked (7.1.2.1)
+        client_bits = None  # the response may limit the client's window only if the offer allows it
+        for parameter, value in parameters:
+            parameter = parameter.lower()
+            if parameter in seen:
+                break
+            seen.add(parameter)
+            if parameter == "server_no_context_takeover" and value is None:
+                server_reset = True
+            elif parameter == "client_no_context_takeover" and value is None:
+                client_reset = True  # the client said it resets: our decompressor can too
+            elif parameter == "server_max_window_bits" and value is not None and WINDOW_BITS.fullmatch(value):
+                server_bits = min(server_bits, int(value))
+            elif parameter == "client_max_window_bits" and (value is None or WINDOW_BITS.fullmatch(value)):
+                client_bits = min(DEFLATE_WINDOW_BITS, int(value or 15))
+            else:
+                break
+        else:
+            extension = "permessage-deflate"
+            if server_reset:
+                extension += "; server_no_context_takeover"
+            if client_reset:
+                extension += "; client_no_context_takeover"
+            extension += f"; server_max_window_bits={server_bits}"
+            if client_bits is not None:
+                extension += f"; client_max_window_bits={client_bits}"
+            return extension, Deflate(server_bits, client_bits or 15, server_reset, client_reset)
+    return None
+
+
+def parse_extensions(header: str) -> list[tuple[str, list[tuple[str, str | None]]]]:
+    """Sec-WebSocket-Extensions (RFC 6455 section 9.1): each offer's name and parameters; [] if malformed."""
+    offers = []
+    position = 0
+    while True:
+        name = EXTENSION.match(header, position)
+        if not name:
+            return []
+        position = name.end()
+        parameters: list[tuple[str, str | None]] = []
+        while position < len(header) and header[position] == ";":
+            parameter = EXTENSION_PARAMETER.match(header, position)
+            if not parameter:
+                return []
+            quoted = parameter.group(3)
+            value = re.sub(r"\\(.)", r"\1", quoted) if quoted is not None else parameter.group(2)
+            parameters.append((parameter.group(1), value))
+            position = parameter.end()
+        offers.append((name.group(1), parameters))
+        if position == len(header):
+            return offers
+        if header[position] != ",":
+            return []
+        position += 1
+
+
+def http_response(
+    status: int, headers: tuple[tuple[str, str], ...], body: bytes = b"", send_body: bool = True
+) -> bytes:
+    lines = [f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}"]
+    lines += [f"{name}: {value}" for name, value in headers]
+    if status != 101:
+        # One request per connection: the page is a single request, and a
+        # WebSocket is a connection of its own.
+        lines += [f"Content-Length: {len(body)}", "Connection: close"]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body if send_body else b"")
+
+
+def error_response(refusal: Refusal) -> bytes:
+    headers = (("Content-Type", "text/plain; charset=utf-8"), ("X-Content-Type-Options", "nosniff"), *refusal.headers)
+    return http_response(refusal.status, headers, f"{refusal}\n".encode())
+
+
+async def write_response(writer: asyncio.StreamWriter, reply: bytearray, timeout: float, deadlines: Deadlines) -> None:
+    # drain() returns once the transport's buffer is below its high-water mark
+    # (64 KiB), so the rest of the reply could wait there, and keep the
+    # connection open, for as long as the client does not read. With the mark
+    # at zero, drain() returns when the whole reply is with the kernel.
+    writer.transport.set_write_buffer_limits(high=0)
+    writer.write(reply)
+    if not writer.transport.get_write_buffer_size():
+        return  # write() handed it all to the kernel at once: no drain(), no timer
+    try:
+        await within(deadlines, timeout, writer.drain(), "did not read the reply in time")
+    except ClientError:
+        writer.transport.abort()  # drop what the client never read
+        raise
+    except OSError:
+        raise ClientError("disconnected before the whole reply was sent") from None
+
+
+async def close_gracefully(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, timeout: float, deadlines: Deadlines
+) -> None:
+    """Close so that the client receives the whole reply, then the end of the stream.
+
+    close() with unread input makes the kernel send RST, not FIN, and an RST
+    makes the client's kernel throw away whatever of the reply it holds
+    unread: over a 20 Mbit/s link, a 1 MB reply arrived cut to 360-540 KB. A
+    client still sending when the server has answered (bytes after the '!', a
+    request body the server refused) leaves such input. So: shut down our
+    sending side (FIN after the reply), read and discard until the client
+    closes, then close. A client that reads and closes costs one round trip;
+    one that never closes, or keeps sending, is cut off after LINGER_SECONDS
+    (never beyond --timeout) or LINGER_BYTES.
+    The transport would keep reading until close() anyway, but only by
+    accident of its design: here it is the plan, with its bounds.
+    """
+    try:
+        writer.write_eof()  # shutdown(SHUT_WR): write_response() left the buffer empty
+        await within(deadlines, min(LINGER_SECONDS, timeout), discard_until_closed(reader), "lingered")
+    except (OSError, ClientError):  # a reset, a time-out: the client has what it will get
+        pass
+    writer.close()
+
+
+async def discard_until_closed(reader: asyncio.StreamReader) -> None:
+    discarded = 0
+    while discarded < LINGER_BYTES:
+        chunk = await reader.read(CHUNK_SIZE)
+        if not chunk:  # the client has closed: nothing can be lost now
+            return
+        discarded += len(chunk)
+
+
+class WebSocket:
+    """One WebSocket after its handshake: frames in, messages out, until the closing handshake.
+
+    The frames are parsed as they arrive, a payload in as many pieces as the
+    reads bring (so a 16 MiB frame never sits whole in a buffer, and invalid
+    UTF-8 is caught at its first byte); the state between two reads lives here.
+    __slots__: with 10,000 idle connections, a dict per object would be 10 MB.
+    """
+
+    __slots__ = (
+        "reader",
+        "writer",
+        "transport",
+        "number",
+        "route",
+        "hub",
+        "deadlines",
+        "deflate",
+        "max_message",
+        "ping_interval",
+        "ping_timeout",
+        "pending",
+        "frame_left",
+        "frame_final",
+        "mask",
+        "opcode",
+        "compressed",
+        "message",
+        "utf8",
+        "ping_payload",
+        "close_sent",
+        "close_received",
+        "closed_by_client",
+        "dropped",
+        "finished",
+        "messages",
+        "started",
+    )
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        number: int,
+        route: str,
+        args: argparse.Namespace,
+        hub: Hub,
+        deadlines: Deadlines,
+        deflate: Deflate | None,
+        data: bytes,
+    ) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.transport = writer.transport
+        self.number = number
+        self.route = route
+        self.hub = hub
+        self.deadlines = deadlines
+        self.deflate = deflate
+        self.max_message = args.max_message
+        self.ping_interval = args.ping_interval
+        self.ping_timeout = args.ping_timeout
+        self.pending = data  # received, not yet parsed: the start of a frame header, or of a control frame
+        # The data frame whose payload is arriving: bytes still to come (-1: none), FIN, and its masking key.
+        self.frame_left = -1
+        self.frame_final = False
+        self.mask = b""
+        # The message in progress: TEXT or BINARY (0: none), its bytes so far, and its UTF-8 check. One
+        # bytearray, not a list of pieces: a message in a million 1-byte fragments would cost 34 MB as a list.
+        self.opcode = 0
+        self.compressed = False
+        self.message = bytearray()
+        self.utf8: codecs.IncrementalDecoder | None = None
+        self.ping_payload: bytes | None = None  # the ping awaiting its pong
+        self.close_sent: int | None = None  # the code of the close frame sent, once sent
+        self.close_received: int | None = None
+        self.closed_by_client = False  # the close handshake began with the client's close frame
+        self.dropped = False  # no answer to our close in time: the connection was aborted
+        self.finished = False  # run() has returned: no timer may act on this connection any more
+        self.messages = 0
+        self.started = time.monotonic()
+
+    async def run(self) -> str:
+        """Read frames until the closing handshake, a violation, or the end of the connection; say how it ended."""
+        self.deadlines.set(self, self.ping_interval, self.ping_due)
+        try:
+            self.receive(b"")  # frames the client sent with its handshake
+            while self.close_received is None:
+                try:
+                    data = await self.reader.read(CHUNK_SIZE)
+                except OSError:
+                    data = b""
+                if not data:
+                    if self.dropped:
+                        return f"closed ({self.close_sent}), no answer: dropped after {self.summary()}"
+                    if self.close_sent is not None:
+                        return (
+                            f"closed ({self.close_sent}), and the client left without answering, after {self.summary()}"
+                        )
+                    return f"disconnected without a close after {self.summary()}"
+                self.receive(data)
+                # Backpressure: while this client has not read what it was
+                # sent, the server reads no more of what it sends; the kernel
+                # holds it, and then the client's own send() blocks.
+                if self.transport.get_write_buffer_size():
+                    try:
+                        await self.writer.drain()
+                    except OSError:  # dropped meanwhile: the read above says so
+                        pass
+        except ProtocolViolation as violation:
+            # Fail the WebSocket connection (7.1.7): a close with the code, and
+            # no more frames read; handle_client() closes TCP gracefully.
+            if self.close_sent is None:
+                self.close_sent = violation.code
+                self.transport.write(encode_frame(FIN | CLOSE, close_payload(violation.code, str(violation))))
+            return f"{violation}: closed ({violation.code}) after {self.summary()}"
+        finally:
+            self.finished = True
+            self.deadlines.clear(self)
+        if self.closed_by_client:
+            return f"closed by the client ({self.close_received}) after {self.summary()}"
+        return f"closed ({self.close_sent}), and the client answered, after {self.summary()}"
+
+    def summary(self) -> str:
+        return f"{self.messages} message(s) in {time.monotonic() - self.started:.1f} s"
+
+    def receive(self, data: bytes) -> None:
+        """Handle every frame that data completes or continues (RFC 6455 section 5.2).
+
+        Raises ProtocolViolation at the first thing wrong, with its close code.
+        """
+        if self.pending:
+            data = self.pending + data
+            self.pending = b""
+        position = 0
+        end = len(data)
+        while position < end and self.close_received is None:
+            if self.frame_left >= 0:  # inside a data frame's payload
+                position = self.take_payload(data, position)
+                continue
+            if end - position < 2:
+                break
+            first = data[position]
+            second = data[position + 1]
+            opcode = first & 0x0F
+            length = second & 0x7F
+            # What the first two bytes say is checked before the rest of the
+            # header has come: a bad frame fails at once, not when it is whole.
+            if not second & 0x80:
+                # Section 5.3: a client masks every frame, so that a page's
+                # script cannot choose the bytes a proxy in the path sees.
+                raise ProtocolViolation(PROTOCOL_ERROR, "an unmasked frame")
+            if first & 0x70 and (first & 0x30 or self.deflate is None or opcode not in (TEXT, BINARY)):
+                raise ProtocolViolation(PROTOCOL_ERROR, "a frame with reserved bits set")
+            if opcode >= CLOSE:
+                if opcode > PONG:
+                    raise ProtocolViolation(PROTOCOL_ERROR, f"a frame with the reserved opcode {opcode}")
+                if not first & FIN:
+                    raise ProtocolViolation(PROTOCOL_ERROR, "a fragmented control frame")
+                if length > 125:
+                    raise ProtocolViolation(PROTOCOL_ERROR, "a control frame over 125 bytes")
+            elif opcode > BINARY:
+                raise ProtocolViolation(PROTOCOL_ERROR, f"a frame with the reserved opcode {opcode}")
+            start = position + 6  # the payload's first byte: after 2 bytes and the 4-byte masking key
+            if length == 126:
+                start += 2
+                if end < start:
+                    break
+                length = int.from_bytes(data[position + 2 : position + 4], "big")
+                if length < 126:
+                    raise ProtocolViolation(PROTOCOL_ERROR, "a frame length in more bytes than it needs")
+            elif length == 127:
+                start += 8
+                if end < start:
+                    break
+                length = int.from_bytes(data[position + 2 : position + 10], "big")
+                if length >> 63:
+                    raise ProtocolViolation(PROTOCOL_ERROR, "a 64-bit frame length with its top bit set")
+                if length < 65536:
+                    raise ProtocolViolation(PROTOCOL_ERROR, "a frame length in more bytes than it needs")
+            elif end < start:
+                break
+            key = data[start - 4 : start]
+            if opcode >= CLOSE:  # a control frame: short, whole, and allowed between two fragments
+                if end < start + length:
+                    break
+                position = start + length
+                self.control(opcode, unmask(data[start:position], key))
+                continue
+            if opcode == CONTINUATION:
+                if not self.opcode:
+                    raise ProtocolViolation(PROTOCOL_ERROR, "a continuation frame with no message to continue")
+            elif self.opcode:
+                raise ProtocolViolation(PROTOCOL_ERROR, "a new message inside a fragmented one")
+            elif first & (FIN | RSV1) == FIN and end >= start + length:
+                # The common case, and the hot path: a whole uncompressed
+                # message in one frame, all of it received.
+                if length > self.max_message:
+                    raise ProtocolViolation(MESSAGE_TOO_BIG, f"a message over {self.max_message} bytes")
+                position = start + length
+                payload = unmask(data[start:position], key)
+                if opcode == TEXT:
+                    try:
+                        payload.decode()
+                    except UnicodeDecodeError:
+                        raise ProtocolViolation(INVALID_DATA, "a text message that is not UTF-8") from None
+                self.deliver(opcode, payload)
+                continue
+            else:
+                self.opcode = opcode
+                self.compressed = bool(first & RSV1)
+                if opcode == TEXT:
+                    self.utf8 = codecs.getincrementaldecoder("utf-8")()
+            if not self.compressed and len(self.message) + length > self.max_message:
+                # Refused at the header: the payload is never read, let alone kept.
+                raise ProtocolViolation(MESSAGE_TOO_BIG, f"a message over {self.max_message} bytes")
+            self.frame_left = length
+            self.frame_final = bool(first & FIN)
+            self.mask = key
+            position = self.take_payload(data, start)
+        self.pending = data[position:]
+
+    def take_payload(self, data: bytes, position: int) -> int:
+        """Take what data holds of the current frame's payload; return where the frame's bytes end in it."""
+        taken = min(self.frame_left, len(data) - position)
+        key = self.mask
+        piece = unmask(data[position : position + taken], key)
+        if taken % 4:  # the next byte is unmasked with the key's next byte
+            self.mask = key[taken % 4 :] + key[: taken % 4]
+        self.frame_left -= taken
+        self.add_to_message(piece)
+        if not self.frame_left:
+            self.frame_left = -1
+            if self.frame_final:
+                self.end_message()
+        return position + taken
+
+    def add_to_message(self, piece: bytes) -> None:
+        """One piece of a message (fragments, section 5.4): inflated within the limit, and UTF-8 checked."""
+        if self.compressed:
+            piece = self.deflate.decompress(piece, self.max_message - len(self.message))  # type: ignore[union-attr]
+        if self.utf8 is not None:
+            # The incremental decoder keeps a character cut between two pieces
+            # for the next one, and fails at the first byte that cannot be
+            # UTF-8 (Autobahn's cases 6.4 check that the close comes then,
+            # before the rest of the message has been sent).
+            try:
+                self.utf8.decode(piece)
+            except UnicodeDecodeError:
+                raise ProtocolViolation(INVALID_DATA, "a text message that is not UTF-8") from None
+        self.message += piece
+
+    def end_message(self) -> None:
+        if self.compressed:
+            self.add_to_message(DEFLATE_TAIL)
+            self.deflate.end_message()  # type: ignore[union-attr]
+        if self.utf8 is not None:
+            try:
+                self.utf8.decode(b"", True)
+            except UnicodeDecodeError:
+                raise ProtocolViolation(INVALID_DATA, "a text message that ends inside a character") from None
+        payload = bytes(self.message)
+        opcode = self.opcode
+        self.opcode = 0
+        self.compressed = False
+        self.message = bytearray()
+        self.utf8 = None
+        self.deliver(opcode, payload)
+
+    def deliver(self, opcode: int, payload: bytes) -> None:
+        self.messages += 1
+        if self.close_sent is not None:  # closing: no more messages either way
+            return
+        if self.route == "echo":
+            self.send(opcode, payload)
+        else:
+            self.hub.broadcast(opcode, payload)
+
+    def control(self, opcode: int, payload: bytes) -> None:
+        """A ping, a pong or a close (section 5.5)."""
+        if opcode == PING:
+            if self.close_sent is None:
+                self.transport.write(encode_frame(FIN | PONG, payload))
+        elif opcode == PONG:
+            # An unsolicited pong (a heartbeat the client chose to send) is ignored.
+            if payload == self.ping_payload and self.close_sent is None:
+                self.ping_payload = None
+                self.deadlines.set(self, self.ping_interval, self.ping_due)
+        else:
+            code = close_code(payload)
+            self.close_received = code
+            if self.close_sent is None:  # answered with the same code; then TCP closes (7.1.1)
+                self.closed_by_client = True
+                self.close_sent = code
+                self.hub.forget(self)
+                self.transport.write(encode_frame(FIN | CLOSE, b"" if code == NO_STATUS else payload[:2]))
+
+    def send(self, opcode: int, payload: bytes, frame: bytes | None = None) -> None:
+        """Queue a message for this client, or close it if it has stopped reading.
+
+        The transport's buffer is the client's queue. write() never waits:
+        what the kernel does not take at once stays in the buffer, and grows
+        for as long as the client does not read. Past WRITE_LIMIT the client
+        is closed (1008) instead: one slow reader must not cost the server
+        its memory, nor the others their pace.
+        """
+        if self.close_sent is not None:
+            return
+        queued = self.transport.get_write_buffer_size()
+        if queued > WRITE_LIMIT:
+            log.info("#%d is too slow: %d bytes unsent, closing it (1008)", self.number, queued)
+            self.start_closing(POLICY_VIOLATION, "too slow to read its messages")
+            return
+        if self.deflate is not None and self.deflate.compresses:
+            self.transport.write(encode_frame(FIN | RSV1 | opcode, self.deflate.compress(payload)))
+        else:
+            self.transport.write(frame or encode_frame(FIN | opcode, payload))
+
+    # Deadlines.expire() calls these two. They hand their work to the loop
+    # instead of doing it: a callback that sets a wait of the length that is
+    # expiring (the ping timeout is the interval, by default) would make
+    # expire() keep two loop timers for one length, and the second fails with
+    # KeyError.
+    def ping_due(self) -> None:
+        self.deadlines.loop.call_soon(self.ping)
+
+    def pong_overdue(self) -> None:
+        self.deadlines.loop.call_soon(self.pong_missing)
+
+    def ping(self) -> None:
+        """The keepalive: a ping, and a pong expected within --ping-timeout."""
+        if self.finished or self.close_sent is not None:
+            return
+        self.ping_payload = random.getrandbits(32).to_bytes(4, "big")
+        self.transport.write(encode_frame(FIN | PING, self.ping_payload))
+        self.deadlines.set(self, self.ping_timeout, self.pong_overdue)
+
+    def pong_missing(self) -> None:
+        if self.finished or self.close_sent is not None:
+            return
+        log.info("#%d sent no pong within %g s: closing (1011)", self.number, self.ping_timeout)
+        self.start_closing(INTERNAL_ERROR, "no pong")
+
+    def start_closing(self, code: int, why: str) -> None:
+        """Begin the closing handshake (section 7): a close frame now, and the answer within CLOSE_TIMEOUT.
+
+        The frame goes after everything already queued, so nothing sent
+        before it is lost. No message is sent or delivered after it. A client
+        that does not answer in time is dropped.
+        """
+        if self.finished or self.close_sent is not None:
+            return
+        self.close_sent = code
+        self.hub.forget(self)
+        self.transport.write(encode_frame(FIN | CLOSE, close_payload(code, why)))
+        self.deadlines.set(self, CLOSE_TIMEOUT, self.drop)  # instead of the keepalive
+
+    def drop(self) -> None:
+        self.dropped = True
+        self.transport.abort()  # what it has not read is lost: it was not reading
+
+
+class Deflate:
+    """permessage-deflate (RFC 7692) for one connection: what was agreed, and its two zlib streams.
+
+    Each is made at its first message, not at the handshake, and dropped after
+    every message when its side resets its context ("no_context_takeover").
+    Kept, the context lets a message refer to earlier ones: a chat's repeated
+    words cost a few bits. The memory: see the module's docstring.
+    """
+
+    __slots__ = ("server_bits", "client_bits", "server_reset", "client_reset", "compressor", "decompressor")
+
+    def __init__(self, server_bits: int, client_bits: int, server_reset: bool, client_reset: bool) -> None:
+        self.server_bits = server_bits
+        self.client_bits = client_bits
+        self.server_reset = server_reset
+        self.client_reset = client_reset
+        self.compressor: Any = None  # zlib's Compress and Decompress types have no public name
+        self.decompressor: Any = None
+
+    @property
+    def compresses(self) -> bool:
+        # zlib cannot keep within a window of 8 bits (256 bytes): it uses 9
+        # and refuses 8. A client that asks for 8 gets it, and then messages
+        # sent uncompressed (RSV1 clear), which the RFC allows for any message.
+        return self.server_bits > 8
+
+    def compress(self, payload: bytes) -> bytes:
+        if self.compressor is None:
+            self.compressor = zlib.compressobj(
+                zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -self.server_bits, DEFLATE_MEMORY_LEVEL
+            )
+        data = self.compressor.compress(payload) + self.compressor.flush(zlib.Z_SYNC_FLUSH)
+        if self.server_reset:
+            self.compressor = None
+        return data[:-4]  # the sync flush ends with DEFLATE_TAIL: the receiver puts it back (7.2.1)
+
+    def decompress(self, data: bytes, room: int) -> bytes:
+        """data inflated, or ProtocolViolation if that makes more than room bytes.
+
+        max_length stops zlib at the limit: a compression bomb (a few KB that
+        inflate to gigabytes) costs room + 1 bytes, not what it would inflate to.
+        """
+        if self.decompressor is None:
+            self.decompressor = zlib.decompressobj(-self.client_bits)
+        elif self.decompressor.eof:  # after a final block (BFINAL) only the tail may come
+            if data and data != DEFLATE_TAIL:
+                raise ProtocolViolation(INVALID_DATA, "compressed data after the end of its stream")
+            return b""
+        try:
+            inflated = self.decompressor.decompress(data, room + 1)
+        except zlib.error:
+            raise ProtocolViolation(INVALID_DATA, "compressed data that does not inflate") from None
+        if len(inflated) > room:
+            raise ProtocolViolation(MESSAGE_TOO_BIG, "a compressed message over the size limit")
+        return inflated
+
+    def end_message(self) -> None:
+        if self.client_reset or self.decompressor.eof:
+            self.decompressor = None
+
+
+def unmask(data: bytes, key: bytes) -> bytes:
+    """XOR data with the 4-byte masking key, repeated (section 5.3).
+
+    The hot loop of a server. As one big integer the XOR runs in C, a machine
+    word at a time; a Python loop over the bytes costs about 50 ns each.
+    """
+    length = len(data)
+    if not length:
+        return b""
+    mask = (key * (length // 4 + 1))[:length]
+    return (int.from_bytes(data, "big") ^ int.from_bytes(mask, "big")).to_bytes(length, "big")
+
+
+def encode_frame(first: int, payload: bytes) -> bytes:
+    """A server frame (section 5.2): FIN, RSV and opcode in the first byte, then the length, unmasked."""
+    length = len(payload)
+    if length < 126:
+        return bytes((first, length)) + payload
+    if length < 65536:
+        return struct.pack("!BBH", first, 126, length) + payload
+    return struct.pack("!BBQ", first, 127, length) + payload
+
+
+def close_code(payload: bytes) -> int:
+    """The code of a close frame from the client (sections 5.5.1, 7.4): ProtocolViolation if invalid."""
+    if not payload:
+        return NO_STATUS
+    if len(payload) == 1:
+        raise ProtocolViolation(PROTOCOL_ERROR, "a close frame of one byte")
+    code = int.from_bytes(payload[:2], "big")
+    # 1004-1006 and 1015 are reserved, never sent; 1012-2999 are unassigned
+    # here, 3000-3999 registered for libraries, 4000-4999 private.
+    if not (1000 <= code <= 1003 or 1007 <= code <= 1011 or 3000 <= code <= 4999):
+        raise ProtocolViolation(PROTOCOL_ERROR, f"a close with the invalid code {code}")
+    try:
+        payload[2:].decode()
+    except UnicodeDecodeError:
+        raise ProtocolViolation(PROTOCOL_ERROR, "a close reason that is not UTF-8") from None
+    return code
+
+
+def close_payload(code: int, why: str) -> bytes:
+    return code.to_bytes(2, "big") + why.encode()[:123]  # a control frame's payload: 125 bytes at most
+
+
+PAGE = b"""<!doctype html>
+<html lang="en">
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>WebSocket chat</title>
+<style>
+  body { font: 16px system-ui, sans-serif; max-width: 40em; margin: 2em auto; padding: 0 1em; }
+  #messages { border: 1px solid #999; height: 20em; overflow-y: auto; padding: 0.5em; white-space: pre-wrap; }
+  form { display: flex; gap: 0.5em; margin-top: 0.5em; }
+  #text { flex: 1; }
+</style>
+<h1>WebSocket chat</h1>
+<p id="state">Connecting...</p>
+<div id="messages"></div>
+<form id="form"><input id="text" autocomplete="off" placeholder="Say something" autofocus><button>Send</button></form>
+<script>
+  // Every message sent to /chat comes back to every page open on it, this one included.
+  const state = document.getElementById("state");
+  const messages = document.getElementById("messages");
+  const text = document.getElementById("text");
+  const socket = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/chat");
+  socket.onopen = () => { state.textContent = "Connected: open this page in another tab too, and type."; };
+  socket.onmessage = (event) => {
+    const line = document.createElement("div");
+    line.textContent = typeof event.data === "string" ? event.data : "[a binary message]";  // text, never HTML
+    messages.append(line);
+    messages.scrollTop = messages.scrollHeight;
+  };
+  socket.onclose = (event) => {
+    state.textContent = "Closed (" + event.code + (event.reason ? ": " + event.reason : "") + "). Reload to reconnect.";
+  };
+  document.getElementById("form").onsubmit = (event) => {
+    event.preventDefault();
+    if (text.value && socket.readyState === WebSocket.OPEN) {
+      socket.send(text.value);
+      text.value = "";
+    }
+  };
+</script>
+</html>
+"""
+
+
+if __name__ == "__main__":
+    sys.exit(main())
