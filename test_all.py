@@ -988,6 +988,17 @@ class EventLoopServerTests(ConcurrentServerTests):
         self.assertEqual((result.ok, result.failed), (1000, 0), result.summary())
         self.assertLess(result.wall, 5.0)
 
+    def test_a_delay_as_long_as_the_linger(self) -> None:
+        # Deadlines keeps one loop timer per length of wait: a reply's linger,
+        # started by the timer that ends a delay of the same length, made two
+        # timers of that length, and the second raised KeyError when it fired.
+        server = self.start("--delay", "0.3", "--timeout", "0.3")  # linger: min(2 s, --timeout)
+        result = client.run_load(server.host, server.port, clients=3, requests=3, size=10, timeout=5)
+        self.assertEqual(result.ok, 3, result.summary())
+        time.sleep(0.5)  # idle, while any stray timer of the server's comes due: nothing to poll for
+        self.assertEqual(server.stop(), 0, server.log())
+        self.assertNotIn("Traceback", server.log())
+
     def test_a_stop_and_a_connection_in_one_wake_up(self) -> None:
         # While the loop computes, a stop signal and a new connection both
         # arrive: the next select() reports them together.

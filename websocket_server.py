@@ -476,6 +476,12 @@ class Deadlines:
         while queue:
             key, (deadline, callback) = next(iter(queue.items()))
             if deadline > now:  # the first still waiting: the timer moves to it
+                # A callback above may have started a wait of this very length
+                # (a --delay as long as the linger), and with it a timer for
+                # its own, later deadline: one timer a length, at the first.
+                superseded = self.timers.pop(seconds, None)
+                if superseded is not None:
+                    superseded.cancel()
                 self.timers[seconds] = self.loop.call_at(deadline, self.expire, seconds)
                 return
             self.clear(key)
