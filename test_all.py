@@ -4069,7 +4069,7 @@ class OptionEdgesTest(unittest.TestCase):
 
     def test_every_number_option_refuses_or_serves_at_its_edges(self) -> None:
         accepted = []
-        for command in (*REVERSE_SERVERS, ("http_static.py",), ("wsgi_app.py",)):
+        for command in (*REVERSE_SERVERS, ("http_static.py",), ("wsgi_app.py",), ("websocket_server.py",)):
             script, *variant = command
             parse_args, parser = parser_of(script)
             for option in numeric_options(parser):
@@ -4092,11 +4092,12 @@ class OptionEdgesTest(unittest.TestCase):
         servers = []
         for script, *args in commands:
             with self.subTest(" ".join([script, *args])):
-                quick = () if script in ("http_static.py", "wsgi_app.py") else (*QUICK[:2], "--max-request", "1000")
+                speaks_http = script in ("http_static.py", "wsgi_app.py", "websocket_server.py")
+                quick = () if speaks_http else (*QUICK[:2], "--max-request", "1000")
                 # The value under test last, so it wins over the quick ones.
                 server = Server(script, (*quick, "--quiet", *args), self.addCleanup)
                 if not any(arg.startswith(("--delay=", "--cpu=")) and arg != f"{arg.split('=')[0]}=0" for arg in args):
-                    if script in ("http_static.py", "wsgi_app.py"):
+                    if speaks_http:
                         with contextlib.closing(
                             http.client.HTTPConnection(server.host, server.port, timeout=10)
                         ) as conn:
