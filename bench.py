@@ -11,7 +11,10 @@ Waiting (the servers' --delay, the work threads and event loops are made for):
   requests/s    --delay 0, --size-byte requests, --concurrency in flight
   logs on       the same without --quiet, as a ratio: what logging costs
   vs seed       the blog post's script for the approach (its sleep removed),
-                in the same rounds, as a ratio: above 1 is faster than the seed
+                in the same rounds, as a ratio: above 1 is faster than the seed;
+                with --seed-dir only (the post's scripts are not ours to ship:
+                seed_sync_nodelay.py, seed_threaded_nodelay.py,
+                seed_forking_nodelay.py, seed_asyncio_nodelay.py)
   burst         --burst clients at once with --delay --burst-delay: wall time
                 against the ideal (all at once: one delay; k at a time: n/k)
 Computing (--cpu, pure-Python work that holds the GIL):
@@ -48,8 +51,9 @@ Run:  python bench.py                        # about 1.5 minutes on 2 cores: qui
           --cpu-burst-seconds 0.1 --scale 10000 --plot images    # the README's run, 4 to 8 minutes
       python bench.py --scripts sync_server.py asyncio_server.py --rounds 5
       python bench.py --plot images/         # the figures too, from the same run
-      python bench.py --load /tmp/rload      # requests/s from a C load generator:
-                                             # gcc -O2 -o /tmp/rload ../shared/tools/rload.c
+      python bench.py --load ./loadgen       # requests/s from a C load generator:
+                                             # cc -O2 -o loadgen tools/loadgen.c
+      python bench.py --seed-dir DIR         # and against the blog post's scripts, kept in DIR
       python bench.py --websocket            # websocket_server.py against websockets: about 1 minute
 """
 
@@ -77,7 +81,6 @@ from typing import Any, Callable
 import client
 
 HERE = Path(__file__).resolve().parent
-SEED = HERE.parent / "shared" / "seed"  # the blog post's scripts, where this checkout has them
 CORES = os.cpu_count() or 1
 
 
@@ -171,7 +174,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--load",
         metavar="PROGRAM",
         help="a load generator for the requests/s figures instead of client.py, run as PROGRAM HOST PORT"
-        " IN_FLIGHT REQUESTS SIZE TIMEOUT and printing ok=N err=N rps=X (../shared/tools/rload.c, built)",
+        " IN_FLIGHT REQUESTS SIZE TIMEOUT and printing ok=N err=N rps=X (tools/loadgen.c, built)",
+    )
+    parser.add_argument(
+        "--seed-dir",
+        metavar="DIR",
+        type=Path,
+        help="a folder with the blog post's scripts (seed_*_nodelay.py), for the 'vs seed' figures",
     )
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.requests < 1 or args.cpu_requests < 1:
@@ -181,7 +190,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if not 0 <= args.ws_size < 65536:
         parser.error("--ws-size must be 0..65535")
     if args.load and shutil.which(args.load) is None:
-        parser.error(f"--load: no program {args.load!r} (build it first: see the help)")
+        parser.error(f"--load: no program {args.load!r} (build it first: cc -O2 -o loadgen tools/loadgen.c)")
+    if args.seed_dir and not args.seed_dir.is_dir():
+        parser.error(f"--seed-dir: no folder {args.seed_dir}")
     return args
 
 
@@ -190,8 +201,8 @@ def measure_round(approach: Approach, args: argparse.Namespace, last: bool) -> N
     load = (args.concurrency, args.requests, args.size, args.load)
     approach.add("quiet", rate(Server(approach, "--delay", "0", "--quiet"), *load))
     approach.add("logs", rate(Server(approach, "--delay", "0"), *load))
-    if approach.seed and (SEED / approach.seed).exists():
-        approach.add("seed", rate(Server(approach, seed=True), *load))
+    if approach.seed and args.seed_dir and (args.seed_dir / approach.seed).exists():
+        approach.add("seed", rate(Server(approach, seed_dir=args.seed_dir), *load))
 
     clients = burst_clients(approach, args)
     with Server(approach, "--delay", str(args.burst_delay), "--quiet") as server:
@@ -247,7 +258,7 @@ def external_rate(program: str, server: Server, in_flight: int, requests: int, s
     figures = dict(re.findall(r"(\w+)=([\d.]+)", output))
     if "rps" not in figures:
         raise SystemExit(f"--load {program}: no rps=... in its output: {output.strip()[:200]!r}")
-    failed = any(float(figures.get(name, 0)) for name in ("err", "mismatch", "unfinished"))
+    failed = any(float(figures.get(name, 0)) for name in ("err", "mismatch", "unfinished", "timeout"))
     return 0.0 if failed or int(figures.get("ok", 0)) < requests else float(figures["rps"])
 
 
@@ -366,12 +377,13 @@ def plot(chosen: list[Approach], args: argparse.Namespace) -> None:
 class Server:
     """A server script (or the seed's) on a free port, stopped on leaving the with-block."""
 
-    def __init__(self, approach: Approach, *options: str, seed: bool = False) -> None:
-        if seed:
+    def __init__(self, approach: Approach, *options: str, seed_dir: Path | None = None) -> None:
+        seed = seed_dir is not None
+        if seed_dir is not None:
             # The seed's scripts print no ready line and know no options: give
             # them a free port and wait until it accepts.
             self.host, self.port = "127.0.0.1", free_port()
-            command = [sys.executable, str(SEED / approach.seed), str(self.port)]
+            command = [sys.executable, str(seed_dir / approach.seed), str(self.port)]
         elif approach.command:
             command = [*approach.command, *options]
         else:

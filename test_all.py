@@ -3681,6 +3681,57 @@ class BenchTest(unittest.TestCase):
         self.assertIn("--load: no program '/no/such/rload'", missing.stderr)
         self.assertNotIn("Traceback", missing.stderr)
 
+    def test_seed_dir_measures_the_blog_posts_scripts(self) -> None:
+        # A stand-in for the post's seed_sync_nodelay.py: a port as its one
+        # argument, no ready line, the reverse protocol, closed at once.
+        stand_in = (
+            "import socket, sys\n"
+            "with socket.create_server(('127.0.0.1', int(sys.argv[1]))) as listener:\n"
+            "    while True:\n"
+            "        conn, _ = listener.accept()\n"
+            "        with conn:\n"
+            "            request = b''\n"
+            "            while b'!' not in request and (chunk := conn.recv(65536)):\n"
+            "                request += chunk\n"
+            "            conn.sendall(request[: request.find(b'!') + 1][::-1])\n"
+        )
+        with tempfile.TemporaryDirectory() as directory:
+            Path(directory, "seed_sync_nodelay.py").write_text(stand_in)
+            result = run_script(
+                *SMALL_BENCH[:3], "--rounds", "1", *SMALL_BENCH[6:], "--seed-dir", directory, timeout=60
+            )
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertRegex(result.stdout, r"\| sync \| [\d,]+ \| [\d.]+x \| [\d.]+x \| ")  # vs seed: a ratio
+        missing = run_script("bench.py", "--seed-dir", "/no/such/folder", timeout=30)
+        self.assertEqual(missing.returncode, 2)
+        self.assertIn("--seed-dir: no folder /no/such/folder", missing.stderr)
+
+    @unittest.skipIf(shutil.which("cc") is None or sys.platform != "linux", "needs a C compiler, and Linux (epoll)")
+    def test_the_c_load_generator_checks_every_reply(self) -> None:
+        with tempfile.TemporaryDirectory() as directory:
+            program = Path(directory, "loadgen")
+            build = subprocess.run(["cc", "-O2", "-o", str(program), str(HERE / "tools" / "loadgen.c")])
+            self.assertEqual(build.returncode, 0)
+            server = Server("sync_server.py", ("--delay", "0", "--quiet"), self.addCleanup)
+            good = subprocess.run(
+                [str(program), "127.0.0.1", str(server.port), "10", "200", "100", "10"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            self.assertEqual(good.returncode, 0, good.stdout)
+            self.assertRegex(good.stdout, r"^total=200 ok=200 err=0 mismatch=0 timeout=0 elapsed=[\d.]+ rps=\d+ ")
+            wrong = SingleReplyServer(b"!nope")
+            self.addCleanup(wrong.close)
+            bad = subprocess.run(
+                [str(program), "127.0.0.1", str(wrong.port), "1", "1", "10", "10"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            self.assertEqual(bad.returncode, 1)
+            self.assertIn("mismatch=1", bad.stdout)
+
     def test_the_websocket_section_prints_its_table(self) -> None:
         small = ("--rounds", "1", "--ws-seconds", "0.2", "--ws-idle", "20", "--ws-compressed", "10")
         result = run_script("bench.py", "--websocket", *small, "--ws-broadcast", "10", timeout=60)
