@@ -787,8 +787,9 @@ class PoolServerTest(ReverseProtocolTests):
 
     @unittest.skipUnless(Path("/proc/self/stat").exists(), "reads CPU time from /proc")
     def test_an_idle_timeout_of_0_retires_extra_threads_at_once_and_spins_none(self) -> None:
-        server = self.start(*QUICK, "--min-workers", "2", "--max-workers", "4", "--idle-timeout", "0")
-        run_clients(server, 4)
+        server = self.start(*QUICK, "--delay", "0.2", "--min-workers", "2", "--max-workers", "4", "--idle-timeout", "0")
+        run_clients(server, 4)  # four at once, for 0.2 s: the pool must grow to serve them
+        server.wait_for_log(r"pool grew to 4 workers")
         server.wait_for_log(r"pool shrank to 2 workers")
         before = session_cpu_seconds(server.process.pid)
         time.sleep(0.5)  # idle: what it costs is the measurement
