@@ -27,6 +27,7 @@ import os
 import random
 import re
 import select
+import selectors
 import shutil
 import signal
 import socket
@@ -4773,50 +4774,107 @@ del (
 )
 
 
+CLASS_DONE = "=== class done ==="  # what a worker prints after each class it was given (serve_classes())
+
+
 def run_in_parallel(workers: int) -> int:
-    """Run the test classes spread over child processes at once, then report as unittest does.
+    """Run the test classes in child processes at once, then report as unittest does.
 
     Most of the time a test waits (for a server to start, a delay, a time-out),
-    so a few at once fit on two cores; each child is an ordinary run of this
-    file on some of the classes. The report is one unittest summary, which is
+    so a few at once fit on two cores. Each child runs one class at a time and
+    asks for the next when it is done: classes take from a tenth of a second to
+    ten seconds, and handing each child a fixed third of them left one busy
+    for twice as long as another. The classes with the most tests go first, so
+    that no long one starts last. The report is one unittest summary, which is
     what CI reads.
     """
     loader = unittest.defaultTestLoader
     classes = [name for name, value in globals().items() if isinstance(value, type) and loader.getTestCaseNames(value)]
+    classes.sort(key=lambda name: -len(loader.getTestCaseNames(globals()[name])))
     started = time.monotonic()
     children = [
         subprocess.Popen(
-            [sys.executable, __file__, *classes[index::workers]],
+            [sys.executable, __file__, "--serve-classes"],
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
         )
-        for index in range(workers)
+        for _ in range(min(workers, len(classes)))
     ]
+    waiting = list(reversed(classes))
     totals: dict[str, int] = {}
     ran = 0
-    for child in children:
-        output, _ = child.communicate()
+
+    def give(child: subprocess.Popen) -> None:
+        assert child.stdin is not None
+        if waiting:
+            child.stdin.write(waiting.pop() + "\n")
+            child.stdin.flush()
+        else:
+            child.stdin.close()  # no more: the child exits
+
+    def count(output: str) -> None:
+        nonlocal ran
         details, _, summary = output.rpartition("\n" + "-" * 70 + "\n")
         details = details.strip("\n.")  # the progress dots, unless something failed
         if details:
             print(details, file=sys.stderr)
         match = re.search(r"^Ran (\d+) tests?", summary, re.MULTILINE)
-        if not match or child.returncode not in (0, 1):
+        if not match:
             print(output, file=sys.stderr)  # a crash: show all of it
             totals["errors"] = totals.get("errors", 0) + 1
-        ran += int(match.group(1)) if match else 0
-        for kind, count in re.findall(r"(\w+(?: \w+)?)=(\d+)", summary):
-            totals[kind] = totals.get(kind, 0) + int(count)
+            return
+        ran += int(match.group(1))
+        for kind, number in re.findall(r"(\w+(?: \w+)?)=(\d+)", summary):
+            totals[kind] = totals.get(kind, 0) + int(number)
+
+    # Read with os.read(), not readline(): a file object would keep the lines
+    # after the first in its buffer, where select() cannot see them.
+    pending = {child: "" for child in children}
+    with selectors.DefaultSelector() as selector:
+        for child in children:
+            assert child.stdout is not None
+            selector.register(child.stdout.fileno(), selectors.EVENT_READ, child)
+            give(child)
+        while children:
+            for key, _ in selector.select():
+                child = key.data
+                data = os.read(key.fd, 65536).decode(errors="replace")
+                pending[child] += data
+                while ("\n" + CLASS_DONE + "\n") in "\n" + pending[child]:
+                    output, _, pending[child] = ("\n" + pending[child]).partition("\n" + CLASS_DONE + "\n")
+                    count(output[1:])
+                    give(child)
+                if data:
+                    continue
+                selector.unregister(key.fd)  # the end of its output: it has exited
+                if pending[child].strip():
+                    count(pending[child])  # a class cut short: a crash
+                child.stdout.close()
+                if child.wait() not in (0, 1):
+                    totals["errors"] = totals.get("errors", 0) + 1
+                children.remove(child)
     failed = totals.get("failures", 0) + totals.get("errors", 0) + totals.get("unexpected successes", 0)
-    counts = ", ".join(f"{kind}={count}" for kind, count in totals.items())
+    counts = ", ".join(f"{kind}={number}" for kind, number in totals.items())
     print("-" * 70, f"Ran {ran} tests in {time.monotonic() - started:.3f}s", "", sep="\n", file=sys.stderr)
     print(("FAILED" if failed else "OK") + (f" ({counts})" if counts else ""), file=sys.stderr)
     return 1 if failed else 0
 
 
+def serve_classes() -> int:
+    """A worker of run_in_parallel(): run each class named on stdin, one at a time, until stdin ends."""
+    for line in sys.stdin:
+        suite = unittest.defaultTestLoader.loadTestsFromTestCase(globals()[line.strip()])
+        unittest.TextTestRunner(stream=sys.stdout).run(suite)
+        print(CLASS_DONE, flush=True)
+    return 0
+
+
 if __name__ == "__main__":
     workers = int(os.environ.get("TEST_WORKERS", "3"))
+    if sys.argv[1:] == ["--serve-classes"]:
+        sys.exit(serve_classes())
     if len(sys.argv) == 1 and workers > 1:
         sys.exit(run_in_parallel(workers))
     unittest.main()
