@@ -703,7 +703,11 @@ class ReverseProtocol(asyncio.Protocol):
         if self.state != "writing":  # closed meanwhile
             return
         self.state = "lingering"
-        self.transport.write_eof()  # shutdown(SHUT_WR): the buffer is empty
+        try:
+            self.transport.write_eof()  # shutdown(SHUT_WR): the buffer is empty
+        except OSError:  # the client had gone (a reset came back): it has what it will get
+            self.close(self.answered())
+            return
         if self.client_done:  # it half-closed earlier: nothing more will come
             self.close(self.answered())
             return

@@ -321,21 +321,35 @@ def serve(listener: socket.socket, signals: socket.socket, args: argparse.Namesp
 
 
 def fork(children: set[int], number: int) -> int | None:
-    """os.fork(), waiting for a child to exit while there are too many; None if none is left to wait for."""
+    """os.fork(), waiting for a child to exit while there are too many; None if none is left to wait for.
+
+    The stop signals are blocked across fork(), and stay blocked in the child,
+    which finishes its one client whatever comes (the timeouts bound it): a
+    signal sent to it waits, pending, until it exits. Unblocked, a SIGTERM
+    that reached a child in the instant before it had let go of the parent's
+    self-pipe and listener ran the parent's handlers there: the self-pipe
+    told the parent to stop, and one signal to one child stopped the server.
+    """
     while True:
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         try:
-            return os.fork()
+            pid = os.fork()
         except OSError as exc:
             # EAGAIN at a limit on processes (ulimit -u, a cgroup's pids.max,
             # systemd's TasksMax), or ENOMEM: a lower --max-children, in
             # effect, and met the same way. Without children of its own to
             # wait for, the server cannot make room: the client is closed.
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
             reason = exc.strerror or exc
             if not children:
                 log.warning("#%d no process for it (%s): closed", number, reason)
                 return None
             log.warning("#%d no process for it yet (%s): waiting for a child to exit", number, reason)
             reap_children(children, block=True)
+            continue
+        if pid:  # the parent, and signals as before
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+        return pid
 
 
 def serve_in_child(
@@ -346,13 +360,10 @@ def serve_in_child(
     signals.close()
     # Ctrl+C signals the whole process group, children included. The parent
     # decides when to stop, and a child always finishes its one client, which
-    # the timeouts bound; so a child must ignore both stop signals. It inherits
-    # handlers that write to the parent's self-pipe and stop the listener:
-    # with the self-pipe turned off and the listener closed above, they do
-    # nothing at all, and an interrupted recv() or sleep() resumes (PEP 475).
-    # Setting SIG_IGN instead would cost 110 us per client: signal.signal()
-    # converts to and from enums in Python, and in a fresh child each object it
-    # touches is a page fault.
+    # the timeouts bound; so a child must ignore both stop signals, and it
+    # does: they stay blocked here (see fork()). Setting SIG_IGN instead would
+    # cost 110 us per client: signal.signal() converts to and from enums in
+    # Python, and in a fresh child each object it touches is a page fault.
     os.close(signal.set_wakeup_fd(-1))  # the parent's end of its self-pipe
     try:
         handle_client(conn, number, args)

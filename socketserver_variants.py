@@ -279,6 +279,12 @@ if hasattr(socketserver, "ForkingMixIn"):  # absent on Windows
             super().finish_request(request, client_address)
 
         def process_request(self, request: Any, client_address: Any) -> None:
+            # The stop signals blocked across fork(), and left blocked in the
+            # child, which serves its one client whatever comes: unblocked, a
+            # SIGTERM that reached a child before it had closed its copy of the
+            # listener ran the parent's handler there, and shut the listener
+            # down for the whole server.
+            signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
             try:
                 super().process_request(request, client_address)  # returns in the parent only
             except OSError as exc:
@@ -287,6 +293,8 @@ if hasattr(socketserver, "ForkingMixIn"):  # absent on Windows
                 # traceback and go on; the client is closed.
                 log.warning("#%d no process for it (%s): closed", client_address[0], exc.strerror or exc)
                 self.shutdown_request(request)
+            finally:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
 
 def format_address(host: str, port: int) -> str:

@@ -704,6 +704,21 @@ class ReverseProtocolTests(CommandLineTests):
                     self.assertEqual(reply, expected, f"{request!r} against --max-request 10")
         server.wait_for_log(r"#\d+ sent 10 bytes without !: too large")
 
+    def test_clients_that_give_up_before_their_reply_cost_nothing(self) -> None:
+        # Each sends its request and closes at once, half of them with a reset,
+        # as a client that gives up would: the reply meets a closed connection.
+        server = self.start(*QUICK, "--delay", "0.3", "--timeout", "5")
+        self.assert_serves(server)
+        idle = open_sockets(server.process.pid)
+        for index in range(6):
+            with server.connect() as conn:
+                conn.sendall(b"gone %d!" % index)
+                if index % 2:
+                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        wait_for(lambda: open_sockets(server.process.pid) <= idle, 8, "connections of clients gone were kept open")
+        self.assert_serves(server)
+        self.assertEqual(server.stop(), 0, server.log())
+
     def test_a_stop_signal_refuses_new_connections_at_once(self) -> None:
         # A load balancer moves on from a refused connection at once; one left
         # in the listen queue while the server finishes waits out its time-out.
@@ -877,6 +892,39 @@ class ForkingServerTests(ConcurrentServerTests):
         # Ctrl+C in a terminal signals the whole process group: the child
         # serving a client gets SIGINT too, and must finish its reply.
         self.assert_request_in_flight_finishes(lambda server: os.killpg(server.process.pid, signal.SIGINT))
+
+    @unittest.skipUnless(Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").exists(), "needs /proc's children")
+    def test_a_stop_signal_to_one_child_alone_stops_only_its_own_nothing(self) -> None:
+        # A child inherits the parent's stop handler. Sent to a child in the
+        # instant after fork(), before it had closed its copy of the listener,
+        # a SIGTERM shut the listener down for the whole server.
+        server = self.start(*QUICK)
+        children = Path(f"/proc/{server.process.pid}/task/{server.process.pid}/children")
+        done = threading.Event()
+        signalled: set[str] = set()
+
+        def signal_each_child_as_it_appears() -> None:
+            while not done.is_set():
+                try:
+                    born = set(children.read_text().split()) - signalled
+                except OSError:
+                    return
+                for pid in born:
+                    signalled.add(pid)
+                    try:
+                        os.kill(int(pid), signal.SIGTERM)
+                    except OSError:
+                        pass
+
+        watcher = threading.Thread(target=signal_each_child_as_it_appears)
+        watcher.start()
+        try:
+            replies = [server.request(b"%d!" % index, timeout=5) for index in range(40)]
+        finally:
+            done.set()
+            watcher.join()
+        self.assertEqual(replies, [(b"%d!" % index)[::-1] for index in range(40)])
+        self.assertGreater(len(signalled), 10, "few children were signalled: no test")
 
     @unittest.skipUnless(Path("/proc/self/stat").exists(), "needs /proc to see zombies")
     def test_children_are_reaped_while_idle(self) -> None:
