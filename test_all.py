@@ -1066,6 +1066,19 @@ class EventLoopServerTests(ConcurrentServerTests):
         self.assertIn(late, (b"!etal", b""))
         self.assertEqual(server.process.wait(STOP_TIMEOUT), 0, server.log())
 
+    def test_a_stop_while_the_loop_computes_refuses_new_connections_at_once(self) -> None:
+        # The loop is busy for a second: a stop that waited for it to get
+        # round to the signal let new clients in, and served them.
+        server = self.start("--delay", "0", "--cpu", "1", "--timeout", "5")
+        with server.connect() as first:
+            first.sendall(b"computing!")
+            server.wait_until_accepted()
+            server.process.send_signal(signal.SIGTERM)
+            server.wait_until_refused(timeout=0.5)  # well before the computation ends
+            reply, _ = read_until_closed(first, timeout=5)
+        self.assertEqual(reply, b"!gnitupmoc")
+        self.assertEqual(server.process.wait(STOP_TIMEOUT), 0, server.log())
+
     def test_a_stop_in_a_burst_beyond_the_listen_queue(self) -> None:
         # More connections than the listen queue holds arrive while the loop
         # computes, and all close at once: the loop then accepts in more than

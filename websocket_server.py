@@ -79,6 +79,7 @@ import asyncio
 import base64
 import binascii
 import codecs
+import errno
 import gc
 import hashlib
 import http
@@ -327,8 +328,8 @@ async def serve(listener: socket.socket, args: argparse.Namespace) -> None:
     """Serve every client from one event loop until SIGINT or SIGTERM, then close every WebSocket."""
     raise_open_file_limit()
     gc.set_threshold(GC_THRESHOLD)
-    stop = stop_signals()
-    log_accept_errors_briefly()
+    stop = stop_signals(listener)
+    log_accept_errors_briefly(listener)
     numbers = itertools.count(1)
     deadlines = Deadlines()
     hub = Hub()
@@ -342,33 +343,83 @@ async def serve(listener: socket.socket, args: argparse.Namespace) -> None:
     # after the ready line must stop the server cleanly, not with a traceback.
     print(f"Listening on http://{format_address(*listener.getsockname()[:2])}/", flush=True)
     await stop.wait()
-    server.close()  # stop accepting: from now on a connection is refused
+    stop_accepting(listener)  # the signal refused new connections already: now the loop accepts none
     hub.stop(deadlines, min(CLOSE_TIMEOUT, args.timeout))
     # Every task ends within bounds: a handshake in progress within
     # CLOSE_TIMEOUT, a WebSocket when its client answers the close or
     # CLOSE_TIMEOUT has passed, and then its linger.
     while pending := asyncio.all_tasks() - {asyncio.current_task()}:
         await asyncio.wait(pending)
+    server.close()
 
 
-def log_accept_errors_briefly() -> None:
-    """Report asyncio's failed accept() in one line, at most once a second.
+def stop_accepting(listener: socket.socket) -> None:
+    """Refuse new connections at once (stop_listening()), and have the loop accept no more.
+
+    server.close() would do both, but the loop may have accepted connections
+    a moment ago whose transports it makes in tasks of its own, and a closed
+    server refuses them (Server._attach()): their sockets were left for the
+    garbage collector to close, with no reply, and with a traceback in the log
+    on Python 3.15 (a closed server's _detach()). So the server is closed only
+    once those tasks are done.
+    """
+    stop_listening(listener)
+    try:
+        asyncio.get_running_loop().remove_reader(listener)
+    except NotImplementedError:  # Windows' proactor loop: server.close() does it
+        pass
+
+
+def stop_listening(listener: socket.socket) -> None:
+    """Refuse new connections from now on, in every process that holds the listener.
+
+    close() frees this process's descriptor only (forked children hold their
+    own), and cannot be done while the accept loop may still be selecting on
+    it. On Linux, shutdown() takes the socket itself out of the LISTEN state:
+    a connect is refused (ECONNREFUSED) at once, one queued but not yet
+    accepted gets a reset, and accept() fails with EINVAL. A load balancer
+    moves on from a refusal at once, where a connection left in the queue
+    would wait out its time-out. Other systems refuse the call (ENOTCONN); there
+    the listener stops when the server closes it, a moment later.
+    """
+    try:
+        listener.shutdown(socket.SHUT_RD)
+    except OSError:  # not Linux, or closed already
+        pass
+
+
+def listening(listener: socket.socket) -> bool:
+    """Whether the socket listens still (Linux's SO_ACCEPTCONN; elsewhere, as long as it is open)."""
+    try:
+        return bool(listener.getsockopt(socket.SOL_SOCKET, getattr(socket, "SO_ACCEPTCONN", 30)))
+    except OSError:  # closed, or no such option here
+        return listener.fileno() >= 0
+
+
+def log_accept_errors_briefly(listener: socket.socket) -> None:
+    """Report asyncio's failed accept() in one line, at most once a second; after a stop, not at all.
 
     At the open-file limit (EMFILE) asyncio stops accepting for a second, as
     it should, but first it tries accept() again as many times as the backlog
     (4,096 here) and logs each failure with its traceback (CPython gh-151615,
     fixed in 2026): 19,000 tracebacks in 3 s, measured, which fills a disk.
+    And a listener that a stop signal has shut down (stop_signals()) reads as
+    ready, and accept() on it fails with EINVAL, until the loop gets to the
+    stop and leaves the listener alone (stop_accepting()).
     """
     loop = asyncio.get_running_loop()
     last = -math.inf
 
     def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         nonlocal last
+        exc = context.get("exception")
+        if isinstance(exc, OSError) and exc.errno == errno.EINVAL and not listening(listener):
+            return  # the stop, on its way
         if context.get("message") != "socket.accept() out of system resource":
             loop.default_exception_handler(context)
         elif loop.time() - last >= 1.0:
             last = loop.time()
-            log.warning("accept failed: %s; trying again in 1 s", context.get("exception"))
+            log.warning("accept failed: %s; trying again in 1 s", exc)
 
     loop.set_exception_handler(handler)
 
@@ -390,30 +441,32 @@ def raise_open_file_limit() -> None:
         log.warning("open files limited to %d", soft)
 
 
-def stop_signals() -> asyncio.Event:
-    """Return an event that is set when SIGINT or SIGTERM arrives.
+def stop_signals(listener: socket.socket) -> asyncio.Event:
+    """Return an event that is set when SIGINT or SIGTERM arrives; stop the listener at once.
 
-    The loop's own signal handling (add_signal_handler) wakes it through a
-    socket, the same self-pipe trick the blocking servers use.
+    loop.add_signal_handler() would run the stop inside the loop, when the
+    loop gets to it: after the computation in progress (--cpu, in the loop),
+    a second or more, while the listener went on queueing new clients, which
+    the loop then accepted and served (12 of 12 that came 0.1 s after the
+    signal, and the stop took 14 s). A Python handler runs in the main thread
+    between two bytecodes of whatever it runs, a computation in the loop
+    included, and it does two things that take no lock: it stops the listener
+    (stop_listening()), and it hands the rest to the loop with
+    call_soon_threadsafe(), whose byte on the loop's self-pipe also wakes a
+    loop asleep in select(). That is the self-pipe the loop's own signal
+    handling would use, and the way asyncio itself works on Windows, which has
+    no add_signal_handler().
     """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 
-    def stopping() -> None:
-        # When the loop closes, it puts back the default action of each signal
-        # it handles, and a stop signal after that would kill the process
-        # before main() can ignore it (ignore_stop_signals()). So the loop
-        # lets go of them now, for handlers that do nothing.
-        for signum in STOP_SIGNALS:
-            loop.remove_signal_handler(signum)
-            signal.signal(signum, lambda signum, frame: None)
-        stop.set()
+    def handler(signum: int, frame: object) -> None:
+        stop_listening(listener)
+        if not loop.is_closed():  # not a signal after serve(), before main() ignores them
+            loop.call_soon_threadsafe(stop.set)
 
     for signum in STOP_SIGNALS:
-        try:
-            loop.add_signal_handler(signum, stopping)
-        except NotImplementedError:  # Windows: a plain handler, handed to the loop
-            signal.signal(signum, lambda signum, frame: loop.call_soon_threadsafe(stop.set))
+        signal.signal(signum, handler)
     return stop
 
 
