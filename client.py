@@ -74,11 +74,14 @@ def main(argv: list[str] | None = None) -> int:
     except socket.gaierror as exc:  # load mode resolves the host first
         print(f"cannot resolve {args.host}: {exc.strerror or exc}", file=sys.stderr)
         return 1
+    except UnicodeError as exc:  # the idna codec refused the host: an empty label, one of 64 letters
+        print(f"not a host name: {args.host} ({exc})", file=sys.stderr)
+        return 1
     except BrokenPipeError:
         # stdout was closed early (client.py ... | head). Silence is the
         # answer, as for any Unix tool; and stdout now points at /dev/null,
         # or the interpreter's last flush at exit would print the error anyway.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # type: ignore[union-attr]
         return 1
     except KeyboardInterrupt:
         return 130
@@ -165,8 +168,15 @@ def send_one(host: str, port: int, message: bytes, timeout: float) -> int:
     if reply != expected_reply(message):
         print(f"wrong reply from {address}: {reply[:80]!r}", file=sys.stderr)
         return 1
-    sys.stdout.buffer.write(reply + b"\n")
+    write_out(reply + b"\n")
     return 0
+
+
+def write_out(data: bytes) -> None:
+    """Bytes to stdout, as they are; nowhere if there is no stdout at all (client.py ... >&-)."""
+    if sys.stdout is not None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
 
 
 @dataclass
@@ -357,7 +367,7 @@ def stream_lines(host: str, port: int, timeout: float) -> int:
         print(f"cannot connect to {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     with conn, conn.makefile("rb") as replies:
-        for line in sys.stdin.buffer:
+        for line in sys.stdin.buffer if sys.stdin is not None else ():  # no stdin at all (<&-): no lines
             if not line.endswith(b"\n"):
                 line += b"\n"
             try:
@@ -369,8 +379,7 @@ def stream_lines(host: str, port: int, timeout: float) -> int:
             if not reply:
                 print(f"{host}:{port} closed the connection", file=sys.stderr)
                 return 1
-            sys.stdout.buffer.write(reply)
-            sys.stdout.flush()
+            write_out(reply)
     return 0
 
 

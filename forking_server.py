@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     log.quiet = args.quiet
     try:
         listener = open_listener(args.host, args.port)
-    except OSError as exc:
+    except (OSError, UnicodeError) as exc:
         print(f"cannot listen on {format_address(args.host, args.port)}: {reason(exc)}", file=sys.stderr)
         return 1
     # The stop-signal socket closes with the listener: under python -X dev an
@@ -235,7 +235,9 @@ def format_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def reason(exc: OSError) -> str:
+def reason(exc: OSError | UnicodeError) -> str:
+    if isinstance(exc, UnicodeError):  # the idna codec refused the host: an empty label, one of 64 letters
+        return f"not a host name ({exc})"
     # create_server() appends the address to strerror; the caller names it already.
     return exc.strerror.split(" (while attempting")[0] if exc.strerror else str(exc)
 

@@ -28,6 +28,7 @@ import random
 import re
 import select
 import selectors
+import shlex
 import shutil
 import signal
 import socket
@@ -492,10 +493,13 @@ class CommandLineTests(ServerTestCase):
         self.assertIn("in use", result.stderr)
 
     def test_unknown_host_is_one_line_and_exit_1(self) -> None:
-        result = run_script(self.script, *self.args, "0", "--host", "no-such-host.invalid")
-        self.assertEqual(result.returncode, 1)
-        self.assertEqual(result.stderr.count("\n"), 1, result.stderr)
-        self.assertIn("no-such-host.invalid", result.stderr)
+        # The last two are no names at all: the idna codec raises UnicodeError, not OSError.
+        for host in ("no-such-host.invalid", "a..b", "a" * 64 + ".example"):
+            with self.subTest(host=host):
+                result = run_script(self.script, *self.args, "0", "--host", host)
+                self.assertEqual(result.returncode, 1)
+                self.assertEqual(result.stderr.count("\n"), 1, result.stderr)
+                self.assertIn(host, result.stderr)
 
     @unittest.skipUnless(has_ipv6(), "no IPv6 on this machine")
     def test_ipv6_host_is_bracketed_and_served(self) -> None:
@@ -3646,11 +3650,12 @@ class ClientTest(unittest.TestCase):
 
     def test_a_host_that_does_not_resolve_is_one_line_and_exit_1(self) -> None:
         for mode in ((), ("--clients", "2")):
-            with self.subTest(mode=mode):
-                result = self.client("8000", "--host", "no-such-host.invalid", *mode)
-                self.assertEqual(result.returncode, 1)
-                self.assertEqual(result.stderr.count("\n"), 1, result.stderr)
-                self.assertIn("no-such-host.invalid", result.stderr)
+            for host in ("no-such-host.invalid", "a..b"):  # the second is no name at all (idna: UnicodeError)
+                with self.subTest(mode=mode, host=host):
+                    result = self.client("8000", "--host", host, *mode)
+                    self.assertEqual(result.returncode, 1)
+                    self.assertEqual(result.stderr.count("\n"), 1, result.stderr)
+                    self.assertIn(host, result.stderr)
 
     def test_a_message_that_is_not_utf8_is_sent_as_its_bytes(self) -> None:
         message = os.fsdecode(b"\xff\xfeab")  # what a shell passes for $'\xff\xfeab'
@@ -3674,6 +3679,15 @@ class ClientTest(unittest.TestCase):
                         timeout=10,
                     )
                 self.assertEqual((result.returncode, result.stderr), (1, ""))
+
+    @unittest.skipIf(shutil.which("sh") is None, "needs sh to close a descriptor before Python starts")
+    def test_no_stdout_or_stdin_at_all_is_no_traceback(self) -> None:
+        # client.py ... >&- and <&-: Python then has None for sys.stdout (sys.stdin).
+        for mode, redirect in (((), ">&-"), (("--stream",), "<&-")):
+            with self.subTest(mode=mode, redirect=redirect):
+                command = " ".join([shlex.quote(sys.executable), "client.py", str(self.server.port), *mode, redirect])
+                result = subprocess.run(["sh", "-c", command], cwd=HERE, capture_output=True, text=True, timeout=10)
+                self.assertEqual((result.returncode, result.stderr), (0, ""))
 
     def test_the_summary_never_says_0_requests_or_nan(self) -> None:
         slow = client.LoadResult(wall=15.0, latencies=[5.0, 5.0, 5.0])
