@@ -3872,6 +3872,77 @@ class HelpTextTest(unittest.TestCase):
                 self.assertIn("The protocol: a client sends bytes up to and including a '!'", self.helps[script])
 
 
+DOCUMENTS = ("README.md", "BENCHMARKS.md")
+
+
+def shell_commands(document: str) -> list[list[list[str]]]:
+    """The lines of a document's sh blocks, each as its commands: those that start with python, as words."""
+    lines = []
+    in_block = False
+    for line in (HERE / document).read_text().splitlines():
+        if line.startswith("```"):
+            in_block = line.strip() == "```sh"
+            continue
+        if in_block and line.strip() and not line.lstrip().startswith("#"):
+            code = line.split("  #", 1)[0]  # a comment after the command
+            commands = [shlex.split(part) for part in re.split(r"[;&|]+", code) if part.strip()]
+            lines.append([words for words in commands if words and words[0] == "python"])
+    return lines
+
+
+class DocumentsTest(unittest.TestCase):
+    """What README.md and BENCHMARKS.md tell a reader to run runs, and what they link to exists."""
+
+    def test_every_command_parses_and_every_server_starts_as_written(self) -> None:
+        for document in DOCUMENTS:
+            for line in shell_commands(document):
+                ports = set()
+                for words in line:
+                    script, args = words[1], words[2:]
+                    with self.subTest(document=document, command=" ".join(words)):
+                        self.assertTrue((HERE / script).is_file(), f"no {script} here")
+                        if script == "test_all.py":
+                            continue
+                        module = importlib.import_module(Path(script).stem)
+                        with contextlib.redirect_stderr(io.StringIO()) as errors:
+                            try:
+                                options = module.parse_args(args)
+                            except SystemExit:
+                                self.fail(f"refused: {errors.getvalue()}")
+                        if getattr(options, "port", None) is not None:
+                            ports.add(options.port)
+                        if script in SERVER_SCRIPTS:
+                            self.assert_starts(script, args)
+                self.assertLessEqual(len(ports), 1, f"a line of {document} mixes ports: {line}")
+
+    def assert_starts(self, script: str, args: list[str]) -> None:
+        """The server as written, on port 0 and quiet (a short form): it listens, and stops cleanly."""
+        if args and args[0].isdigit():
+            args = args[1:]
+        with tempfile.TemporaryDirectory() as directory:
+            if "--directory" in args:  # a folder the document assumes
+                args = [directory if arg == args[args.index("--directory") + 1] else arg for arg in args]
+            server = Server(script, (*args, "--quiet"), self.addCleanup)
+            self.assertEqual(server.stop(), 0, server.log())
+
+    def test_the_demo_gives_each_pair_a_port_of_its_own(self) -> None:
+        servers = [
+            words[2] for line in shell_commands("README.md") for words in line if words[1] in SERVER_SCRIPTS[:-3]
+        ]
+        self.assertEqual(len(servers), len(set(servers)), servers)
+
+    def test_every_link_and_image_exists_and_nothing_outside_is_named(self) -> None:
+        for document in DOCUMENTS:
+            text = (HERE / document).read_text()
+            for target in re.findall(r"\]\(([^)\s]+)\)", text):
+                if not re.match(r"https?://", target):
+                    with self.subTest(document=document, link=target):
+                        self.assertTrue((HERE / target.split("#")[0]).exists(), f"{document} links to {target}")
+            for outside in ("../", "/work/", "shared/"):
+                with self.subTest(document=document, outside=outside):
+                    self.assertNotIn(outside, text)
+
+
 class SingleReplyServer:
     """A broken server in a thread: answers its first client with a fixed reply."""
 
