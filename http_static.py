@@ -82,6 +82,7 @@ import signal
 import socket
 import socketserver
 import ssl
+import stat
 import sys
 import threading
 import time
@@ -281,16 +282,12 @@ class StaticServer(http.server.ThreadingHTTPServer):
         self.threads: weakref.WeakSet[threading.Thread] = weakref.WeakSet()  # see process_request()
         self.stopping = False
         self.stop_requested = False
+        self.tls = tls  # get_request() wraps each connection; the handshake is its thread's (StaticHandler.setup)
         super().__init__(address, handler)
-        if tls is not None:
-            # accept() now returns TLS sockets. Their handshake is left to each
-            # connection's thread (StaticHandler.setup): done in accept(), one
-            # slow or hostile client would stall every other.
-            self.socket = tls.wrap_socket(self.socket, server_side=True, do_handshake_on_connect=False)
 
     def get_request(self) -> tuple[Any, Any]:
         try:
-            return super().get_request()
+            conn, address = super().get_request()
         except OSError as exc:
             if self.stop_requested:  # the listener is shut down (stop_on_signals())
                 raise StopServing from None
@@ -301,6 +298,20 @@ class StaticServer(http.server.ThreadingHTTPServer):
             log.warning("accept failed: %s", exc)
             time.sleep(0.1)
             raise
+        if self.tls is None:
+            return conn, address
+        # Wrapped here, its handshake left to the connection's own thread: done
+        # in accept(), one slow or hostile client would stall every other. A
+        # listener wrapped whole (what ssl offers) did the wrapping inside
+        # accept(), where a client that had reset while queued raised, and was
+        # met as the open-file limit is: a log line and a pause of 0.1 s for
+        # every such client, so that a stream of them stopped all HTTPS.
+        try:
+            conn.getpeername()  # ENOTCONN for a client that reset while queued: no one to serve
+            return self.tls.wrap_socket(conn, server_side=True, do_handshake_on_connect=False), address
+        except OSError:
+            conn.close()
+            raise  # socketserver drops it, and accepts the next
 
     def process_request(self, request: Any, client_address: Any) -> None:
         """Serve the connection on a thread of its own; close it if no thread can start.
@@ -803,8 +814,14 @@ class StaticHandler(StrictRequest, http.server.SimpleHTTPRequestHandler):
             # calls, an isatty() and an lseek(), and with many connections
             # each is a trip through the GIL: 20 keep-alive connections went
             # from 0.64x to 0.78x the seed's requests/s on 3.8 without them.
-            file = open(path, "rb", buffering=0)
+            # O_NONBLOCK: open() on a FIFO (a named pipe in the folder) would
+            # wait for a writer for good, holding the thread, and the stop.
+            file = open(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb", buffering=0)
         except OSError:
+            self.send_error(404, "File not found")
+            return None
+        if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):  # a FIFO, a device: no file to serve
+            file.close()
             self.send_error(404, "File not found")
             return None
         try:

@@ -1709,6 +1709,16 @@ class HttpStaticTest(HttpServerTests):
         self.assertNotIn("Traceback", server.log())
         self.assert_serves(server)
 
+    @unittest.skipUnless(hasattr(os, "mkfifo"), "no named pipes here")
+    def test_a_named_pipe_in_the_folder_is_no_file_and_holds_nothing_up(self) -> None:
+        # open() on a FIFO waits for a writer: the thread, and then the stop, waited for good.
+        with tempfile.TemporaryDirectory() as directory:
+            os.mkfifo(os.path.join(directory, "pipe"))
+            server = self.start("--directory", directory, "--timeout", "2")
+            response, _ = self.http("GET", "/pipe", server=server)
+            self.assertEqual(response.status, 404)
+            self.assertEqual(server.stop(), 0, server.log())
+
     def test_the_port_is_8000_unless_told_as_with_python_m_http_server(self) -> None:
         self.assertEqual(importlib.import_module("http_static").parse_args([]).port, 8000)
 
@@ -1800,6 +1810,24 @@ class HttpsStaticTest(ServerTestCase):
                 chunks.append(chunk)
         self.assertTrue(b"".join(chunks).endswith(b"\r\n\r\nover TLS"))
         self.assert_clean_exit(server)
+
+    def test_clients_that_reset_before_their_handshake_hold_nobody_up(self) -> None:
+        # The server is stopped while they connect and reset, so that each
+        # reset lands before accept(): each then cost a log line and a pause
+        # of 0.1 s, and a stream of them stopped all HTTPS.
+        server = self.start_tls()
+        os.kill(server.process.pid, signal.SIGSTOP)
+        try:
+            for _ in range(20):
+                with socket.create_connection((server.host, server.port)) as conn:
+                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        finally:
+            os.kill(server.process.pid, signal.SIGCONT)
+        started = time.monotonic()
+        self.assertEqual(self.get(server, "/hello.txt"), (200, b"over TLS"))
+        self.assertLess(time.monotonic() - started, 1.0)  # 20 pauses were 2 s
+        self.assertNotIn("accept failed", server.log())
+        self.assertEqual(server.stop(), 0, server.log())
 
     def test_a_bad_certificate_is_one_line_and_exit_1(self) -> None:
         for cert, key in ((self.folder / "missing.pem", self.key), (self.folder / "hello.txt", self.key)):
@@ -2884,6 +2912,15 @@ class WebSocketServerTest(HttpServerTests):
         ws = self.handshake(Connection="keep-alive, UPGRADE", Upgrade="h2c, WebSocket", Origin="http://test")
         self.assertEqual(ws.status, 101)
 
+    def test_a_header_of_spaces_costs_the_loop_nothing(self) -> None:
+        # A pattern with [ \t]* on both sides of an optional value backtracked
+        # quadratically on a line of spaces ending in a byte it refuses: half a
+        # second of the one loop thread for 16 KiB, every other client stalled.
+        request = b"GET / HTTP/1.1\r\nHost: test\r\nX:" + b" " * 16_000 + b"\x01\r\n\r\n"
+        started = time.monotonic()
+        self.assertRegex(self.raw(request), rb"^HTTP/1\.1 400 ")
+        self.assertLess(time.monotonic() - started, 0.2)
+
     def test_a_handshake_the_rfc_does_not_allow_gets_400(self) -> None:
         for headers in (
             {"Connection": "keep-alive"},
@@ -3267,6 +3304,12 @@ class WebSocketCompressionTest(WebSocketTests):
         ws.expect_close(1007)
         ws = self.offer("permessage-deflate")
         ws.send_compressed(WS_TEXT, b"\xff invalid UTF-8 inside")
+        ws.expect_close(1007)
+        # A final block (BFINAL) ends the stream: bytes after it, in the same
+        # frame, were dropped unseen, where in a later frame they got 1007.
+        ends = zlib.compressobj(9, zlib.DEFLATED, -15)
+        ws = self.offer("permessage-deflate")
+        ws.send(WS_TEXT, ends.compress(b"done") + ends.flush() + b"junk after the end", rsv=0x40)
         ws.expect_close(1007)
 
     def test_a_compression_bomb_is_refused_at_the_bound(self) -> None:
@@ -3809,6 +3852,16 @@ class BenchTest(unittest.TestCase):
             self.assertEqual(bad.returncode, 1)
             self.assertIn("mismatch=1", bad.stdout)
 
+    @unittest.skipIf(shutil.which("wrk") is None, "needs wrk (Debian's wrk package)")
+    def test_the_http_section_prints_its_table(self) -> None:
+        result = run_script("bench.py", "--http", "--rounds", "1", "--http-seconds", "1", timeout=60)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertRegex(
+            result.stdout,
+            r"\| http_static\.py, a 1 KiB file \| [\d,]+ \| python -m http\.server, a 1 KiB file \| [\d.]+x \|",
+        )
+        self.assertRegex(result.stdout, r"\| wsgi_app\.py, GET / \| [\d,]+ \| ")
+
     def test_the_websocket_section_prints_its_table(self) -> None:
         small = ("--rounds", "1", "--ws-seconds", "0.2", "--ws-idle", "20", "--ws-compressed", "10")
         result = run_script("bench.py", "--websocket", *small, "--ws-broadcast", "10", timeout=60)
@@ -3903,6 +3956,8 @@ class DocumentsTest(unittest.TestCase):
                         self.assertTrue((HERE / script).is_file(), f"no {script} here")
                         if script == "test_all.py":
                             continue
+                        # What a reader builds or names first: the C load generator, their folder of seeds.
+                        args = [{"./loadgen": sys.executable, "DIR": str(HERE)}.get(arg, arg) for arg in args]
                         module = importlib.import_module(Path(script).stem)
                         with contextlib.redirect_stderr(io.StringIO()) as errors:
                             try:
