@@ -26,6 +26,11 @@ Computing (--cpu, pure-Python work that holds the GIL):
 Optional: --scale N clients at once with --delay 1 (event loops, threads):
 served, wall time, p99, peak RSS.
 
+HTTP (--http, instead of the tables above): requests/s from wrk (Debian's wrk),
+--http-connections connections for --http-seconds a run: http_static.py on a
+1 KiB file against python -m http.server, wsgi_app.py's GET / against gunicorn
+with one sync worker (where gunicorn is importable: pip install gunicorn).
+
 WebSocket (--websocket, instead of the tables above): websocket_server.py against
 the websockets library's own server (the websockets package must be importable
 by this interpreter: pip install websockets; its C speedups are part of the
@@ -55,6 +60,7 @@ Run:  python bench.py                        # about 1.5 minutes on 2 cores: qui
                                              # cc -O2 -o loadgen tools/loadgen.c
       python bench.py --seed-dir DIR         # and against the blog post's scripts, kept in DIR
       python bench.py --websocket            # websocket_server.py against websockets: about 1 minute
+      python bench.py --http                 # the HTTP servers, from wrk: about 1 minute
 """
 
 from __future__ import annotations
@@ -71,6 +77,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import timeit
 import zlib
@@ -134,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"command: python bench.py {command}".rstrip())
     if args.websocket:
         return measure_websockets(args)
+    if args.http:
+        return measure_http(args)
     for round_number in range(args.rounds):
         order = chosen if round_number % 2 == 0 else chosen[::-1]
         for approach in order:
@@ -164,6 +173,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--scale", type=int, default=0, help="clients at once in a scale run (0: none)")
     parser.add_argument("--plot", metavar="DIR", help="also draw the figures (PNG) into DIR")
     parser.add_argument("--websocket", action="store_true", help="measure websocket_server.py against websockets")
+    parser.add_argument(
+        "--http",
+        action="store_true",
+        help="measure the HTTP servers with wrk, against python -m http.server and gunicorn",
+    )
+    parser.add_argument("--http-connections", type=int, default=20, help="--http: wrk's connections")
+    parser.add_argument("--http-seconds", type=int, default=3, help="--http: seconds per wrk run (whole: wrk's unit)")
     parser.add_argument("--ws-connections", type=int, default=100, help="--websocket: echo connections")
     parser.add_argument("--ws-seconds", type=float, default=2.0, help="--websocket: seconds of echo per sample")
     parser.add_argument("--ws-size", type=int, default=64, help="--websocket: bytes per echoed text message")
@@ -447,6 +463,93 @@ def wait_until(condition: Callable[[], Any], failure: str, timeout: float = 10.0
         if time.monotonic() > deadline:
             raise SystemExit(failure)
         time.sleep(0.05)
+
+
+# HTTP (--http): the two HTTP servers against their references, from wrk.
+
+
+def measure_http(args: argparse.Namespace) -> int:
+    """requests/s from wrk: http_static.py against python -m http.server, wsgi_app.py against gunicorn.
+
+    wrk (Debian's wrk package) keeps --http-connections connections busy for
+    --http-seconds; the figures are medians of alternating rounds, and each
+    ratio the median of the rounds' ratios. gunicorn (one sync worker, the
+    prefork model's worker) is measured where this interpreter can import it.
+    """
+    if shutil.which("wrk") is None:
+        print("--http needs wrk (Debian: apt-get install wrk)", file=sys.stderr)
+        return 2
+    try:
+        import gunicorn
+    except ImportError:
+        gunicorn = None
+    with tempfile.TemporaryDirectory() as site:
+        Path(site, "1k.txt").write_bytes(b"x" * 1024)
+        # name, the command (PORT: a free port), the path; then what it is measured against
+        servers = [
+            (
+                "http_static.py, a 1 KiB file",
+                [str(HERE / "http_static.py"), "PORT", "-q", "--directory", site],
+                "/1k.txt",
+            ),
+            (
+                "python -m http.server, a 1 KiB file",
+                ["-m", "http.server", "PORT", "-b", "127.0.0.1", "-d", site],
+                "/1k.txt",
+            ),
+            ("wsgi_app.py, GET /", [str(HERE / "wsgi_app.py"), "PORT", "-q"], "/"),
+        ]
+        if gunicorn is not None:
+            gunicorn_command = [
+                "-m",
+                "gunicorn",
+                "-w",
+                "1",
+                "-b",
+                "127.0.0.1:PORT",
+                "--chdir",
+                str(HERE),
+                "wsgi_app:app",
+            ]
+            servers.append((f"gunicorn {gunicorn.__version__}, 1 sync worker, GET /", gunicorn_command, "/"))
+        rates: dict[str, list[float]] = {name: [] for name, _, _ in servers}
+        for round_number in range(args.rounds):
+            for name, command, path in servers if round_number % 2 == 0 else servers[::-1]:
+                rates[name].append(wrk_rate(command, path, args))
+            print(f"round {round_number + 1} of {args.rounds} done", file=sys.stderr, flush=True)
+    print(f"\nHTTP: requests/s from wrk, {args.http_connections} connections, {args.http_seconds:g} s a run,")
+    print(f"median of {args.rounds} alternating rounds; each ratio the median of the rounds' ratios\n")
+    print("| server | requests/s | against | ratio |")
+    print("|---|---:|---|---:|")
+    for index, (name, _, _) in enumerate(servers):
+        reference = servers[index + 1][0] if index % 2 == 0 and index + 1 < len(servers) else None
+        ratios = [ours / theirs for ours, theirs in zip(rates[name], rates.get(reference, [])) if theirs]
+        shown = f"{statistics.median(ratios):.2f}x" if ratios else "-"
+        print(f"| {name} | {statistics.median(rates[name]):,.0f} | {reference or '-'} | {shown} |")
+    return 0
+
+
+def wrk_rate(command: list[str], path: str, args: argparse.Namespace) -> float:
+    port = free_port()
+    argv = [sys.executable, *[part.replace("PORT", str(port)) for part in command]]
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: accepts("127.0.0.1", port), f"{' '.join(argv)} did not start")
+        seconds = f"{max(1, args.http_seconds)}s"
+        url = f"http://127.0.0.1:{port}{path}"
+        wrk = ["wrk", "-t1", f"-c{args.http_connections}", f"-d{seconds}", url]
+        output = subprocess.run(wrk, capture_output=True, text=True, timeout=args.http_seconds + 30).stdout
+        match = re.search(r"Requests/sec:\s+([\d.]+)", output)
+        if not match or "Non-2xx" in output or "Socket errors" in output and "read 0" not in output:
+            raise SystemExit(f"wrk against {' '.join(argv)}: {output.strip()[-300:]!r}")
+        return float(match.group(1))
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 # WebSocket (--websocket): websocket_server.py against the websockets library.
