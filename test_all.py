@@ -1,14 +1,19 @@
 #!/usr/bin/env python3
-"""The collection's contract (CONTRACT.md), checked the way a user would see it.
+"""What every script promises, checked the way a user would see it.
 
 Each test starts a script with this interpreter on port 0, reads its ready line,
 talks to it over real loopback sockets, and stops it with SIGTERM. Every server
 runs in a process group of its own, killed at clean-up, so a failing test leaves
-nothing behind, forked children included.
+nothing behind, forked children included. Beside the tests of each promise, the
+attack tests: stop signals at random moments under a mixed load (Barrage,
+StopUnderFire), every number option at its edges (OptionEdgesTest), killed
+parents (KilledParentTest), hostile HTTP against a strict parser (the fuzz
+tests, with h11), and real peers (the websockets library, Chromium).
 
-Run:  python test_all.py            (all of it, in 3 processes at once: about 50 s on 2 cores)
+Run:  python test_all.py            (all of it, in 3 processes at once: about 90 s on 2 cores)
       python test_all.py -k Pool    (with arguments: in this process, unittest's own options)
       TEST_WORKERS=1 python test_all.py   (all of it, in this process)
+      STOP_TRIALS=200 python test_all.py -k StopUnderFire   (the long run of the stop trials)
 """
 
 from __future__ import annotations
