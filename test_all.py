@@ -4026,7 +4026,7 @@ class SingleReplyServer:
 
 
 # Every server script: each stands alone, so the skeleton they share is copied
-# into each (CONTRACT.md section 1, STYLE.md section 2).
+# into each, and SharedSkeletonTest keeps the copies one.
 SERVER_SCRIPTS = (
     "sync_server.py",
     "threaded_server.py",
