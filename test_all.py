@@ -452,6 +452,19 @@ class ServerTestCase(unittest.TestCase):
     def start(self, *args: str, host: str = "127.0.0.1") -> Server:
         return Server(self.script, (*self.args, *args), self.addCleanup, host)
 
+    def assert_stop_mid_request(
+        self, server: Server, request: bytes, reply: bytes, meanwhile: Callable[[], object]
+    ) -> None:
+        """Send request, SIGTERM once the server has accepted it, do meanwhile(); then the whole reply, and exit 0."""
+        with server.connect() as conn:
+            conn.sendall(request)
+            server.wait_until_accepted()
+            server.process.send_signal(signal.SIGTERM)
+            meanwhile()
+            got, _ = read_until_closed(conn, timeout=5)
+        self.assertEqual(got, reply)
+        self.assertEqual(server.process.wait(STOP_TIMEOUT), 0, server.log())
+
     def assert_clean_exit(self, server: Server) -> None:
         self.assertEqual(server.stop(), 0, server.log())
         self.assertNotIn("Traceback", server.log())
@@ -738,14 +751,8 @@ class ReverseProtocolTests(CommandLineTests):
         # A load balancer moves on from a refused connection at once; one left
         # in the listen queue while the server finishes waits out its time-out.
         server = self.start("--delay", "1", "--timeout", "5")
-        with server.connect() as conn:
-            conn.sendall(b"in flight!")
-            server.wait_until_accepted()
-            server.process.send_signal(signal.SIGTERM)
-            server.wait_until_refused(timeout=0.6)  # well before the request in flight is answered
-            reply, _ = read_until_closed(conn, timeout=5)
-        self.assertEqual(reply, b"!thgilf ni")
-        self.assertEqual(server.process.wait(STOP_TIMEOUT), 0, server.log())
+        # Refused well before the request in flight is answered.
+        self.assert_stop_mid_request(server, b"in flight!", b"!thgilf ni", lambda: server.wait_until_refused(0.6))
 
     def test_idle_client_is_closed_after_the_timeout(self) -> None:
         with self.server.connect() as conn:
@@ -1068,31 +1075,23 @@ class EventLoopServerTests(ConcurrentServerTests):
         # While the loop computes, a stop signal and a new connection both
         # arrive: the next select() reports them together.
         server = self.start("--delay", "0.3", "--cpu", "0.3", "--timeout", "5")
-        with server.connect() as first:
-            first.sendall(b"abc!")
-            server.wait_until_accepted()
-            server.process.send_signal(signal.SIGTERM)
+        late: list[bytes] = []
+
+        def a_late_client() -> None:
             try:
-                late = server.request(b"late!", timeout=5)
+                late.append(server.request(b"late!", timeout=5))
             except OSError:  # refused, or reset: the server had stopped
-                late = b""
-            reply, _ = read_until_closed(first, timeout=5)
-        self.assertEqual(reply, b"!cba")
-        self.assertIn(late, (b"!etal", b""))
-        self.assertEqual(server.process.wait(STOP_TIMEOUT), 0, server.log())
+                late.append(b"")
+
+        self.assert_stop_mid_request(server, b"abc!", b"!cba", a_late_client)
+        self.assertIn(late[0], (b"!etal", b""))
 
     def test_a_stop_while_the_loop_computes_refuses_new_connections_at_once(self) -> None:
         # The loop is busy for a second: a stop that waited for it to get
         # round to the signal let new clients in, and served them.
         server = self.start("--delay", "0", "--cpu", "1", "--timeout", "5")
-        with server.connect() as first:
-            first.sendall(b"computing!")
-            server.wait_until_accepted()
-            server.process.send_signal(signal.SIGTERM)
-            server.wait_until_refused(timeout=0.5)  # well before the computation ends
-            reply, _ = read_until_closed(first, timeout=5)
-        self.assertEqual(reply, b"!gnitupmoc")
-        self.assertEqual(server.process.wait(STOP_TIMEOUT), 0, server.log())
+        # Refused well before the computation ends.
+        self.assert_stop_mid_request(server, b"computing!", b"!gnitupmoc", lambda: server.wait_until_refused(0.5))
 
     def test_a_stop_in_a_burst_beyond_the_listen_queue(self) -> None:
         # More connections than the listen queue holds arrive while the loop
