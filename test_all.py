@@ -1322,6 +1322,13 @@ class HttpStaticTest(HttpServerTests):
         response, body = self.http("GET", "/", server=server)
         self.assertEqual((response.status, body), (200, b"<h1>home</h1>"))
 
+    def scratch_file(self, name: str, content: bytes) -> Path:
+        """A file in the served folder for one test, removed after it."""
+        path = self.site / name
+        path.write_bytes(content)
+        self.addCleanup(path.unlink)
+        return path
+
     def test_types_browsers_insist_on(self) -> None:
         for path, expected in (
             ("/app.wasm", "application/wasm"),
@@ -1521,9 +1528,7 @@ class HttpStaticTest(HttpServerTests):
         self.assertIn(b".env.local", listing)
 
     def test_every_file_is_revalidated_by_its_etag(self) -> None:
-        path = self.site / "docs" / "etag.txt"
-        path.write_bytes(b"version 1")
-        self.addCleanup(path.unlink)
+        path = self.scratch_file("docs/etag.txt", b"version 1")
         second = 1_700_000_000 * 10**9
         os.utime(path, ns=(second, second + 100))
         response, _ = self.http("GET", "/docs/etag.txt")
@@ -1665,9 +1670,7 @@ class HttpStaticTest(HttpServerTests):
     def test_a_download_still_going_at_the_stop_is_cut_after_the_timeout(self) -> None:
         # A client that reads a little now and then resets each send()'s
         # time-out: the stop must not wait for the end of its download.
-        path = self.site / "huge.bin"
-        path.write_bytes(bytes(32 * MIB))
-        self.addCleanup(path.unlink)
+        path = self.scratch_file("huge.bin", bytes(32 * MIB))
         server = self.start("--directory", str(self.site), "--timeout", "2")
         conn = self.slow_download(server, "/huge.bin")
         received = []
@@ -1695,9 +1698,7 @@ class HttpStaticTest(HttpServerTests):
         self.assertLess(sum(received), 32 * MIB)
 
     def test_a_file_that_shrinks_while_sent_ends_the_connection(self) -> None:
-        path = self.site / "shrinking.bin"
-        path.write_bytes(bytes(8 * MIB))
-        self.addCleanup(path.unlink)
+        path = self.scratch_file("shrinking.bin", bytes(8 * MIB))
         server = self.start("--directory", str(self.site), "--timeout", "5")
         conn = self.slow_download(server, "/shrinking.bin")
         first = conn.recv(65536)
