@@ -1670,7 +1670,7 @@ class HttpStaticTest(HttpServerTests):
     def test_a_download_still_going_at_the_stop_is_cut_after_the_timeout(self) -> None:
         # A client that reads a little now and then resets each send()'s
         # time-out: the stop must not wait for the end of its download.
-        path = self.scratch_file("huge.bin", bytes(32 * MIB))
+        self.scratch_file("huge.bin", bytes(32 * MIB))
         server = self.start("--directory", str(self.site), "--timeout", "2")
         conn = self.slow_download(server, "/huge.bin")
         received = []
