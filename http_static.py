@@ -301,11 +301,15 @@ class StaticServer(http.server.ThreadingHTTPServer):
         if self.tls is None:
             return conn, address
         # Wrapped here, its handshake left to the connection's own thread: done
-        # in accept(), one slow or hostile client would stall every other. A
-        # listener wrapped whole (what ssl offers) did the wrapping inside
-        # accept(), where a client that had reset while queued raised, and was
-        # met as the open-file limit is: a log line and a pause of 0.1 s for
-        # every such client, so that a stream of them stopped all HTTPS.
+        # in accept(), one slow or hostile client would stall every other.
+        # That is what Python 3.14's own http.server.HTTPSServer does: it wraps
+        # the listener, and handshakes inside accept(), in the accepting
+        # thread; a client that connects and sends nothing stalls every other
+        # for good (seen on 3.14.10). So this script keeps its own TLS, on every
+        # Python. A listener wrapped whole also raised inside accept() for a
+        # client that had reset while queued, and was met as the open-file
+        # limit is: a log line and a pause of 0.1 s for every such client, so
+        # that a stream of them stopped all HTTPS.
         try:
             conn.getpeername()  # ENOTCONN for a client that reset while queued: no one to serve
             return self.tls.wrap_socket(conn, server_side=True, do_handshake_on_connect=False), address
