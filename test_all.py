@@ -612,8 +612,27 @@ class ReverseProtocolTests(CommandLineTests):
     in_flight = (b"in fl", b"ight!", rb"^!thgilf ni$")
     in_flight_args = ("--delay", "0.5", "--timeout", "5")
 
+    # A log line that says the server has started what it starts up front,
+    # after its ready line (the ready line comes as soon as the socket
+    # listens); None when there is nothing of the kind.
+    started_log: str | None = None
+
     def assert_serves(self, server: Server) -> None:
         self.assertEqual(server.request(b"served!"), b"!devres")
+
+    def idle_sockets(self, server: Server) -> int:
+        """The sockets the server holds idle, once all it starts up front or on a first request is running."""
+        if self.started_log is not None:
+            server.wait_for_log(self.started_log)
+        self.assert_serves(server)
+        return open_sockets(server.process.pid)
+
+    def assert_back_to_idle(self, server: Server, idle: int, within: float, message: str) -> None:
+        try:
+            wait_for(lambda: open_sockets(server.process.pid) <= idle, within, message)
+        except AssertionError as exc:
+            now = open_sockets(server.process.pid)
+            raise AssertionError(f"{exc}: {now} sockets, {idle} idle\n{server.log()}") from None
 
     # Section 2: the reverse protocol.
 
@@ -687,13 +706,12 @@ class ReverseProtocolTests(CommandLineTests):
 
     def test_a_client_that_reads_and_closes_costs_no_linger(self) -> None:
         server = self.start(*QUICK, "--timeout", "10")
-        self.assert_serves(server)  # whatever a first request starts (a worker, a pool) is counted from here
-        idle = open_sockets(server.process.pid)
+        idle = self.idle_sockets(server)
         # Five lingers would take 10 s; a round trip each takes milliseconds.
         self.assertLess(timed(lambda: [server.request(b"quick!") for _ in range(5)]), 1.0)
         # And the server closes each connection as soon as the client's end
         # of stream arrives, not at the end of the linger's bound.
-        wait_for(lambda: open_sockets(server.process.pid) <= idle, 1.0, "the server lingered after the client closed")
+        self.assert_back_to_idle(server, idle, 1.0, "the server lingered after the client closed")
 
     def test_disconnect_before_the_delimiter_is_logged(self) -> None:
         with self.server.connect() as conn:
@@ -731,19 +749,13 @@ class ReverseProtocolTests(CommandLineTests):
         # Each sends its request and closes at once, half of them with a reset,
         # as a client that gives up would: the reply meets a closed connection.
         server = self.start(*QUICK, "--delay", "0.3", "--timeout", "5")
-        self.assert_serves(server)
-        idle = open_sockets(server.process.pid)
+        idle = self.idle_sockets(server)
         for index in range(6):
             with server.connect() as conn:
                 conn.sendall(b"gone %d!" % index)
                 if index % 2:
                     conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        try:
-            wait_for(lambda: open_sockets(server.process.pid) <= idle, 8, "connections of clients gone were kept open")
-        except AssertionError as exc:
-            raise AssertionError(
-                f"{exc}: {open_sockets(server.process.pid)} sockets, {idle} idle\n{server.log()}"
-            ) from None
+        self.assert_back_to_idle(server, idle, 8, "connections of clients gone were kept open")
         self.assert_serves(server)
         self.assertEqual(server.stop(), 0, server.log())
 
@@ -1134,6 +1146,7 @@ class SelectorsServerTest(EventLoopServerTests):
 @unittest.skipUnless(Path("/proc/self/stat").exists(), "needs /proc to find the workers")
 class PreforkServerTest(ReverseProtocolTests):
     script = "prefork_server.py"
+    started_log = r"started \d+ workers"  # they fork after the ready line
 
     def test_clients_beyond_the_workers_wait_their_turn(self) -> None:
         server = self.start("--delay", "0.5", "--workers", "2")
