@@ -952,13 +952,17 @@ class ForkingServerTests(ConcurrentServerTests):
 
         watcher = threading.Thread(target=signal_each_child_as_it_appears)
         watcher.start()
+        replies = []
         try:
-            replies = [server.request(b"%d!" % index, timeout=5) for index in range(40)]
+            # Until 20 children have been signalled: on a loaded machine the
+            # watcher misses more of them (they live for milliseconds).
+            while len(signalled) < 20 and len(replies) < 400:
+                replies.append(server.request(b"%d!" % len(replies), timeout=5))
         finally:
             done.set()
             watcher.join()
-        self.assertEqual(replies, [(b"%d!" % index)[::-1] for index in range(40)])
-        self.assertGreater(len(signalled), 10, "few children were signalled: no test")
+        self.assertEqual(replies, [(b"%d!" % index)[::-1] for index in range(len(replies))])
+        self.assertGreaterEqual(len(signalled), 20, f"{len(signalled)} of {len(replies)} children signalled: no test")
 
     @unittest.skipUnless(Path("/proc/self/stat").exists(), "needs /proc to see zombies")
     def test_children_are_reaped_while_idle(self) -> None:
