@@ -354,6 +354,19 @@ def fork(children: set[int], number: int) -> int | None:
         return pid
 
 
+def let_go_of_the_parents_self_pipe() -> None:
+    """In a forked child: no longer wake the parent at a signal, and close the child's copy of its self-pipe.
+
+    asyncio, once anything in the process has imported it, does the first
+    itself in every forked child (3.12+). set_wakeup_fd() then no longer
+    names the descriptor, and os.close() of its -1 failed every child: the
+    copy stays open instead, until the child exits, and nothing writes to it.
+    """
+    inherited = signal.set_wakeup_fd(-1)
+    if inherited != -1:
+        os.close(inherited)
+
+
 def serve_in_child(
     listener: socket.socket, signals: socket.socket, conn: socket.socket, number: int, args: argparse.Namespace
 ) -> NoReturn:
@@ -366,7 +379,7 @@ def serve_in_child(
     # does: they stay blocked here (see fork()). Setting SIG_IGN instead would
     # cost 110 us per client: signal.signal() converts to and from enums in
     # Python, and in a fresh child each object it touches is a page fault.
-    os.close(signal.set_wakeup_fd(-1))  # the parent's end of its self-pipe
+    let_go_of_the_parents_self_pipe()
     try:
         handle_client(conn, number, args)
     except Exception:

@@ -335,6 +335,19 @@ def start_worker(
     return pid
 
 
+def let_go_of_the_parents_self_pipe() -> None:
+    """In a forked child: no longer wake the parent at a signal, and close the child's copy of its self-pipe.
+
+    asyncio, once anything in the process has imported it, does the first
+    itself in every forked child (3.12+). set_wakeup_fd() then no longer
+    names the descriptor, and os.close() of its -1 failed every child: the
+    copy stays open instead, until the child exits, and nothing writes to it.
+    """
+    inherited = signal.set_wakeup_fd(-1)
+    if inherited != -1:
+        os.close(inherited)
+
+
 def run_worker(
     listener: socket.socket,
     parent_signals: socket.socket,
@@ -345,7 +358,7 @@ def run_worker(
     parent_signals.close()
     parents_end, parent_gone = lifeline
     parents_end.close()  # or the worker would keep its own lifeline alive
-    os.close(signal.set_wakeup_fd(-1))  # the parent's end of its self-pipe
+    let_go_of_the_parents_self_pipe()
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     # A self-pipe of the worker's own. It leaves the listener alone: the parent
     # stops it for all (a worker sent SIGTERM alone must not stop the others).
