@@ -260,9 +260,14 @@ def open_sockets(session: int) -> int:
             try:
                 if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[3]) != session:
                     continue
-                count += sum(os.readlink(fd).startswith("socket:") for fd in (entry / "fd").iterdir())
+                fds = list((entry / "fd").iterdir())
             except OSError:
-                continue  # gone meanwhile
+                continue  # the process has gone meanwhile
+            for fd in fds:
+                try:
+                    count += os.readlink(fd).startswith("socket:")
+                except OSError:
+                    pass  # closed meanwhile: one descriptor, not the whole process, is left out
     return count
 
 
