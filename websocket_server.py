@@ -347,9 +347,9 @@ async def serve(listener: socket.socket, args: argparse.Namespace) -> None:
     await stop.wait()
     stop_accepting(listener)  # the signal refused new connections already: now the loop accepts none
     hub.stop(deadlines, min(CLOSE_TIMEOUT, args.timeout))
-    # Every task ends within bounds: a handshake in progress within
-    # CLOSE_TIMEOUT, a WebSocket when its client answers the close or
-    # CLOSE_TIMEOUT has passed, and then its linger.
+    # Every task ends within bounds: a handshake in progress within the
+    # grace, a WebSocket when its client answers the close or the grace has
+    # passed (never beyond --timeout), and then its linger.
     while pending := asyncio.all_tasks() - {asyncio.current_task()}:
         await asyncio.wait(pending)
     server.close()
@@ -559,13 +559,14 @@ class Hub:
         self.room: set[WebSocket] = set()  # the /chat members that still take messages
         self.arriving: set[asyncio.Task[Any]] = set()  # connections still sending their HTTP request
         self.stopping = False
+        self.grace = CLOSE_TIMEOUT  # from the stop on: the seconds a handshake or a close is given
 
     def join(self, websocket: WebSocket) -> None:
         self.open.add(websocket)
         if websocket.route == "chat":
             self.room.add(websocket)
         if self.stopping:  # opened after the stop began: told at once
-            websocket.start_closing(GOING_AWAY, "the server is stopping")
+            websocket.start_closing(GOING_AWAY, "the server is stopping", self.grace)
 
     def forget(self, websocket: WebSocket) -> None:
         self.open.discard(websocket)
@@ -579,14 +580,15 @@ class Hub:
             member.send(opcode, payload, frame)
 
     def stop(self, deadlines: Deadlines, grace: float) -> None:
-        """A close (1001) to every WebSocket, and at most grace seconds more for every handshake."""
+        """A close (1001) to every WebSocket, answered within grace seconds, and as long for every handshake."""
         self.stopping = True
+        self.grace = grace
         if self.open:
             log.info("stopping: a close (1001) to %d WebSocket(s)", len(self.open))
         for task in self.arriving:  # within() in handle_client(): this replaces its deadline
             deadlines.set(task, grace, task.cancel)
         for websocket in tuple(self.open):
-            websocket.start_closing(GOING_AWAY, "the server is stopping")
+            websocket.start_closing(GOING_AWAY, "the server is stopping", grace)
 
 
 async def handle_client(
@@ -601,7 +603,7 @@ async def handle_client(
     task = asyncio.current_task()
     hub.arriving.add(task)  # type: ignore[arg-type]
     # Accepted just before a stop, and started after it: the stop's grace, as for the others.
-    timeout = min(CLOSE_TIMEOUT, args.timeout) if hub.stopping else args.timeout
+    timeout = hub.grace if hub.stopping else args.timeout
     asked = ""
     try:
         try:
@@ -1319,7 +1321,11 @@ class WebSocket:
         is closed (1008) instead: one slow reader must not cost the server
         its memory, nor the others their pace.
         """
-        if self.close_sent is not None:
+        # A client gone (a reset) is left out too: the loop learns of it at
+        # once, its task some turns later, and a broadcast meanwhile would
+        # write to the dead transport, which logs "socket.send() raised
+        # exception." from the fifth write on, -q or not.
+        if self.close_sent is not None or self.transport.is_closing():
             return
         queued = self.transport.get_write_buffer_size()
         if queued > WRITE_LIMIT:
@@ -1358,8 +1364,8 @@ class WebSocket:
         log.info("#%d sent no pong within %g s: closing (1011)", self.number, self.ping_timeout)
         self.start_closing(INTERNAL_ERROR, "no pong")
 
-    def start_closing(self, code: int, why: str) -> None:
-        """Begin the closing handshake (section 7): a close frame now, and the answer within CLOSE_TIMEOUT.
+    def start_closing(self, code: int, why: str, answer_within: float = CLOSE_TIMEOUT) -> None:
+        """Begin the closing handshake (section 7): a close frame now, and the answer within answer_within seconds.
 
         The frame goes after everything already queued, so nothing sent
         before it is lost. No message is sent or delivered after it. A client
@@ -1370,7 +1376,7 @@ class WebSocket:
         self.close_sent = code
         self.hub.forget(self)
         self.transport.write(encode_frame(FIN | CLOSE, close_payload(code, why)))
-        self.deadlines.set(self, CLOSE_TIMEOUT, self.drop)  # instead of the keepalive
+        self.deadlines.set(self, answer_within, self.drop)  # instead of the keepalive
 
     def drop(self) -> None:
         self.dropped = True
