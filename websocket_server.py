@@ -118,7 +118,8 @@ MAX_HEADERS = 100
 LINGER_SECONDS = 2.0
 LINGER_BYTES = 16 * 1024 * 1024
 # How long a client has to answer the server's close frame before the
-# connection is dropped (websockets: close_timeout, 10 s).
+# connection is dropped (websockets: close_timeout, 10 s); at a stop, never
+# longer than --timeout, the stop's bound.
 CLOSE_TIMEOUT = 2.0
 # Unsent bytes a client may have queued before it counts as too slow (see
 # WebSocket.send()). Memory per client stays below this plus one message.
