@@ -595,13 +595,12 @@ class CommandLineTests(ServerTestCase):
         # asyncio for 100: a burst beyond that stalls on SYN retries (1 s, 3 s).
         self.assertGreaterEqual(backlog_of(self.server.port), min(1024, somaxconn()))
 
+    def start_after(self, code: str) -> Server:
+        """The server with its quick options, code run first in its process (see after())."""
+        return Server(self.script, (*self.args, *self.quick_args), self.addCleanup, prefix=after(code))
+
     def test_a_stop_signals_handler_takes_no_lock(self) -> None:
-        server = Server(
-            self.script,
-            (*self.args, *self.quick_args),
-            self.addCleanup,
-            prefix=after(WATCH_SIGNAL_HANDLERS),
-        )
+        server = self.start_after(WATCH_SIGNAL_HANDLERS)
         self.assert_serves(server)
         self.assertEqual(server.stop(), 0, server.log())
         self.assertNotIn("a signal handler called into a module that takes locks", server.log())
@@ -609,17 +608,12 @@ class CommandLineTests(ServerTestCase):
     def test_it_serves_in_a_process_that_has_imported_asyncio(self) -> None:
         # As an application's other modules would. Forked children then run
         # asyncio's at-fork hook (3.12+), which unsets the wakeup fd.
-        server = Server(self.script, (*self.args, *self.quick_args), self.addCleanup, prefix=after("import asyncio"))
+        server = self.start_after("import asyncio")
         self.assert_serves(server)
         self.assertEqual(server.stop(), 0, server.log())
 
     def test_a_client_reset_mid_request_leaves_nothing_to_print_however_it_is_collected(self) -> None:
-        server = Server(
-            self.script,
-            (*self.args, *self.quick_args),
-            self.addCleanup,
-            prefix=after(FUTURES_FINALIZED_FIRST),
-        )
+        server = self.start_after(FUTURES_FINALIZED_FIRST)
         with server.connect() as conn:
             conn.sendall(self.in_flight[0])  # a request half sent
             server.wait_until_accepted()
