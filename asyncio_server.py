@@ -67,6 +67,8 @@ MAX_SECONDS = 24 * 60 * 60.0  # the most any option in seconds takes (see second
 LINGER_SECONDS = 2.0
 LINGER_BYTES = 16 * 1024 * 1024
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# Socket activation: the first descriptor systemd passes (sd_listen_fds(3)).
+LISTEN_FDS_START = 3
 # What --help says the protocol is (the docstring tells the rest).
 PROTOCOL = (
     "The protocol: a client sends bytes up to and including a '!'; --delay seconds\n"
@@ -193,14 +195,56 @@ def positive_int(text: str) -> int:
 
 
 def open_listener(host: str, port: int) -> socket.socket:
-    """Bind and listen, IPv4 or IPv6 as the host says.
+    """The listening socket: the one systemd passed, if it did (passed_listener()); else bind and listen.
 
     create_server() turns on SO_REUSEADDR, so a restart can bind again at once
     instead of failing with 'Address already in use' while the last run's
     connections sit in TIME_WAIT.
     """
+    listener = passed_listener()
+    if listener is not None:
+        return listener
     family, _, _, _, address = socket.getaddrinfo(host, port, flags=socket.AI_PASSIVE)[0]
     return socket.create_server(address[:2], family=family, backlog=BACKLOG)
+
+
+def passed_listener() -> PassedSocket | None:
+    """The listening socket systemd passed (socket activation), or None when it passed none.
+
+    systemd binds the port itself, from a .socket unit, and starts the server
+    with the socket as descriptor 3, LISTEN_FDS=1 and LISTEN_PID set to the
+    server's pid (sd_listen_fds(3); systemd-socket-activate does the same by
+    hand). The port is then bound before the server runs: clients that connect
+    while it restarts wait in the socket's queue instead of being refused, and
+    port 80 needs no privilege. PORT and --host no longer matter.
+
+    The variables are unset in either case: a process this one starts must
+    not take them for its own. LISTEN_PID naming another process means they
+    were meant for an ancestor that left them set: they are ignored.
+    """
+    pid = os.environ.pop("LISTEN_PID", None)
+    count = os.environ.pop("LISTEN_FDS", None)
+    os.environ.pop("LISTEN_FDNAMES", None)
+    if pid != str(os.getpid()) or count in (None, "0"):
+        return None
+    if count != "1":
+        raise SystemExit(f"socket activation passed {count} descriptors (LISTEN_FDS); this server serves one socket")
+    try:
+        listener = PassedSocket(fileno=LISTEN_FDS_START)
+    except OSError as exc:  # not a socket (ENOTSOCK), or not open (EBADF)
+        raise SystemExit(f"socket activation: descriptor {LISTEN_FDS_START} is not a socket ({exc.strerror})") from None
+    listens = listener.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+    if listener.family not in (socket.AF_INET, socket.AF_INET6) or listener.type != socket.SOCK_STREAM or not listens:
+        listener.detach()  # it stays systemd's: no close() here
+        raise SystemExit(f"socket activation: descriptor {LISTEN_FDS_START} is not a listening TCP socket")
+    # Passed across exec(), it is inheritable; a socket Python makes is not
+    # (PEP 446), and a program this one starts must not hold the port.
+    listener.set_inheritable(False)
+    return listener
+
+
+class PassedSocket(socket.socket):
+    """A listening socket this process was given (passed_listener()), not one it made: see stop_listening()."""
 
 
 def format_address(host: str, port: int) -> str:
@@ -265,7 +309,7 @@ def stop_accepting(listener: socket.socket) -> None:
 
 
 def stop_listening(listener: socket.socket) -> None:
-    """Refuse new connections from now on, in every process that holds the listener.
+    """Refuse new connections from now on, in every process that holds the listener; but not on systemd's socket.
 
     close() frees this process's descriptor only (forked children hold their
     own), and cannot be done while the accept loop may still be selecting on
@@ -275,7 +319,17 @@ def stop_listening(listener: socket.socket) -> None:
     moves on from a refusal at once, where a connection left in the queue
     would wait out its time-out. Other systems refuse the call (ENOTCONN); there
     the listener stops when the server closes it, a moment later.
+
+    A socket systemd passed (passed_listener()) is the one exception, the one
+    place where refusing at once gives way. It is systemd's, kept open across
+    restarts, and a shutdown() would stop it for systemd too: it would refuse
+    every client until systemd bound anew, and reset those queued. Left as it
+    is, it keeps the clients that connect while the service restarts in its
+    queue, and the next start serves them. The server only stops accepting,
+    and closes its own copy.
     """
+    if isinstance(listener, PassedSocket):
+        return
     try:
         listener.shutdown(socket.SHUT_RD)
     except OSError:  # not Linux, or closed already

@@ -92,6 +92,8 @@ from typing import Any, BinaryIO
 
 BACKLOG = max(socket.SOMAXCONN, 4096)  # a browser opens several connections at once
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# Socket activation: the first descriptor systemd passes (sd_listen_fds(3)).
+LISTEN_FDS_START = 3
 MAX_SECONDS = 24 * 60 * 60.0  # the most any option in seconds takes (see seconds())
 SMALL_BODY = 64 * 1024  # bodies up to this size go out with the headers, in one send()
 # After a response, how long and how much a client may go on sending before the
@@ -246,17 +248,69 @@ def tls_context(cert: str, key: str | None) -> ssl.SSLContext:
     return context
 
 
+def open_listener(host: str, port: int) -> socket.socket:
+    """The listening socket: the one systemd passed, if it did (passed_listener()); else bind and listen.
+
+    create_server() turns on SO_REUSEADDR, so a restart can bind again at once
+    instead of failing with 'Address already in use' while the last run's
+    connections sit in TIME_WAIT.
+    """
+    listener = passed_listener()
+    if listener is not None:
+        return listener
+    family, _, _, _, address = socket.getaddrinfo(host, port, flags=socket.AI_PASSIVE)[0]
+    return socket.create_server(address[:2], family=family, backlog=BACKLOG)
+
+
+def passed_listener() -> PassedSocket | None:
+    """The listening socket systemd passed (socket activation), or None when it passed none.
+
+    systemd binds the port itself, from a .socket unit, and starts the server
+    with the socket as descriptor 3, LISTEN_FDS=1 and LISTEN_PID set to the
+    server's pid (sd_listen_fds(3); systemd-socket-activate does the same by
+    hand). The port is then bound before the server runs: clients that connect
+    while it restarts wait in the socket's queue instead of being refused, and
+    port 80 needs no privilege. PORT and --host no longer matter.
+
+    The variables are unset in either case: a process this one starts must
+    not take them for its own. LISTEN_PID naming another process means they
+    were meant for an ancestor that left them set: they are ignored.
+    """
+    pid = os.environ.pop("LISTEN_PID", None)
+    count = os.environ.pop("LISTEN_FDS", None)
+    os.environ.pop("LISTEN_FDNAMES", None)
+    if pid != str(os.getpid()) or count in (None, "0"):
+        return None
+    if count != "1":
+        raise SystemExit(f"socket activation passed {count} descriptors (LISTEN_FDS); this server serves one socket")
+    try:
+        listener = PassedSocket(fileno=LISTEN_FDS_START)
+    except OSError as exc:  # not a socket (ENOTSOCK), or not open (EBADF)
+        raise SystemExit(f"socket activation: descriptor {LISTEN_FDS_START} is not a socket ({exc.strerror})") from None
+    listens = listener.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+    if listener.family not in (socket.AF_INET, socket.AF_INET6) or listener.type != socket.SOCK_STREAM or not listens:
+        listener.detach()  # it stays systemd's: no close() here
+        raise SystemExit(f"socket activation: descriptor {LISTEN_FDS_START} is not a listening TCP socket")
+    # Passed across exec(), it is inheritable; a socket Python makes is not
+    # (PEP 446), and a program this one starts must not hold the port.
+    listener.set_inheritable(False)
+    return listener
+
+
+class PassedSocket(socket.socket):
+    """A listening socket this process was given (passed_listener()), not one it made: see stop_listening()."""
+
+
 def make_server(args: argparse.Namespace, tls: ssl.SSLContext | None) -> StaticServer:
-    family, _, _, _, address = socket.getaddrinfo(args.host, args.port, flags=socket.AI_PASSIVE)[0]
     directory = os.path.realpath(args.directory)
     handler = functools.partial(StaticHandler, directory=directory)
-    return StaticServer(address[:2], handler, family, args.timeout, args.dotfiles, args.cors, tls)
+    listener = open_listener(args.host, args.port)
+    return StaticServer(listener.getsockname()[:2], handler, args.timeout, args.dotfiles, args.cors, tls, listener)
 
 
 class StaticServer(http.server.ThreadingHTTPServer):
-    """ThreadingHTTPServer with IPv6, a real backlog, and threads that finish their work."""
+    """ThreadingHTTPServer on open_listener()'s socket (IPv6, a real backlog), with threads that finish their work."""
 
-    request_queue_size = BACKLOG  # socketserver's default is 5
     # ThreadingHTTPServer makes daemon threads, which die mid-response when the
     # process exits. Non-daemon threads are joined by server_close() instead.
     daemon_threads = False
@@ -265,13 +319,12 @@ class StaticServer(http.server.ThreadingHTTPServer):
         self,
         address: tuple[str, int],
         handler: Any,
-        family: socket.AddressFamily = socket.AF_INET,
         timeout: float = 10.0,
         dotfiles: bool = False,
         cors: bool = False,
         tls: ssl.SSLContext | None = None,
+        listener: socket.socket | None = None,
     ) -> None:
-        self.address_family = family  # read by TCPServer.__init__ to make the socket
         self.idle_timeout = timeout
         self.dotfiles = dotfiles
         self.cors = cors
@@ -283,9 +336,19 @@ class StaticServer(http.server.ThreadingHTTPServer):
         self.stopping = False
         self.stop_requested = False
         self.tls = tls  # get_request() wraps each connection; the handshake is its thread's (StaticHandler.setup)
-        super().__init__(address, handler)
+        # Without a listener, http.server's way: bind here, with TCPServer's
+        # queue of 5 (CPython's own tests do, in HttpStaticPeerTest). main()
+        # gives it open_listener()'s, bound and listening already (perhaps
+        # systemd's), to serve on instead of the socket TCPServer makes.
+        super().__init__(address, handler, bind_and_activate=listener is None)
+        if listener is not None:
+            self.socket.close()
+            self.socket = listener
+            self.server_name, self.server_port = self.server_address[:2]
 
     def get_request(self) -> tuple[Any, Any]:
+        if self.stop_requested:  # systemd's listener still listens: the next start serves who waits there
+            raise StopServing
         try:
             conn, address = super().get_request()
         except OSError as exc:
@@ -438,7 +501,7 @@ def stop_on_signals(server: socketserver.BaseServer) -> None:
 
 
 def stop_listening(listener: socket.socket) -> None:
-    """Refuse new connections from now on, in every process that holds the listener.
+    """Refuse new connections from now on, in every process that holds the listener; but not on systemd's socket.
 
     close() frees this process's descriptor only (forked children hold their
     own), and cannot be done while the accept loop may still be selecting on
@@ -448,7 +511,17 @@ def stop_listening(listener: socket.socket) -> None:
     moves on from a refusal at once, where a connection left in the queue
     would wait out its time-out. Other systems refuse the call (ENOTCONN); there
     the listener stops when the server closes it, a moment later.
+
+    A socket systemd passed (passed_listener()) is the one exception, the one
+    place where refusing at once gives way. It is systemd's, kept open across
+    restarts, and a shutdown() would stop it for systemd too: it would refuse
+    every client until systemd bound anew, and reset those queued. Left as it
+    is, it keeps the clients that connect while the service restarts in its
+    queue, and the next start serves them. The server only stops accepting,
+    and closes its own copy.
     """
+    if isinstance(listener, PassedSocket):
+        return
     try:
         listener.shutdown(socket.SHUT_RD)
     except OSError:  # not Linux, or closed already
