@@ -257,6 +257,24 @@ def reason(exc: OSError | UnicodeError) -> str:
     return exc.strerror.split(" (while attempting")[0] if exc.strerror else str(exc)
 
 
+def print_ready_line(line: str) -> None:
+    """Print the ready line to stdout, flushed: what a supervisor, a script or a test waits for.
+
+    A stdout that cannot take it (a pipe whose reader has gone, a full disk)
+    ends the server before it serves anyone: one line on stderr, exit 1, as
+    for an address in use. Nobody would learn that it listens.
+    """
+    try:
+        print(line, flush=True)
+    except OSError as exc:
+        # The line stays in stdout's buffer, and the interpreter's last flush
+        # at exit would fail again, with a traceback: give it /dev/null.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        raise SystemExit(f"cannot write the ready line to stdout: {exc.strerror or exc}") from None
+
+
 async def serve(listener: socket.socket, args: argparse.Namespace) -> None:
     """Serve every client from one event loop until SIGINT or SIGTERM."""
     raise_open_file_limit()
@@ -279,7 +297,7 @@ async def serve(listener: socket.socket, args: argparse.Namespace) -> None:
     server = await loop.create_server(on_connect, sock=listener, backlog=BACKLOG)
     # Only now, with the signal handlers in place: a Ctrl+C that comes right
     # after the ready line must stop the server cleanly, not with a traceback.
-    print(f"Listening on {format_address(*listener.getsockname()[:2])}", flush=True)
+    print_ready_line(f"Listening on {format_address(*listener.getsockname()[:2])}")
     await stop.wait()
     stop_accepting(listener)
     # Connections accepted a moment ago get their transport and protocol in a

@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     # The stop-signal socket closes with the listener: under python -X dev an
     # unclosed socket is a ResourceWarning at exit.
     with listener, stop_signals(listener) as signals:
-        print(f"Listening on {format_address(*listener.getsockname()[:2])}", flush=True)
+        print_ready_line(f"Listening on {format_address(*listener.getsockname()[:2])}")
         serve(listener, signals, args)
         # Before the signal socket closes, or a signal would write to a closed
         # socket (an error on stderr); and before the interpreter shuts down.
@@ -284,6 +284,24 @@ def reason(exc: OSError | UnicodeError) -> str:
         return f"not a host name ({exc})"
     # create_server() appends the address to strerror; the caller names it already.
     return exc.strerror.split(" (while attempting")[0] if exc.strerror else str(exc)
+
+
+def print_ready_line(line: str) -> None:
+    """Print the ready line to stdout, flushed: what a supervisor, a script or a test waits for.
+
+    A stdout that cannot take it (a pipe whose reader has gone, a full disk)
+    ends the server before it serves anyone: one line on stderr, exit 1, as
+    for an address in use. Nobody would learn that it listens.
+    """
+    try:
+        print(line, flush=True)
+    except OSError as exc:
+        # The line stays in stdout's buffer, and the interpreter's last flush
+        # at exit would fail again, with a traceback: give it /dev/null.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        raise SystemExit(f"cannot write the ready line to stdout: {exc.strerror or exc}") from None
 
 
 def stop_signals(listener: socket.socket | None) -> socket.socket:

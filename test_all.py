@@ -4375,6 +4375,60 @@ class SocketActivationTest(unittest.TestCase):
                         self.assertRegex(finished.stderr, r"^socket activation")
 
 
+class UnwritableReadyLineTest(unittest.TestCase):
+    """A ready line that cannot be written (server.py 0 | true, a full disk): one line on stderr, exit 1."""
+
+    def test_a_closed_pipe_or_a_full_disk_on_stdout_is_one_line_and_exit_1(self) -> None:
+        commands = (
+            *every_server(),
+            ("asyncio_server.py", "--cpu-workers", "1"),  # worker processes start before the ready line
+            ("prefork_server.py", "--workers", "2"),
+        )
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            runs = {
+                (command, stdout): pool.submit(self.run_with_stdout, command, stdout)
+                for command in commands
+                for stdout in ("a pipe whose reader has gone", "/dev/full")
+            }
+            for (command, stdout), run in runs.items():
+                with self.subTest(" ".join(command), stdout=stdout):
+                    status, stderr, left = run.result()
+                    self.assertEqual(status, 1, stderr)
+                    self.assertEqual(stderr.count("\n"), 1, stderr)
+                    self.assertRegex(stderr, r"^cannot write the ready line to stdout: ")
+                    self.assertEqual(left, {}, "processes left behind")
+
+    def run_with_stdout(self, command: tuple[str, ...], stdout: str) -> tuple[int, str, dict[int, str]]:
+        """Run a server with that stdout; its exit status, its stderr, and what is left of its session."""
+        if stdout == "/dev/full":
+            writer = os.open("/dev/full", os.O_WRONLY)
+        else:
+            reader, writer = os.pipe()
+            os.close(reader)
+        try:
+            process = subprocess.Popen(
+                [sys.executable, str(HERE / command[0]), "0", *command[1:]],
+                stdout=writer,
+                stderr=subprocess.PIPE,
+                text=True,
+                start_new_session=True,
+            )
+        finally:
+            os.close(writer)
+        with process:
+            try:
+                _, stderr = process.communicate(timeout=30)
+                deadline = time.monotonic() + 3
+                while (left := live_processes(process.pid)) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+            finally:
+                try:
+                    os.killpg(process.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+        return process.returncode, stderr, left
+
+
 class SharedSkeletonTest(unittest.TestCase):
     """The repetition between scripts is deliberate; drift between the copies is not.
 
