@@ -205,7 +205,10 @@ def open_listener(host: str, port: int) -> socket.socket:
     if listener is not None:
         return listener
     family, _, _, _, address = socket.getaddrinfo(host, port, flags=socket.AI_PASSIVE)[0]
-    return socket.create_server(address[:2], family=family, backlog=BACKLOG)
+    # '::' takes IPv4 clients too (dual-stack), as in python -m http.server
+    # --bind ::. create_server() would make an IPv6 socket IPv6-only.
+    dualstack = family == socket.AF_INET6 and socket.has_dualstack_ipv6()
+    return socket.create_server(address[:2], family=family, backlog=BACKLOG, dualstack_ipv6=dualstack)
 
 
 def passed_listener() -> PassedSocket | None:

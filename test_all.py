@@ -4429,6 +4429,68 @@ class UnwritableReadyLineTest(unittest.TestCase):
         return process.returncode, stderr, left
 
 
+def network_namespace_unavailable() -> str:
+    """Why this machine cannot make a network namespace, or "" when it can."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return "making a network namespace needs root"
+    if shutil.which("ip") is None:
+        return "no ip command (iproute2)"
+    return ""
+
+
+class DualStackTest(unittest.TestCase):
+    """--host :: serves IPv4 and IPv6 clients, in every server.
+
+    Inside a network namespace of the test's own, which has nothing but its
+    loopback, so that listening on every address exposes nothing; it is
+    deleted at the end.
+    """
+
+    def test_every_server_on_the_any_address_serves_ipv4_and_ipv6_clients(self) -> None:
+        reason = network_namespace_unavailable()
+        if reason:
+            print(f"\nDualStackTest skipped: {reason}", file=sys.stderr)
+            self.skipTest(reason)
+        namespace = f"dualstack-{os.getpid()}-{time.monotonic_ns() % 1_000_000}"
+        subprocess.run(["ip", "netns", "add", namespace], check=True, timeout=10)
+        self.addCleanup(subprocess.run, ["ip", "netns", "del", namespace], timeout=10)
+        inside = ("ip", "netns", "exec", namespace)
+        subprocess.run([*inside, "ip", "link", "set", "lo", "up"], check=True, timeout=10)
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            starts = {
+                command: pool.submit(
+                    Server, command[0], (*command[1:], *quick_options(command[0])), self.addCleanup, "::", prefix=inside
+                )
+                for command in every_server()
+            }
+            servers = {command: start.result() for command, start in starts.items()}
+        targets = [(command[0], server.port) for command, server in servers.items()]
+        code = f"import json, test_all; print(json.dumps(test_all.served_over_both({targets!r})))"
+        result = run_script("-c", code, timeout=60, prefix=inside)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        for (command, server), (ipv4, ipv6) in zip(servers.items(), json.loads(result.stdout)):
+            with self.subTest(" ".join(command)):
+                self.assertEqual(server.host, "::", server.ready_line)
+                self.assertEqual((ipv4, ipv6), ("served", "served"), server.log())
+                self.assertEqual(server.stop(), 0, server.log())
+
+
+def served_over_both(targets: list[tuple[str, int]]) -> list[tuple[str, str]]:
+    """For each (script, port): how a client over 127.0.0.1 and one over ::1 fared ("served", or the error)."""
+    outcomes = []
+    for script, port in targets:
+        outcome = []
+        for host in ("127.0.0.1", "::1"):
+            try:
+                with socket.create_connection((host, port), timeout=10) as conn:
+                    conn.sendall(request_for(script))
+                    outcome.append("served" if answered(script, conn) else "a wrong answer")
+            except OSError as exc:
+                outcome.append(repr(exc))
+        outcomes.append((outcome[0], outcome[1]))
+    return outcomes
+
+
 class SharedSkeletonTest(unittest.TestCase):
     """The repetition between scripts is deliberate; drift between the copies is not.
 
