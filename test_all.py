@@ -4667,7 +4667,7 @@ class KilledParentTest(unittest.TestCase):
 
 # What a user may type where a number goes: each must be refused with
 # argparse's one line (exit 2), or serve as the user meant.
-EDGE_VALUES = ("0", "-1", "1e12", str(10**12), "nan", "inf", "-inf", "1.5", "", "many")
+EDGE_VALUES = ("0", "-1", "1e-320", "1e12", str(10**12), "nan", "inf", "-inf", "1.5", "", "many")
 
 
 def parser_of(script: str) -> tuple[Callable[[list[str]], argparse.Namespace], argparse.ArgumentParser]:

@@ -56,6 +56,7 @@ CHUNK_SIZE = 64 * 1024
 BACKLOG = max(socket.SOMAXCONN, 4096)
 MAX_REQUEST = 1024 * 1024  # the default bound on what one client can make us hold
 MAX_SECONDS = 24 * 60 * 60.0  # the most any option in seconds takes (see seconds())
+MIN_SECONDS = 0.001  # the least, but for 0 where it means none (see seconds())
 # After the reply, how long and how much a client may go on sending before the
 # server closes anyway (see close_gracefully()): 2 s in all, enough for a client
 # that reads its reply, and soon enough to free the thread or process. (nginx
@@ -144,8 +145,12 @@ def seconds(text: str) -> float:
     # Past about 292 years (threading.TIMEOUT_MAX) a socket timeout or a lock
     # raises OverflowError, once per client; nan and inf compare false with
     # every deadline. A day is beyond any honest use of these options.
-    if not (math.isfinite(value) and 0 <= value <= MAX_SECONDS):
-        raise argparse.ArgumentTypeError(f"expected a number of seconds from 0 to {MAX_SECONDS:g}, not {text!r}")
+    # Below a millisecond, a deadline passes before a client can meet it:
+    # --timeout 1e-320 was accepted, and then no request was ever answered.
+    if value != 0 and not (math.isfinite(value) and MIN_SECONDS <= value <= MAX_SECONDS):
+        raise argparse.ArgumentTypeError(
+            f"expected 0 or a number of seconds from {MIN_SECONDS:g} to {MAX_SECONDS:g}, not {text!r}"
+        )
     return value
 
 

@@ -129,6 +129,7 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # Socket activation: the first descriptor systemd passes (sd_listen_fds(3)).
 LISTEN_FDS_START = 3
 MAX_SECONDS = 24 * 60 * 60.0  # the most any option in seconds takes (see seconds())
+MIN_SECONDS = 0.001  # the least, but for 0 where it means none (see seconds())
 # Allocations between two passes of the cycle collector (the default is 700).
 # Every connection alive is a task, a transport, buffers and futures, and each
 # tenth pass reaches the older generations and walks all of them: with 10,000
@@ -282,8 +283,12 @@ def seconds(text: str) -> float:
     # Past about 292 years (threading.TIMEOUT_MAX) a socket timeout or a lock
     # raises OverflowError, once per client; nan and inf compare false with
     # every deadline. A day is beyond any honest use of these options.
-    if not (math.isfinite(value) and 0 <= value <= MAX_SECONDS):
-        raise argparse.ArgumentTypeError(f"expected a number of seconds from 0 to {MAX_SECONDS:g}, not {text!r}")
+    # Below a millisecond, a deadline passes before a client can meet it:
+    # --timeout 1e-320 was accepted, and then no request was ever answered.
+    if value != 0 and not (math.isfinite(value) and MIN_SECONDS <= value <= MAX_SECONDS):
+        raise argparse.ArgumentTypeError(
+            f"expected 0 or a number of seconds from {MIN_SECONDS:g} to {MAX_SECONDS:g}, not {text!r}"
+        )
     return value
 
 

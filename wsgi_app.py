@@ -55,6 +55,7 @@ LISTEN_FDS_START = 3
 # address space on Linux), and 10**12 of them had the server spin at start.
 MAX_THREADS = 10_000
 MAX_SECONDS = 24 * 60 * 60.0  # the most any option in seconds takes (see seconds())
+MIN_SECONDS = 0.001  # the least, but for 0 where it means none (see seconds())
 # After a response, how long and how much a client may go on sending before the
 # server closes anyway (see close_gracefully()): 2 s in all, enough for a client
 # that reads its reply, and soon enough to free the thread or process. (nginx
@@ -233,8 +234,12 @@ def seconds(text: str) -> float:
     # Past about 292 years (threading.TIMEOUT_MAX) a socket timeout or a lock
     # raises OverflowError, once per client; nan and inf compare false with
     # every deadline. A day is beyond any honest use of these options.
-    if not (math.isfinite(value) and 0 <= value <= MAX_SECONDS):
-        raise argparse.ArgumentTypeError(f"expected a number of seconds from 0 to {MAX_SECONDS:g}, not {text!r}")
+    # Below a millisecond, a deadline passes before a client can meet it:
+    # --timeout 1e-320 was accepted, and then no request was ever answered.
+    if value != 0 and not (math.isfinite(value) and MIN_SECONDS <= value <= MAX_SECONDS):
+        raise argparse.ArgumentTypeError(
+            f"expected 0 or a number of seconds from {MIN_SECONDS:g} to {MAX_SECONDS:g}, not {text!r}"
+        )
     return value
 
 
