@@ -346,13 +346,13 @@ def stop_listening(listener: socket.socket) -> None:
     would wait out its time-out. Other systems refuse the call (ENOTCONN); there
     the listener stops when the server closes it, a moment later.
 
-    A socket systemd passed (passed_listener()) is the one exception, the one
-    place where refusing at once gives way. It is systemd's, kept open across
-    restarts, and a shutdown() would stop it for systemd too: it would refuse
-    every client until systemd bound anew, and reset those queued. Left as it
-    is, it keeps the clients that connect while the service restarts in its
-    queue, and the next start serves them. The server only stops accepting,
-    and closes its own copy.
+    A socket systemd passed (passed_listener()) is the one exception: there,
+    refusing at once gives way. The socket is systemd's, which keeps it open
+    across restarts, and a shutdown() would stop it for systemd too: every
+    client refused from then on, until the .socket unit itself restarts, and
+    those queued reset. Left listening, it holds the clients that connect
+    while the service restarts in its queue, and the next start serves them.
+    The server only stops accepting, and closes its own copy.
     """
     if isinstance(listener, PassedSocket):
         return
