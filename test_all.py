@@ -3559,6 +3559,44 @@ class WebSocketShutdownTest(WebSocketTests):
         self.assertEqual(read_until_closed(idle, 1)[0], b"")
 
 
+class WebSocketBroadcastTest(WebSocketTests):
+    """A /chat message costs the loop work bounded by the message, not by the message times the room."""
+
+    server_args = ()
+
+    def test_one_member_cannot_freeze_the_server_with_messages_that_compress_unevenly(self) -> None:
+        # Issue 27: 1 MiB that repeats every 8 KiB is 16 KB in the sender's
+        # 32 KiB window, and 1 MiB in a 4 KiB one. Compressed once per member,
+        # five of them in a room of 30 stalled everyone for 4 s.
+        offer = {"Sec-WebSocket-Extensions": "permessage-deflate"}  # no limit on either window
+        members = [self.connect("/chat", headers=offer) for _ in range(30)]
+        attacker = members[0]
+        self.assertIn("server_no_context_takeover", attacker.extension)  # answered unasked (RFC 7692 7.1.1.1)
+        bystander = self.connect("/echo")
+        message = random.Random(27).getrandbits(8192 * 8).to_bytes(8192, "big") * 128
+        compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+        compressed = compressor.compress(message) + compressor.flush(zlib.Z_SYNC_FLUSH)[:-4]
+        attack = ws_frame(WS_BINARY, compressed, rsv=0x40, key=b"\x00\x00\x00\x00") * 5
+        pings = []
+        for round_ in range(3):
+            attacker.sock.sendall(attack)
+            # Once the server has read the attack, a ping waits for whatever
+            # work the attack left in the loop.
+            wait_for(lambda: unread_by_server(self.server, attacker.sock) == 0, 10, "the attack was never read")
+            sent = time.monotonic()
+            bystander.send(WS_PING, b"%d" % round_)
+            self.assertEqual(bystander.recv_frame(), (True, 0, WS_PONG, b"%d" % round_))
+            pings.append(time.monotonic() - sent)
+            for member in members:  # every member gets every message, none closed as too slow
+                for _ in range(5):
+                    self.assertEqual(member.recv_message(), (WS_BINARY, message))
+        # The fastest of three rounds: a loaded machine delays one now and then;
+        # the frozen loop delayed every one by seconds.
+        self.assertLess(min(pings), 0.05, pings)
+        self.assertLess(max(pings), 1.0, pings)
+        self.assertNotIn("too slow", self.server.log())
+
+
 class WebSocketPeerTest(WebSocketTests):
     """The websockets library, a strict client, against /echo and /chat, compression on and off."""
 

@@ -58,7 +58,9 @@ bits, memLevel 8) the pair would hold 300 KiB (tracemalloc). Each is made at
 the first message that needs it, not at the handshake, so an idle connection
 pays nothing. bench.py --websocket measures the whole: 1,000 connections after
 one compressed message each hold 40 KiB more each than without compression.
---no-compression saves that, and deflate's CPU.
+--no-compression saves that, and deflate's CPU. A /chat member keeps no
+compressor at all: each message is compressed once for the whole room
+(Hub.broadcast()), not once per member.
 
 Pick this script to read how WebSockets work, or for a small service with no
 dependencies. Pick the websockets library (or a framework built on it) for
@@ -161,6 +163,12 @@ INTERNAL_ERROR = 1011
 # connections with zlib's defaults would need 3 GB.
 DEFLATE_WINDOW_BITS = 12
 DEFLATE_MEMORY_LEVEL = 5
+# On /chat a message is compressed once for the whole room (Hub.broadcast()),
+# by a compressor that lives for that message only: zlib's largest window
+# (32 KiB) costs 144 KiB for a moment, not per member. The window matters: a
+# message that repeats every 8 KiB costs its sender 16 KB in a 32 KiB window,
+# and would cost every member 1 MiB in a 4 KiB one.
+SHARED_WINDOW_BITS = 15
 DEFLATE_TAIL = b"\x00\x00\xff\xff"  # the end of a sync flush, left off every compressed message (7.2.1)
 
 TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
@@ -574,11 +582,26 @@ class Hub:
         self.room.discard(websocket)
 
     def broadcast(self, opcode: int, payload: bytes) -> None:
-        # The frame is made once for every member without compression; each
-        # member with compression has a zlib stream of its own to feed.
-        frame = encode_frame(FIN | opcode, payload)
+        """Send a message to every member of the room, making each form of its frame once.
+
+        A compressed frame depends on the compressor that made it. With a
+        compressor per member, a message cost a compression per member, in the
+        loop: one member sending 1 MiB messages that compress well in its
+        window (16 KB on its wire) but not in the server's froze the server for
+        everyone, 4 s for five messages in a room of 30. On /chat the server
+        compresses each message on its own (negotiate_deflate(), shared), so
+        the frame depends on the window only, and one frame serves every
+        member that agreed on that window: a message costs at most one
+        compression per window size (9 to 15 bits) and one plain frame, however
+        large the room; each member then costs a write of the same bytes.
+        """
+        frames: dict[int, bytes] = {}  # the server's window bits (0: uncompressed): the frame
         for member in tuple(self.room):  # a tuple: a member too slow leaves the room meanwhile
-            member.send(opcode, payload, frame)
+            bits = member.deflate.server_bits if member.deflate is not None and member.deflate.compresses else 0
+            frame = frames.get(bits)
+            if frame is None:
+                frame = frames[bits] = member.frame(opcode, payload)
+            member.send(frame)
 
     def stop(self, deadlines: Deadlines, grace: float) -> None:
         """A close (1001) to every WebSocket, answered within grace seconds, and as long for every handshake."""
@@ -823,7 +846,7 @@ def handle_request(request: Request, args: argparse.Namespace) -> tuple[bytes, s
     headers = (("Upgrade", "websocket"), ("Connection", "Upgrade"), ("Sec-WebSocket-Accept", accept))
     deflate = None
     if not args.no_compression and "sec-websocket-extensions" in request.headers:
-        agreed = negotiate_deflate(request.headers["sec-websocket-extensions"])
+        agreed = negotiate_deflate(request.headers["sec-websocket-extensions"], shared=route == "chat")
         if agreed is not None:
             extension, deflate = agreed
             headers += (("Sec-WebSocket-Extensions", extension),)
@@ -878,20 +901,26 @@ def normalize_origin(text: str) -> str | None:
     return f"{parts.scheme.lower()}://{host}" + (f":{port}" if port is not None else "")
 
 
-def negotiate_deflate(header: str) -> tuple[str, Deflate] | None:
+def negotiate_deflate(header: str, shared: bool = False) -> tuple[str, Deflate] | None:
     """Accept the first permessage-deflate offer this server can meet (RFC 7692 section 7.1).
 
     Returns the extension as the response states it, and the Deflate for the
     connection; None declines them all: the WebSocket is then uncompressed.
     An offer is declined if a parameter is unknown, repeated, or has a value
     outside the RFC's; the RFC says to try the next offer then.
+
+    shared: the connection's messages are broadcasts (/chat), whose frames
+    are shared (Hub.broadcast()). The server then compresses each message on
+    its own, and says so with server_no_context_takeover, which it may answer
+    even when the client did not offer it (7.1.1.1); and it may use zlib's
+    full window, the compressor being one per broadcast, not one per member.
     """
     for name, parameters in parse_extensions(header):
         if name.lower() != "permessage-deflate":
             continue
         seen: set[str] = set()
-        server_reset = client_reset = False
-        server_bits = DEFLATE_WINDOW_BITS  # the server may lower its window unasked (7.1.2.1)
+        server_reset, client_reset = shared, False
+        server_bits = SHARED_WINDOW_BITS if shared else DEFLATE_WINDOW_BITS  # the server may lower it unasked (7.1.2.1)
         client_bits = None  # the response may limit the client's window only if the offer allows it
         for parameter, value in parameters:
             parameter = parameter.lower()
@@ -1290,7 +1319,7 @@ class WebSocket:
         if self.close_sent is not None:  # closing: no more messages either way
             return
         if self.route == "echo":
-            self.send(opcode, payload)
+            self.send(self.frame(opcode, payload))
         else:
             self.hub.broadcast(opcode, payload)
 
@@ -1313,7 +1342,13 @@ class WebSocket:
                 self.hub.forget(self)
                 self.transport.write(encode_frame(FIN | CLOSE, b"" if code == NO_STATUS else payload[:2]))
 
-    def send(self, opcode: int, payload: bytes, frame: bytes | None = None) -> None:
+    def frame(self, opcode: int, payload: bytes) -> bytes:
+        """A message as this connection sends it: compressed if it agreed to, in one frame."""
+        if self.deflate is not None and self.deflate.compresses:
+            return encode_frame(FIN | RSV1 | opcode, self.deflate.compress(payload))
+        return encode_frame(FIN | opcode, payload)
+
+    def send(self, frame: bytes) -> None:
         """Queue a message for this client, or close it if it has stopped reading.
 
         The transport's buffer is the client's queue. write() never waits:
@@ -1333,10 +1368,7 @@ class WebSocket:
             log.info("#%d is too slow: %d bytes unsent, closing it (1008)", self.number, queued)
             self.start_closing(POLICY_VIOLATION, "too slow to read its messages")
             return
-        if self.deflate is not None and self.deflate.compresses:
-            self.transport.write(encode_frame(FIN | RSV1 | opcode, self.deflate.compress(payload)))
-        else:
-            self.transport.write(frame or encode_frame(FIN | opcode, payload))
+        self.transport.write(frame)
 
     # Deadlines.expire() calls these two. They hand their work to the loop
     # instead of doing it: a callback that sets a wait of the length that is
