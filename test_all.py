@@ -3597,6 +3597,257 @@ class WebSocketBroadcastTest(WebSocketTests):
         self.assertNotIn("too slow", self.server.log())
 
 
+def free_port() -> int:
+    """A loopback port nothing listens on now (for a peer that must be told its port, or one that is never there)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class RedisServer:
+    """A redis-server of the test's own: a free loopback port, a temporary directory, no persistence."""
+
+    def __init__(self, add_cleanup: Callable, *options: str) -> None:
+        self.program = require_program("redis-server", "redis-server")
+        self.add_cleanup = add_cleanup
+        self.options = options
+        self.port = free_port()
+        self.directory = tempfile.mkdtemp(prefix="redis-")
+        add_cleanup(shutil.rmtree, self.directory, ignore_errors=True)
+        self.start()
+
+    def url(self, credentials: str = "") -> str:
+        return f"redis://{credentials + '@' if credentials else ''}127.0.0.1:{self.port}/"
+
+    def start(self) -> None:
+        """Start it (again, on the same port), and return once it accepts connections."""
+        self.process = subprocess.Popen(
+            [self.program, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+            + ["--dir", self.directory, *self.options],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self.add_cleanup(self.kill, self.process)
+        wait_for(lambda: not connect_refused("127.0.0.1", self.port), 10, "redis-server did not start")
+
+    @staticmethod
+    def kill(process: subprocess.Popen) -> None:
+        process.kill()
+        process.wait()
+
+    def command(self, *lines: str) -> bytes:
+        """Inline commands, then QUIT: every reply, raw, to the end of the connection."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as conn:
+            conn.sendall("".join(line + "\r\n" for line in (*lines, "QUIT")).encode())
+            return read_until_closed(conn, 5)[0]
+
+
+class WebSocketRedisTest(WebSocketTests):
+    """--redis: /chat across processes through a real Redis, and what happens when Redis is not there."""
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        pass  # each test starts its own Redis and servers
+
+    def start_chat(self, redis_url: str, *args: str, spans: bool = True) -> Server:
+        server = self.start("--redis", redis_url, "--timeout", "0.5", *args)
+        if spans:  # subscribed: from now on a message crosses to the other processes
+            server.wait_for_log(r"redis at \S+: /chat spans every process")
+        return server
+
+    def assert_one_room(self, members: list[WebSocketClient], messages: int = 5) -> None:
+        """Every member sends, interleaved; every member gets every message once, all in one order."""
+        for index in range(messages):
+            for number, member in enumerate(members):
+                member.send(WS_TEXT, b"%d:%d" % (number, index))
+        sequences = [[member.recv_message()[1] for _ in range(messages * len(members))] for member in members]
+        for number, sequence in enumerate(sequences):
+            self.assertEqual(
+                Counter(sequence), Counter(b"%d:%d" % (n, i) for n in range(len(members)) for i in range(messages))
+            )
+            for sender in range(len(members)):  # each sender's order, kept
+                mine = [message for message in sequence if message.startswith(b"%d:" % sender)]
+                self.assertEqual(mine, [b"%d:%d" % (sender, i) for i in range(messages)])
+            self.assertEqual(sequence, sequences[0], f"member {number} saw another order")  # one order for all
+        ping = members[0]
+        ping.send(WS_PING, b"nothing more")
+        self.assertEqual(ping.recv_frame(), (True, 0, WS_PONG, b"nothing more"))  # no copy came twice
+
+    def test_two_then_three_processes_are_one_room(self) -> None:
+        redis = RedisServer(self.addCleanup)
+        servers = [self.start_chat(redis.url()) for _ in range(2)]
+        offer = {"Sec-WebSocket-Extensions": "permessage-deflate"}
+        members = [
+            self.connect("/chat", server=server, headers=offer if n else None) for server in servers for n in range(2)
+        ]
+        self.assert_one_room(members)
+        servers.append(self.start_chat(redis.url()))
+        members += [self.connect("/chat", server=servers[2]) for _ in range(2)]
+        self.assert_one_room(members)
+
+    def test_redis_killed_mid_chat_and_restarted(self) -> None:
+        redis = RedisServer(self.addCleanup)
+        a, b = self.start_chat(redis.url()), self.start_chat(redis.url())
+        on_a, on_b = self.connect("/chat", server=a), self.connect("/chat", server=b)
+        on_a.send(WS_TEXT, b"before")
+        self.assertEqual((on_a.recv_message(), on_b.recv_message()), ((WS_TEXT, b"before"),) * 2)
+        redis.process.kill()
+        for server in (a, b):
+            server.wait_for_log(
+                r"redis at \S+ lost \(the connection closed\): /chat serves this process's members only"
+            )
+        on_a.send(WS_TEXT, b"while Redis is away")  # local delivery goes on; b's members miss it
+        self.assertEqual(on_a.recv_message(), (WS_TEXT, b"while Redis is away"))
+        redis.process.wait()
+        redis.start()
+        restarted = time.monotonic()
+        for server in (a, b):  # the backoff is 5 s at most, and was 0.1 s a moment ago
+            server.wait_for_log(r"redis at \S+ is back: /chat spans every process on it again", timeout=8)
+        self.assertLess(time.monotonic() - restarted, 6.0)
+        on_b.send(WS_TEXT, b"after")
+        self.assertEqual((on_a.recv_message(), on_b.recv_message()), ((WS_TEXT, b"after"),) * 2)
+        for server in (a, b):
+            self.assertEqual(len(re.findall(r"redis at \S+ (lost|is back|unreachable)", server.log())), 2, server.log())
+
+    def test_redis_never_there(self) -> None:
+        server = self.start_chat(f"redis://127.0.0.1:{free_port()}/", spans=False)
+        server.wait_for_log(
+            r"redis at \S+ unreachable \(Connection refused\): /chat serves this process's members only; retrying"
+        )
+        members = [self.connect("/chat", server=server) for _ in range(2)]
+        members[0].send(WS_TEXT, b"local")
+        self.assertEqual([member.recv_message() for member in members], [(WS_TEXT, b"local")] * 2)
+        self.assertEqual(server.log().count("redis at"), 1, server.log())  # the retries are silent
+
+    def test_a_password_and_a_wrong_one(self) -> None:
+        redis = RedisServer(self.addCleanup, "--requirepass", "s3cr/t")
+        good = self.start_chat(redis.url("default:s3cr%2Ft"))  # a user and a password, percent-encoded
+        also_good = self.start_chat(redis.url(":s3cr%2Ft"))  # a password alone
+        wrong = self.start_chat(redis.url(":wrong"), spans=False)
+        wrong.wait_for_log(r"redis at \S+ unreachable \(WRONGPASS [^)]*\): /chat serves this process's members only")
+        members = [self.connect("/chat", server=server) for server in (good, also_good)]
+        self.assert_one_room(members, messages=2)
+
+        # It retries, silently: one connection an attempt, refused at its AUTH.
+        polls = itertools.count(1)  # each a connection too
+
+        def attempts() -> int:
+            stats = redis.command("AUTH s3cr/t", "INFO stats")
+            received = int(re.search(rb"total_connections_received:(\d+)", stats).group(1))
+            return received - next(polls) - 4  # the other two servers hold two each
+
+        wait_for(lambda: attempts() >= 3, 5, "the server did not try again")
+        self.assertEqual(wrong.log().count("redis at"), 1, wrong.log())
+        alone = self.connect("/chat", server=wrong)
+        alone.send(WS_TEXT, b"local")
+        self.assertEqual(alone.recv_message(), (WS_TEXT, b"local"))
+
+    def test_a_hostile_redis_costs_one_line_and_a_reconnect(self) -> None:
+        for answer, why in (
+            (b"hello\r\n", r"a malformed reply: b'hello\\r\\n'"),
+            (b"*3\r\n$9\r\nsubscribe\r\n$99999999999\r\n", r"a length out of bounds: b'\$99999999999\\r\\n'"),
+            (b"*2\r\n" * 3, r"a length out of bounds: b'\*2\\r\\n'"),  # an array in an array
+            (b"+OK" * 30_000, r"a reply line over 64 KiB"),
+            (None, r"no answer to SUBSCRIBE: closed"),  # silence
+        ):
+            with self.subTest(answer=answer and answer[:40]):
+                fake = FakeRedis(self.addCleanup, answer)
+                server = self.start_chat(f"redis://127.0.0.1:{fake.port}/", spans=False)
+                server.wait_for_log(rf"redis at \S+ (unreachable|lost) \({why}")
+                wait_for(lambda: fake.connections >= 6, 10, "the server did not reconnect")  # noqa: B023  (2 an attempt)
+                self.assertEqual(server.log().count("redis at"), 1, server.log())  # the retries are silent
+                member = self.connect("/chat", server=server)
+                member.send(WS_TEXT, b"local")
+                self.assertEqual(member.recv_message(), (WS_TEXT, b"local"))
+                self.assertLess(process_memory(server.process.pid), 64 * MIB)
+
+    def test_a_redis_gone_silent_is_noticed_by_a_ping(self) -> None:
+        # A network cut sends nothing: no reset, no end of stream. The
+        # subscription's PING, after --ping-interval of silence, finds it.
+        fake = FakeRedis(self.addCleanup, b"*3\r\n$9\r\nsubscribe\r\n$4\r\nchat\r\n:1\r\n")  # then silence
+        server = self.start_chat(f"redis://127.0.0.1:{fake.port}/", "--ping-interval", "0.3", "--ping-timeout", "0.3")
+        server.wait_for_log(r"redis at \S+ lost \(no answer to a PING within 0.3 s\)")
+
+
+class FakeRedis:
+    """A listener that answers each connection's first command with the same bytes (None: never), and counts them."""
+
+    def __init__(self, add_cleanup: Callable, answer: bytes | None) -> None:
+        self.answer = answer
+        self.connections = 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+        add_cleanup(self.stop)
+
+    def serve(self) -> None:
+        answering = []
+        with self.listener:
+            self.listener.settimeout(0.05)
+            while not self.stopping.is_set():
+                try:
+                    conn, _ = self.listener.accept()
+                except socket.timeout:
+                    continue
+                self.connections += 1
+                answering.append(threading.Thread(target=self.answer_one, args=(conn,), daemon=True))
+                answering[-1].start()
+        for thread in answering:
+            thread.join(5)
+
+    def answer_one(self, conn: socket.socket) -> None:
+        answer = self.answer
+        with conn:
+            conn.settimeout(0.05)
+            while not self.stopping.is_set():
+                try:
+                    if not conn.recv(65536):
+                        return
+                except socket.timeout:
+                    continue
+                except OSError:
+                    return
+                if answer is not None:  # once; then whatever comes is read, and never answered
+                    with contextlib.suppress(OSError):
+                        conn.sendall(answer)
+                    answer = None
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join(5)
+
+
+class WebSocketRedisShutdownTest(WebSocketShutdownTest):
+    """The stop tests again with --redis; and the stop leaves the room across processes first."""
+
+    redis: RedisServer
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        cls.redis = RedisServer(cls.addClassCleanup)
+        cls.args = ("--redis", cls.redis.url())
+
+    def start(self, *args: str, host: str = "127.0.0.1") -> Server:
+        server = super().start(*args, host=host)
+        server.wait_for_log(r"redis at \S+: /chat spans every process")
+        return server
+
+    def test_the_stop_unsubscribes_and_closes_both_connections_before_the_closes(self) -> None:
+        server = self.start()
+        member = self.connect("/chat", server=server)
+        self.assertIn(b"\r\n:1\r\n", self.redis.command("PUBSUB NUMSUB chat"))  # subscribed
+        server.process.send_signal(signal.SIGTERM)
+        member.expect_close(1001)
+        self.assertEqual(server.process.wait(STOP_TIMEOUT), 0, server.log())
+        log = server.log()
+        self.assertLess(log.index("unsubscribed, and both connections closed"), log.index("a close (1001)"), log)
+        clients = self.redis.command("CLIENT LIST").decode()
+        self.assertEqual(clients.count("cmd=client"), 1, clients)  # this one alone: the server's two have gone
+
+
 class WebSocketPeerTest(WebSocketTests):
     """The websockets library, a strict client, against /echo and /chat, compression on and off."""
 
@@ -3635,13 +3886,13 @@ class WebSocketPeerTest(WebSocketTests):
                 self.assertEqual(ws.close_code, 1009)
 
 
-def require_program(name: str) -> str:
+def require_program(name: str, package: str = "chromium chromium-driver") -> str:
     """The path of a program a test drives (chromium), or skip the test; TEST_REQUIRE_PEERS=1 fails it instead."""
-    path = shutil.which(name)
+    path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")  # nginx lives in sbin
     if path is None:
         if os.environ.get("TEST_REQUIRE_PEERS"):
             raise AssertionError(f"{name} is not installed, and TEST_REQUIRE_PEERS=1 says it must be")
-        raise unittest.SkipTest(f"{name} is not installed (apt-get install chromium chromium-driver): skipped")
+        raise unittest.SkipTest(f"{name} is not installed (apt-get install {package}): skipped")
     return path
 
 
