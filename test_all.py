@@ -3643,8 +3643,8 @@ class RedisServer:
             return read_until_closed(conn, 5)[0]
 
 
-class WebSocketRedisTest(WebSocketTests):
-    """--redis: /chat across processes through a real Redis, and what happens when Redis is not there."""
+class RedisChatTests(WebSocketTests):
+    """Servers with --redis, each test with its own Redis; and whether their members are one room."""
 
     @classmethod
     def setUpClass(cls) -> None:
@@ -3674,6 +3674,10 @@ class WebSocketRedisTest(WebSocketTests):
         ping.send(WS_PING, b"nothing more")
         self.assertEqual(ping.recv_frame(), (True, 0, WS_PONG, b"nothing more"))  # no copy came twice
 
+
+class WebSocketRedisTest(RedisChatTests):
+    """--redis: /chat across processes through a real Redis, and what happens when Redis is not there."""
+
     def test_two_then_three_processes_are_one_room(self) -> None:
         redis = RedisServer(self.addCleanup)
         servers = [self.start_chat(redis.url()) for _ in range(2)]
@@ -3700,6 +3704,7 @@ class WebSocketRedisTest(WebSocketTests):
         on_a.send(WS_TEXT, b"while Redis is away")  # local delivery goes on; b's members miss it
         self.assertEqual(on_a.recv_message(), (WS_TEXT, b"while Redis is away"))
         redis.process.wait()
+        time.sleep(1.0)  # an outage long enough for a few attempts, each further apart
         redis.start()
         restarted = time.monotonic()
         for server in (a, b):  # the backoff is 5 s at most, and was 0.1 s a moment ago
@@ -3709,6 +3714,36 @@ class WebSocketRedisTest(WebSocketTests):
         self.assertEqual((on_a.recv_message(), on_b.recv_message()), ((WS_TEXT, b"after"),) * 2)
         for server in (a, b):
             self.assertEqual(len(re.findall(r"redis at \S+ (lost|is back|unreachable)", server.log())), 2, server.log())
+
+    def test_a_flood_while_redis_stalls_costs_bounded_memory(self) -> None:
+        # Redis stopped (SIGSTOP) reads nothing: what this process publishes
+        # waits in its transport, and past PUBLISH_LIMIT the sender's reads
+        # wait too, so the kernel's buffers fill and its send() blocks.
+        redis = RedisServer(self.addCleanup)
+        server = self.start_chat(redis.url())
+        sender = self.connect("/chat", server=server)
+        before = process_memory(server.process.pid)
+        os.kill(redis.process.pid, signal.SIGSTOP)
+        frame = ws_frame(WS_BINARY, bytes(60_000), key=b"\x00\x00\x00\x00")
+        sender.sock.setblocking(False)
+        unsent = memoryview(frame)
+        sent = 0
+        stalled_since = time.monotonic()
+        while sent < 256 * MIB and time.monotonic() - stalled_since < 0.5:
+            try:
+                count = sender.sock.send(unsent)
+            except BlockingIOError:
+                select.select([], [sender.sock], [], 0.05)
+                continue
+            sent += count
+            unsent = unsent[count:] or memoryview(frame)
+            stalled_since = time.monotonic()
+        self.assertLess(sent, 64 * MIB)  # the kernel's buffers, and PUBLISH_LIMIT
+        self.assertLess(process_memory(server.process.pid) - before, 16 * MIB)
+        os.kill(redis.process.pid, signal.SIGCONT)
+        sender.sock.setblocking(True)
+        self.assertEqual(sender.recv_message(), (WS_BINARY, bytes(60_000)))  # through Redis, once it reads again
+        self.assertNotIn("lost", server.log())
 
     def test_redis_never_there(self) -> None:
         server = self.start_chat(f"redis://127.0.0.1:{free_port()}/", spans=False)
@@ -3818,6 +3853,83 @@ class FakeRedis:
     def stop(self) -> None:
         self.stopping.set()
         self.thread.join(5)
+
+
+NGINX_CONF = """\
+worker_processes 1;
+pid {directory}/nginx.pid;
+error_log {directory}/error.log;
+events {{ worker_connections 256; }}
+http {{
+    access_log off;
+    client_body_temp_path {directory}/client_body;
+    proxy_temp_path {directory}/proxy;
+    fastcgi_temp_path {directory}/fastcgi;
+    uwsgi_temp_path {directory}/uwsgi;
+    scgi_temp_path {directory}/scgi;
+    # As in the README's section, with the test's ports.
+    upstream chat {{
+        {servers}
+    }}
+    map $http_upgrade $connection_upgrade {{
+        default upgrade;
+        ''      close;
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://chat;
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection $connection_upgrade;
+            proxy_set_header Host $http_host;
+            proxy_read_timeout 60s;
+            proxy_send_timeout 60s;
+        }}
+    }}
+}}
+"""
+
+
+class Nginx:
+    """nginx in front of some servers, from a configuration the test writes: the host and port to connect to."""
+
+    def __init__(self, add_cleanup: Callable, servers: Sequence[Server]) -> None:
+        program = require_program("nginx", "nginx-light")
+        self.host = "127.0.0.1"
+        self.port = free_port()
+        directory = tempfile.mkdtemp(prefix="nginx-")
+        add_cleanup(shutil.rmtree, directory, ignore_errors=True)
+        upstreams = "\n        ".join(f"server {server.host}:{server.port};" for server in servers)
+        conf = Path(directory, "nginx.conf")
+        conf.write_text(NGINX_CONF.format(directory=directory, servers=upstreams, port=self.port))
+        self.process = subprocess.Popen(
+            [program, "-p", directory, "-c", str(conf), "-e", f"{directory}/error.log", "-g", "daemon off;"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        add_cleanup(lambda: (os.killpg(self.process.pid, signal.SIGKILL), self.process.wait()))
+        wait_for(lambda: not connect_refused(self.host, self.port), 10, "nginx did not start")
+
+
+class WebSocketNginxTest(RedisChatTests):
+    """Two processes behind one nginx port, one room through Redis: what the README's configuration does."""
+
+    def test_members_spread_over_two_processes_behind_nginx_chat_as_one_room(self) -> None:
+        redis = RedisServer(self.addCleanup)
+        servers = [self.start_chat(redis.url()) for _ in range(2)]
+        nginx = Nginx(self.addCleanup, servers)
+        page = f"http://127.0.0.1:{nginx.port}"
+        # A browser's headers: the backend sees nginx's Host ($http_host, with its port), which the Origin matches.
+        browser = {"Host": f"127.0.0.1:{nginx.port}", "Origin": page}
+        members = [self.connect(f"/chat?member={n}", server=nginx, headers=browser) for n in range(4)]  # type: ignore[arg-type]
+        landed = [[n for n in range(4) if f"GET /chat?member={n}: a WebSocket" in server.log()] for server in servers]
+        self.assertEqual(sorted(landed[0] + landed[1]), [0, 1, 2, 3], landed)
+        self.assertTrue(landed[0] and landed[1], landed)  # both processes have members
+        self.assert_one_room(members)
+        with urllib.request.urlopen(page + "/", timeout=5) as response:  # the chat page, through the proxy too
+            self.assertIn(b"WebSocket chat", response.read())
 
 
 class WebSocketRedisShutdownTest(WebSocketShutdownTest):
