@@ -2943,6 +2943,8 @@ class WebSocketServerTest(HttpServerTests):
         self.assertEqual((response.status, response.getheader("Content-Type")), (200, "text/html; charset=utf-8"))
         self.assertIn(b'new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host', body)
         self.assertIn(b'+ "/chat")', body)
+        self.assertIn(b'<link rel="icon" href="data:image/svg+xml,', body)  # inline: no request for /favicon.ico
+        self.assertIn(b'<input id="name" maxlength="32"', body)
         response, body = self.http("HEAD", "/")
         self.assertEqual((response.status, body), (200, b""))
 
@@ -4028,8 +4030,10 @@ class WebDriver:
         element = self.call("POST", "/element", {"using": "css selector", "value": selector})[self.ELEMENT]
         return self.call("GET", f"/element/{element}/text")
 
-    def type(self, selector: str, text: str) -> None:
+    def type(self, selector: str, text: str, clear: bool = False) -> None:
         element = self.call("POST", "/element", {"using": "css selector", "value": selector})[self.ELEMENT]
+        if clear:
+            self.call("POST", f"/element/{element}/clear", {})
         self.call("POST", f"/element/{element}/value", {"text": text})
 
     def wait_for_text(self, selector: str, expected: str, timeout: float = 10.0) -> None:
@@ -4081,14 +4085,21 @@ class WebSocketBrowserTest(WebSocketTests):
         driver.wait_for_text("#state", "Connected")
         driver.call("POST", "/window", {"handle": first})
         driver.wait_for_text("#state", "Connected")
+        driver.type("#name", "Ada Lovelace, who has a name longer than the page allows", clear=True)
         driver.type("#text", "Hello from the first tab\ue007")  # U+E007: the Enter key, which submits the form
-        driver.wait_for_text("#messages", "Hello from the first tab")  # back from /chat, to the sender too
+        expected = "Ada Lovelace, who has a name lon: Hello from the first tab"  # 32 characters of it
+        driver.wait_for_text("#messages", expected)  # back from /chat, to the sender too
         driver.call("POST", "/window", {"handle": second})
-        driver.wait_for_text("#messages", "Hello from the first tab")
+        driver.wait_for_text("#messages", expected)
         driver.type("#text", "<b>and back</b>\ue007")
         driver.call("POST", "/window", {"handle": first})
-        driver.wait_for_text("#messages", "<b>and back</b>")  # shown as text, not as HTML
+        driver.wait_for_text("#messages", ": <b>and back</b>")  # shown as text, not as HTML
+        # Another client's name, however long and whatever it holds, is cut and shown as text too.
+        outsider = self.connect("/chat")
+        outsider.send(WS_TEXT, json.dumps({"name": "<img src=x onerror=alert(1)>" + "x" * 1000, "text": "hi"}).encode())
+        driver.wait_for_text("#messages", "<img src=x onerror=alert(1)>xxxx: hi")
         self.server.wait_for_log(r"#\d+ GET /chat: a WebSocket \(permessage-deflate\)")  # Chromium compresses
+        self.assertNotIn("favicon", self.server.log())  # the page's icon is inline
 
     @staticmethod
     def driver_ready(driver: WebDriver) -> bool:

@@ -1888,31 +1888,56 @@ def close_payload(code: int, why: str) -> bytes:
     return code.to_bytes(2, "big") + why.encode()[:123]  # a control frame's payload: 125 bytes at most
 
 
+# The chat page. The server relays messages whatever they hold; names exist on
+# the page only: it sends {"name": ..., "text": ...} as JSON, and shows the
+# name of any message as text (textContent, never HTML), cut to NAME_LENGTH
+# characters, whoever sent it. Anything else (another client's plain text) is
+# shown as it came. The icon is inline, so a browser asks for no /favicon.ico
+# (a URL's line breaks are no part of it: the URL parser drops them).
 PAGE = b"""<!doctype html>
 <html lang="en">
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>WebSocket chat</title>
+<link rel="icon" href="data:image/svg+xml,<svg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 8 8'>
+<path d='M0 0h8v6H4L2 8V6H0z' fill='%23369'/></svg>">
 <style>
   body { font: 16px system-ui, sans-serif; max-width: 40em; margin: 2em auto; padding: 0 1em; }
   #messages { border: 1px solid #999; height: 20em; overflow-y: auto; padding: 0.5em; white-space: pre-wrap; }
   form { display: flex; gap: 0.5em; margin-top: 0.5em; }
+  #name { width: 8em; }
   #text { flex: 1; }
 </style>
 <h1>WebSocket chat</h1>
 <p id="state">Connecting...</p>
 <div id="messages"></div>
-<form id="form"><input id="text" autocomplete="off" placeholder="Say something" autofocus><button>Send</button></form>
+<form id="form">
+  <input id="name" maxlength="32" autocomplete="nickname" placeholder="Your name" aria-label="Your name">
+  <input id="text" autocomplete="off" placeholder="Say something" aria-label="Message" autofocus>
+  <button>Send</button>
+</form>
 <script>
   // Every message sent to /chat comes back to every page open on it, this one included.
+  const NAME_LENGTH = 32;  // the page's bound on a name, mine or anyone's
   const state = document.getElementById("state");
   const messages = document.getElementById("messages");
+  const name = document.getElementById("name");
   const text = document.getElementById("text");
+  name.value = localStorage.getItem("name") || "guest-" + Math.floor(Math.random() * 1000);
+  name.onchange = () => { localStorage.setItem("name", name.value); };
   const socket = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/chat");
   socket.onopen = () => { state.textContent = "Connected: open this page in another tab too, and type."; };
   socket.onmessage = (event) => {
     const line = document.createElement("div");
-    line.textContent = typeof event.data === "string" ? event.data : "[a binary message]";  // text, never HTML
+    let message = null;
+    try { message = JSON.parse(event.data); } catch (error) {}  // not from this page: shown as it came
+    if (message && typeof message.name === "string" && typeof message.text === "string") {
+      const who = document.createElement("b");
+      who.textContent = message.name.slice(0, NAME_LENGTH);  // text, never HTML
+      line.append(who, ": " + message.text);
+    } else {
+      line.textContent = typeof event.data === "string" ? event.data : "[a binary message]";
+    }
     messages.append(line);
     messages.scrollTop = messages.scrollHeight;
   };
@@ -1922,7 +1947,7 @@ PAGE = b"""<!doctype html>
   document.getElementById("form").onsubmit = (event) => {
     event.preventDefault();
     if (text.value && socket.readyState === WebSocket.OPEN) {
-      socket.send(text.value);
+      socket.send(JSON.stringify({ name: name.value.slice(0, NAME_LENGTH) || "anonymous", text: text.value }));
       text.value = "";
     }
   };
