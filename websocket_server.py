@@ -33,6 +33,10 @@ in asyncio_server.py, and what changes is what a long life asks for:
   sends no Origin is not a browser, so it has no victim's cookies to abuse.
 - A stop is announced, not just done: every client gets a close with 1001
   ("going away"), and its answer, before the process exits.
+- A room kept in a process's memory ends at that process: a second process,
+  or a second machine behind a load balancer, splits it in two. With --redis
+  the room lives in Redis pub/sub instead, and a process keeps only its own
+  connections (Relay); Redis away, each process serves its own members.
 
 What each part is in RFC 6455 (its section), and in the websockets library:
   read_request(), handle_request()  the opening handshake (4.2)    serve(), ServerProtocol.accept()
@@ -46,6 +50,7 @@ What each part is in RFC 6455 (its section), and in the websockets library:
   WRITE_LIMIT                       -                               write_limit
   Hub.broadcast()                   -                               broadcast()
   WebSocket.start_closing()         the closing handshake (7)       close(), close_timeout
+  Relay, read_reply()               - (Redis pub/sub, RESP)         - (redis.asyncio, broadcaster)
 
 Routes: GET / is a chat page (open it in two tabs); /echo sends every message
 back; /chat sends every message to every /chat client.
@@ -72,6 +77,10 @@ Standard library only; CPython 3.8 to 3.15.
 
 Try it:  python websocket_server.py 8000
          then open http://127.0.0.1:8000/ in two browser tabs and chat
+Across processes, with a redis-server on its default port:
+         python websocket_server.py 8001 --redis redis://127.0.0.1:6379/
+         python websocket_server.py 8002 --redis redis://127.0.0.1:6379/
+         then open http://127.0.0.1:8001/ and http://127.0.0.1:8002/
 """
 
 from __future__ import annotations
