@@ -4369,6 +4369,14 @@ class BenchTest(unittest.TestCase):
             result.stdout, r"\| broadcast: one /chat message reaching 10 clients \| websocket_server\.py \| [\d.]+ s \|"
         )
         self.assertRegex(result.stdout, r"\| 65,536 bytes \| [\d.]+ us \| [\d.]+ us \| \d+x \|")
+        if shutil.which("redis-server"):  # /chat across processes
+            self.assertRegex(
+                result.stdout,
+                r"\| broadcast: one message to 10 members \| two processes, one Redis \| [\d.]+ ms \| [\d.]+x \|",
+            )
+            self.assertRegex(
+                result.stdout, r"\| room: messages/s, 10 members, 4 in flight each \| one process \| [\d,]+ \|"
+            )
 
     @unittest.skipIf(has_matplotlib(), "matplotlib is installed here")
     def test_plot_without_matplotlib_is_one_line(self) -> None:
