@@ -868,7 +868,7 @@ class Relay:
             try:
                 reply = await within(self.deadlines, wait, read_reply(reader, self.largest), "silent")
             except ClientError:
-                if pinged or self.stopping:
+                if pinged:
                     raise RedisError(f"no answer to a PING within {self.ping_timeout:g} s") from None
                 self.subscriber.write(command(b"PING"))  # type: ignore[union-attr]
                 pinged = True
@@ -918,7 +918,8 @@ class Relay:
         """Unsubscribe and close both connections, within grace seconds."""
         self.stopping = True
         self.wake.set()
-        if self.publisher is not None:
+        subscribed = self.publisher is not None
+        if subscribed:
             self.publisher = None  # from now on /chat is local, for the moments until the closes
             self.subscriber.write(command(b"UNSUBSCRIBE"))  # type: ignore[union-attr]  # listen() returns at the answer
         else:
@@ -927,7 +928,8 @@ class Relay:
         if not done:  # no answer in time: the connections close all the same
             self.task.cancel()
             await asyncio.wait([self.task])
-        log.info("redis at %s: unsubscribed, and both connections closed", self.address)
+        if subscribed:
+            log.info("redis at %s: unsubscribed, and both connections closed", self.address)
 
 
 def command(*parts: bytes) -> bytes:
