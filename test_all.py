@@ -3806,6 +3806,16 @@ class WebSocketRedisTest(RedisChatTests):
         server = self.start_chat(f"redis://127.0.0.1:{fake.port}/", "--ping-interval", "0.3", "--ping-timeout", "0.3")
         server.wait_for_log(r"redis at \S+ lost \(no answer to a PING within 0.3 s\)")
 
+    def test_a_redis_that_does_not_answer_the_unsubscribe_does_not_hold_up_the_stop(self) -> None:
+        fake = FakeRedis(self.addCleanup, b"*3\r\n$9\r\nsubscribe\r\n$4\r\nchat\r\n:1\r\n")  # then silence
+        server = self.start_chat(f"redis://127.0.0.1:{fake.port}/")
+        member = self.connect("/chat", server=server)
+        stopped = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        member.expect_close(1001)
+        self.assertEqual(server.process.wait(STOP_TIMEOUT), 0, server.log())
+        self.assertLess(time.monotonic() - stopped, 2.0)  # --timeout 0.5: a quarter second for the unsubscribe
+
 
 class FakeRedis:
     """A listener that answers each connection's first command with the same bytes (None: never), and counts them."""

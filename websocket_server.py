@@ -868,7 +868,7 @@ class Relay:
             try:
                 reply = await within(self.deadlines, wait, read_reply(reader, self.largest), "silent")
             except ClientError:
-                if pinged:
+                if pinged or self.stopping:  # or the stop's cancel, which within() turns into ClientError
                     raise RedisError(f"no answer to a PING within {self.ping_timeout:g} s") from None
                 self.subscriber.write(command(b"PING"))  # type: ignore[union-attr]
                 pinged = True
