@@ -3598,6 +3598,48 @@ class WebSocketBroadcastTest(WebSocketTests):
         self.assertLess(max(pings), 1.0, pings)
         self.assertNotIn("too slow", self.server.log())
 
+    def test_members_that_agreed_on_different_windows_each_get_a_frame_they_can_read(self) -> None:
+        offers = {
+            None: None,  # no compression: the plain frame
+            "permessage-deflate": "permessage-deflate; server_no_context_takeover; server_max_window_bits=15",
+            "permessage-deflate; server_max_window_bits=9; client_max_window_bits": (
+                "permessage-deflate; server_no_context_takeover; server_max_window_bits=9; client_max_window_bits=12"
+            ),
+            "permessage-deflate; server_max_window_bits=8": (  # 8: agreed, and answered uncompressed (zlib has 9)
+                "permessage-deflate; server_no_context_takeover; server_max_window_bits=8"
+            ),
+        }
+        members = []
+        for offer, agreed in offers.items():
+            member = self.connect("/chat", headers={"Sec-WebSocket-Extensions": offer})
+            self.assertEqual(member.extension, agreed)
+            members.append(member)
+        # Repeats 1 KiB apart: a reference back that far needs more than 9 bits of window.
+        message = random.Random(9).getrandbits(4096).to_bytes(512, "big").hex().encode() * 4
+        for sender in members:
+            sender.send(WS_TEXT, message)
+            for member in members:
+                fin, rsv, opcode, payload = member.recv_frame()
+                if rsv:  # each message inflates on its own, in a window of the size agreed
+                    bits = int(member.extension.rpartition("server_max_window_bits=")[2].split(";")[0])
+                    payload = inflate_within(payload + b"\x00\x00\xff\xff", bits)
+                self.assertEqual((opcode, payload), (WS_TEXT, message))
+                self.assertEqual(bool(rsv), member in members[1:3])
+
+
+def inflate_within(data: bytes, bits: int) -> bytes:
+    """data inflated as a client with a window of 2**bits bytes would: zlib.error for a reference further back.
+
+    Inflated in one call, zlib would find any reference in its output buffer,
+    however far back: a few bytes at a time, only in the window.
+    """
+    decompressor = zlib.decompressobj(-bits)
+    inflated = b""
+    while data:
+        inflated += decompressor.decompress(data, 256)
+        data = decompressor.unconsumed_tail
+    return inflated
+
 
 def free_port() -> int:
     """A loopback port nothing listens on now (for a peer that must be told its port, or one that is never there)."""
