@@ -66,7 +66,7 @@ Run:  python bench.py                        # about 1.5 minutes on 2 cores: qui
       python bench.py --load ./loadgen       # requests/s from a C load generator:
                                              # cc -O2 -o loadgen tools/loadgen.c
       python bench.py --seed-dir DIR         # and against the blog post's scripts, kept in DIR
-      python bench.py --websocket            # websocket_server.py against websockets: about 1 minute
+      python bench.py --websocket            # websocket_server.py against websockets, then across processes: 1.5 min
       python bench.py --http                 # the HTTP servers, from wrk: about 1 minute
 """
 
