@@ -286,7 +286,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="URL",
         help="redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]: /chat spans every process on this Redis (pub/sub)",
     )
-    parser.add_argument("--room", type=room_name, default="chat", help="with --redis: the channel /chat is")
+    parser.add_argument("--room", type=room_name, default="chat", help="with --redis: the Redis channel of /chat")
     parser.add_argument("-q", "--quiet", action="store_true", help="no per-client log lines")
     args = parser.parse_args(argv)
     args.allow_origin = frozenset(getattr(args, "allow_origin", ()))
@@ -1932,10 +1932,10 @@ PAGE = b"""<!doctype html>
   const NAME_LENGTH = 32;  // the page's bound on a name, mine or anyone's
   const state = document.getElementById("state");
   const messages = document.getElementById("messages");
-  const name = document.getElementById("name");
+  const nickname = document.getElementById("name");  // not "name": that is window.name
   const text = document.getElementById("text");
-  name.value = localStorage.getItem("name") || "guest-" + Math.floor(Math.random() * 1000);
-  name.onchange = () => { localStorage.setItem("name", name.value); };
+  nickname.value = localStorage.getItem("name") || "guest-" + Math.floor(Math.random() * 1000);
+  nickname.onchange = () => { localStorage.setItem("name", nickname.value); };
   const socket = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/chat");
   socket.onopen = () => { state.textContent = "Connected: open this page in another tab too, and type."; };
   socket.onmessage = (event) => {
@@ -1958,7 +1958,7 @@ PAGE = b"""<!doctype html>
   document.getElementById("form").onsubmit = (event) => {
     event.preventDefault();
     if (text.value && socket.readyState === WebSocket.OPEN) {
-      socket.send(JSON.stringify({ name: name.value.slice(0, NAME_LENGTH) || "anonymous", text: text.value }));
+      socket.send(JSON.stringify({ name: nickname.value.slice(0, NAME_LENGTH) || "anonymous", text: text.value }));
       text.value = "";
     }
   };
