@@ -3848,6 +3848,17 @@ class WebSocketRedisTest(RedisChatTests):
         server = self.start_chat(f"redis://127.0.0.1:{fake.port}/", "--ping-interval", "0.3", "--ping-timeout", "0.3")
         server.wait_for_log(r"redis at \S+ lost \(no answer to a PING within 0.3 s\)")
 
+    def test_a_quiet_room_pings_redis_and_stays(self) -> None:
+        redis = RedisServer(self.addCleanup)
+        server = self.start_chat(redis.url(), "--ping-interval", "0.1", "--ping-timeout", "1")
+
+        def pings() -> int:
+            match = re.search(rb"cmdstat_ping:calls=(\d+)", redis.command("INFO commandstats"))
+            return int(match.group(1)) if match else 0
+
+        wait_for(lambda: pings() >= 3, 5, "no PING on a quiet subscription")
+        self.assertNotIn("lost", server.log())  # each answer (pong, in a subscription) was understood
+
     def test_a_redis_that_does_not_answer_the_unsubscribe_does_not_hold_up_the_stop(self) -> None:
         fake = FakeRedis(self.addCleanup, b"*3\r\n$9\r\nsubscribe\r\n$4\r\nchat\r\n:1\r\n")  # then silence
         server = self.start_chat(f"redis://127.0.0.1:{fake.port}/")
