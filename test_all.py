@@ -3580,7 +3580,7 @@ class WebSocketBroadcastTest(WebSocketTests):
         compressed = compressor.compress(message) + compressor.flush(zlib.Z_SYNC_FLUSH)[:-4]
         attack = ws_frame(WS_BINARY, compressed, rsv=0x40, key=b"\x00\x00\x00\x00") * 5
         pings = []
-        for round_ in range(3):
+        for round_ in range(5):
             attacker.sock.sendall(attack)
             # Once the server has read the attack, a ping waits for whatever
             # work the attack left in the loop.
@@ -3592,10 +3592,10 @@ class WebSocketBroadcastTest(WebSocketTests):
             for member in members:  # every member gets every message, none closed as too slow
                 for _ in range(5):
                     self.assertEqual(member.recv_message(), (WS_BINARY, message))
-        # The fastest of three rounds: a loaded machine delays one now and then;
+        # The fastest of five rounds: a loaded machine delays one now and then;
         # the frozen loop delayed every one by seconds.
         self.assertLess(min(pings), 0.05, pings)
-        self.assertLess(max(pings), 1.0, pings)
+        self.assertLess(max(pings), 2.0, pings)
         self.assertNotIn("too slow", self.server.log())
 
     def test_members_that_agreed_on_different_windows_each_get_a_frame_they_can_read(self) -> None:
