@@ -43,6 +43,13 @@ wheel), compression off on both, in the same alternating rounds:
   compressed    the same, --ws-compressed connections with permessage-deflate,
                 after one message each (so both zlib streams exist)
   broadcast     seconds for one /chat message to reach --ws-broadcast clients
+Then /chat across processes (--redis), where Debian's redis-server is installed:
+one process against two on one Redis (a redis-server of its own, on a free
+port, no persistence), in alternating rounds:
+  latency       one message to 2 members (one on each process): median of 31
+  broadcast     one message to --ws-broadcast members, half on each process
+  room          messages/s a room of --ws-room members sustains, each member
+                keeping --ws-window messages in flight, counted at one member
 The load comes from this file's own WebSocket client: one process, selectors,
 each frame built once.
 
@@ -59,7 +66,7 @@ Run:  python bench.py                        # about 1.5 minutes on 2 cores: qui
       python bench.py --load ./loadgen       # requests/s from a C load generator:
                                              # cc -O2 -o loadgen tools/loadgen.c
       python bench.py --seed-dir DIR         # and against the blog post's scripts, kept in DIR
-      python bench.py --websocket            # websocket_server.py against websockets: about 1 minute
+      python bench.py --websocket            # websocket_server.py against websockets, then across processes: 1.5 min
       python bench.py --http                 # the HTTP servers, from wrk: about 1 minute
 """
 
@@ -186,6 +193,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--ws-idle", type=int, default=10_000, help="--websocket: idle connections held open")
     parser.add_argument("--ws-compressed", type=int, default=1000, help="--websocket: compressed connections")
     parser.add_argument("--ws-broadcast", type=int, default=1000, help="--websocket: /chat clients a message reaches")
+    parser.add_argument("--ws-room", type=int, default=10, help="--websocket: members of a room sending at once")
+    parser.add_argument("--ws-window", type=int, default=4, help="--websocket: messages each member keeps in flight")
     parser.add_argument(
         "--load",
         metavar="PROGRAM",
@@ -620,6 +629,7 @@ def measure_websockets(args: argparse.Namespace) -> int:
             measure_websocket_round(approach, args, *options[approach.name])
         print(f"round {round_number + 1} of {args.rounds} done", file=sys.stderr, flush=True)
     print_websocket_table(chosen, args)
+    measure_across_processes(args)
     return 0
 
 
@@ -788,18 +798,22 @@ def memory_per_connection(server: Server, count: int, compressed: bool) -> float
     return (after - before) / count
 
 
-def broadcast_seconds(server: Server, count: int) -> float:
-    """The median, over three messages, of the time from a /chat message sent to its arrival at the last client."""
-    sockets = [ws_open(server, "/chat") for _ in range(count)]
+def broadcast_seconds(server: Server | list[Server], count: int, repeats: int = 3) -> float:
+    """The median, over repeats messages, of the time from a /chat message sent to its arrival at the last client.
+
+    With several servers, the clients are spread over them in turn.
+    """
+    servers = server if isinstance(server, list) else [server]
+    sockets = [ws_open(servers[index % len(servers)], "/chat") for index in range(count)]
     selector = selectors.DefaultSelector()
     for sock in sockets:
         selector.register(sock, selectors.EVENT_READ)
     times = []
-    for index in range(3):
-        message = b"broadcast %d" % index
+    for index in range(repeats):
+        message = b"broadcast %03d" % index
         waiting = {sock: len(message) + 2 for sock in sockets}
         started = time.monotonic()
-        sockets[index].send(ws_frame(0x1, message))
+        sockets[index % count].send(ws_frame(0x1, message))
         while waiting:
             if time.monotonic() - started > 30:
                 raise SystemExit(f"a broadcast had not reached {len(waiting)} of {count} clients after 30 s")
@@ -815,6 +829,114 @@ def broadcast_seconds(server: Server, count: int) -> float:
         sock.close()
     selector.close()
     return statistics.median(times)
+
+
+def measure_across_processes(args: argparse.Namespace) -> None:
+    """/chat in one process against two processes on one Redis: latency, fan-out, and a room's rate."""
+    program = shutil.which("redis-server")
+    if program is None:
+        print("\nNo redis-server (apt-get install redis-server): /chat across processes not measured.")
+        return
+    one = Approach("one process", "websocket_server.py")
+    two = Approach("two processes, one Redis", "websocket_server.py")
+    port = free_port()
+    with tempfile.TemporaryDirectory() as directory:
+        redis = subprocess.Popen(
+            [program, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+            + ["--dir", directory],
+            stdout=subprocess.DEVNULL,
+        )
+        try:
+            wait_until(lambda: accepts("127.0.0.1", port), "redis-server did not start")
+            url = f"redis://127.0.0.1:{port}/"
+            for round_number in range(args.rounds):
+                for approach in (one, two) if round_number % 2 == 0 else (two, one):
+                    spans = ("--redis", url) if approach is two else ()
+                    with Server(approach, "--quiet", "--no-compression", *spans) as first:
+                        if approach is one:
+                            measure_room(approach, [first], args)
+                            continue
+                        with Server(approach, "--quiet", "--no-compression", *spans) as second:
+                            wait_until(lambda: subscribers(port) == 2, "the servers did not subscribe")
+                            measure_room(approach, [first, second], args)
+                print(f"across processes: round {round_number + 1} of {args.rounds} done", file=sys.stderr, flush=True)
+        finally:
+            redis.terminate()
+            redis.wait()
+    print(f"\n/chat across processes: median of {args.rounds} alternating rounds; ratios against one process\n")
+    print("| figure | setup | value | ratio |")
+    print("|---|---|---:|---:|")
+    for metric, title in (
+        ("latency", "latency: one message to 2 members"),
+        ("broadcast", f"broadcast: one message to {args.ws_broadcast:,} members"),
+        ("room", f"room: messages/s, {args.ws_room} members, {args.ws_window} in flight each"),
+    ):
+        for approach in (one, two):
+            pairs = zip(approach.samples[metric], one.samples[metric])
+            ratio = statistics.median(value / base for value, base in pairs)
+            value = approach.median(metric)
+            shown = f"{value:,.0f}" if metric == "room" else f"{value * 1000:.2f} ms"
+            print(f"| {title} | {approach.name} | {shown} | {ratio:.2f}x |")
+    print(f"\nload average: {' '.join(Path('/proc/loadavg').read_text().split()[:3])} ({os.cpu_count()} cores)")
+
+
+def measure_room(approach: Approach, servers: list[Server], args: argparse.Namespace) -> None:
+    approach.add("latency", broadcast_seconds(servers, 2, repeats=31))
+    approach.add("broadcast", broadcast_seconds(servers, args.ws_broadcast))
+    approach.add("room", room_rate(servers, args.ws_room, args.ws_window, args.ws_seconds))
+
+
+def subscribers(port: int) -> int:
+    """How many connections Redis has subscribed to the channel chat (PUBSUB NUMSUB)."""
+    reply = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+        conn.sendall(b"PUBSUB NUMSUB chat\r\nQUIT\r\n")
+        while chunk := conn.recv(4096):
+            reply += chunk
+    match = re.search(rb"\r\n:(\d+)\r\n", reply)  # *2 $4 chat :N, then QUIT's +OK
+    return int(match.group(1)) if match else 0
+
+
+def room_rate(servers: list[Server], members: int, window: int, seconds: float) -> float:
+    """Messages per second through a room: each member keeps window messages in flight; counted at member 0.
+
+    Every member gets every message, so a member that has received one
+    message from each member (members of them) sends one more: the messages
+    in flight stay members x window. Half a second of warm-up first.
+    """
+    message = b"m" * 32
+    frame = ws_frame(0x1, message)
+    size = len(message) + 2  # the server's frame: two bytes of header, unmasked
+    sockets = [ws_open(servers[index % len(servers)], "/chat") for index in range(members)]
+    selector = selectors.DefaultSelector()
+    received = {}
+    for sock in sockets:
+        selector.register(sock, selectors.EVENT_READ)
+        received[sock] = 0
+        sock.send(frame * window)
+    counted = 0
+    started = time.monotonic()
+    warm, end = started + 0.5, started + 0.5 + seconds
+    now = started
+    while now < end:
+        for key, _ in selector.select(1.0):
+            sock = key.fileobj
+            data = sock.recv(65536)  # type: ignore[union-attr]
+            if not data:
+                raise SystemExit("a room member's connection closed")
+            before = received[sock] // size
+            received[sock] += len(data)
+            arrived = received[sock] // size - before
+            sends = (before % members + arrived) // members
+            if sends:
+                sock.send(frame * sends)  # type: ignore[union-attr]
+            if sock is sockets[0] and now >= warm:
+                counted += arrived
+        now = time.monotonic()
+    for sock in sockets:
+        sock.close()
+    selector.close()
+    return counted / seconds
 
 
 def select_readable(sock: socket.socket, timeout: float = 30.0) -> None:

@@ -2946,6 +2946,8 @@ class WebSocketServerTest(HttpServerTests):
         self.assertEqual((response.status, response.getheader("Content-Type")), (200, "text/html; charset=utf-8"))
         self.assertIn(b'new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host', body)
         self.assertIn(b'+ "/chat")', body)
+        self.assertIn(b'<link rel="icon" href="data:image/svg+xml,', body)  # inline: no request for /favicon.ico
+        self.assertIn(b'<input id="name" maxlength="32"', body)
         response, body = self.http("HEAD", "/")
         self.assertEqual((response.status, body), (200, b""))
 
@@ -3562,6 +3564,474 @@ class WebSocketShutdownTest(WebSocketTests):
         self.assertEqual(read_until_closed(idle, 1)[0], b"")
 
 
+class WebSocketBroadcastTest(WebSocketTests):
+    """A /chat message costs the loop work bounded by the message, not by the message times the room."""
+
+    server_args = ()
+
+    def test_one_member_cannot_freeze_the_server_with_messages_that_compress_unevenly(self) -> None:
+        # Issue 27: 1 MiB that repeats every 8 KiB is 16 KB in the sender's
+        # 32 KiB window, and 1 MiB in a 4 KiB one. Compressed once per member,
+        # five of them in a room of 30 stalled everyone for 4 s.
+        offer = {"Sec-WebSocket-Extensions": "permessage-deflate"}  # no limit on either window
+        members = [self.connect("/chat", headers=offer) for _ in range(30)]
+        attacker = members[0]
+        self.assertIn("server_no_context_takeover", attacker.extension)  # answered unasked (RFC 7692 7.1.1.1)
+        bystander = self.connect("/echo")
+        message = random.Random(27).getrandbits(8192 * 8).to_bytes(8192, "big") * 128
+        compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+        compressed = compressor.compress(message) + compressor.flush(zlib.Z_SYNC_FLUSH)[:-4]
+        attack = ws_frame(WS_BINARY, compressed, rsv=0x40, key=b"\x00\x00\x00\x00") * 5
+        pings = []
+        for round_ in range(5):
+            attacker.sock.sendall(attack)
+            # Once the server has read the attack, a ping waits for whatever
+            # work the attack left in the loop.
+            wait_for(lambda: unread_by_server(self.server, attacker.sock) == 0, 10, "the attack was never read")
+            sent = time.monotonic()
+            bystander.send(WS_PING, b"%d" % round_)
+            self.assertEqual(bystander.recv_frame(), (True, 0, WS_PONG, b"%d" % round_))
+            pings.append(time.monotonic() - sent)
+            for member in members:  # every member gets every message, none closed as too slow
+                for _ in range(5):
+                    self.assertEqual(member.recv_message(), (WS_BINARY, message))
+        # The fastest of five rounds: a loaded machine delays one now and then;
+        # the frozen loop delayed every one by seconds.
+        self.assertLess(min(pings), 0.05, pings)
+        self.assertLess(max(pings), 2.0, pings)
+        self.assertNotIn("too slow", self.server.log())
+
+    def test_members_that_agreed_on_different_windows_each_get_a_frame_they_can_read(self) -> None:
+        offers = {
+            None: None,  # no compression: the plain frame
+            "permessage-deflate": "permessage-deflate; server_no_context_takeover; server_max_window_bits=15",
+            "permessage-deflate; server_max_window_bits=9; client_max_window_bits": (
+                "permessage-deflate; server_no_context_takeover; server_max_window_bits=9; client_max_window_bits=12"
+            ),
+            "permessage-deflate; server_max_window_bits=8": (  # 8: agreed, and answered uncompressed (zlib has 9)
+                "permessage-deflate; server_no_context_takeover; server_max_window_bits=8"
+            ),
+        }
+        members = []
+        for offer, agreed in offers.items():
+            member = self.connect("/chat", headers={"Sec-WebSocket-Extensions": offer})
+            self.assertEqual(member.extension, agreed)
+            members.append(member)
+        # Repeats 1 KiB apart: a reference back that far needs more than 9 bits of window.
+        message = random.Random(9).getrandbits(4096).to_bytes(512, "big").hex().encode() * 4
+        for sender in members:
+            sender.send(WS_TEXT, message)
+            for member in members:
+                fin, rsv, opcode, payload = member.recv_frame()
+                if rsv:  # each message inflates on its own, in a window of the size agreed
+                    bits = int(member.extension.rpartition("server_max_window_bits=")[2].split(";")[0])
+                    payload = inflate_within(payload + b"\x00\x00\xff\xff", bits)
+                self.assertEqual((opcode, payload), (WS_TEXT, message))
+                self.assertEqual(bool(rsv), member in members[1:3])
+
+
+def inflate_within(data: bytes, bits: int) -> bytes:
+    """data inflated as a client with a window of 2**bits bytes would: zlib.error for a reference further back.
+
+    Inflated in one call, zlib would find any reference in its output buffer,
+    however far back: a few bytes at a time, only in the window.
+    """
+    decompressor = zlib.decompressobj(-bits)
+    inflated = b""
+    while data:
+        inflated += decompressor.decompress(data, 256)
+        data = decompressor.unconsumed_tail
+    return inflated
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on now (for a peer that must be told its port, or one that is never there)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class RedisServer:
+    """A redis-server of the test's own: a free loopback port, a temporary directory, no persistence."""
+
+    def __init__(self, add_cleanup: Callable, *options: str) -> None:
+        self.program = require_program("redis-server", "redis-server")
+        self.add_cleanup = add_cleanup
+        self.options = options
+        self.port = free_port()
+        self.directory = tempfile.mkdtemp(prefix="redis-")
+        add_cleanup(shutil.rmtree, self.directory, ignore_errors=True)
+        self.start()
+
+    def url(self, credentials: str = "") -> str:
+        return f"redis://{credentials + '@' if credentials else ''}127.0.0.1:{self.port}/"
+
+    def start(self) -> None:
+        """Start it (again, on the same port), and return once it accepts connections."""
+        self.process = subprocess.Popen(
+            [self.program, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+            + ["--dir", self.directory, *self.options],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self.add_cleanup(self.kill, self.process)
+        wait_for(lambda: not connect_refused("127.0.0.1", self.port), 10, "redis-server did not start")
+
+    @staticmethod
+    def kill(process: subprocess.Popen) -> None:
+        process.kill()
+        process.wait()
+
+    def command(self, *lines: str) -> bytes:
+        """Inline commands, then QUIT: every reply, raw, to the end of the connection."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as conn:
+            conn.sendall("".join(line + "\r\n" for line in (*lines, "QUIT")).encode())
+            return read_until_closed(conn, 5)[0]
+
+
+class RedisChatTests(WebSocketTests):
+    """Servers with --redis, each test with its own Redis; and whether their members are one room."""
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        pass  # each test starts its own Redis and servers
+
+    def start_chat(self, redis_url: str, *args: str, spans: bool = True) -> Server:
+        server = self.start("--redis", redis_url, "--timeout", "0.5", *args)
+        if spans:  # subscribed: from now on a message crosses to the other processes
+            server.wait_for_log(r"redis at \S+: /chat spans every process")
+        return server
+
+    def assert_one_room(self, members: list[WebSocketClient], messages: int = 5) -> None:
+        """Every member sends, interleaved; every member gets every message once, all in one order."""
+        for index in range(messages):
+            for number, member in enumerate(members):
+                member.send(WS_TEXT, b"%d:%d" % (number, index))
+        sequences = [[member.recv_message()[1] for _ in range(messages * len(members))] for member in members]
+        for number, sequence in enumerate(sequences):
+            self.assertEqual(
+                Counter(sequence), Counter(b"%d:%d" % (n, i) for n in range(len(members)) for i in range(messages))
+            )
+            for sender in range(len(members)):  # each sender's order, kept
+                mine = [message for message in sequence if message.startswith(b"%d:" % sender)]
+                self.assertEqual(mine, [b"%d:%d" % (sender, i) for i in range(messages)])
+            self.assertEqual(sequence, sequences[0], f"member {number} saw another order")  # one order for all
+        ping = members[0]
+        ping.send(WS_PING, b"nothing more")
+        self.assertEqual(ping.recv_frame(), (True, 0, WS_PONG, b"nothing more"))  # no copy came twice
+
+
+class WebSocketRedisTest(RedisChatTests):
+    """--redis: /chat across processes through a real Redis, and what happens when Redis is not there."""
+
+    def test_two_then_three_processes_are_one_room(self) -> None:
+        redis = RedisServer(self.addCleanup)
+        servers = [self.start_chat(redis.url()) for _ in range(2)]
+        offer = {"Sec-WebSocket-Extensions": "permessage-deflate"}
+        members = [
+            self.connect("/chat", server=server, headers=offer if n else None) for server in servers for n in range(2)
+        ]
+        self.assert_one_room(members)
+        servers.append(self.start_chat(redis.url()))
+        members += [self.connect("/chat", server=servers[2]) for _ in range(2)]
+        self.assert_one_room(members)
+
+    def test_redis_killed_mid_chat_and_restarted(self) -> None:
+        redis = RedisServer(self.addCleanup)
+        a, b = self.start_chat(redis.url()), self.start_chat(redis.url())
+        on_a, on_b = self.connect("/chat", server=a), self.connect("/chat", server=b)
+        on_a.send(WS_TEXT, b"before")
+        self.assertEqual((on_a.recv_message(), on_b.recv_message()), ((WS_TEXT, b"before"),) * 2)
+        redis.process.kill()
+        for server in (a, b):
+            server.wait_for_log(
+                r"redis at \S+ lost \(the connection closed\): /chat serves this process's members only"
+            )
+        on_a.send(WS_TEXT, b"while Redis is away")  # local delivery goes on; b's members miss it
+        self.assertEqual(on_a.recv_message(), (WS_TEXT, b"while Redis is away"))
+        redis.process.wait()
+        time.sleep(1.0)  # an outage long enough for a few attempts, each further apart
+        redis.start()
+        restarted = time.monotonic()
+        for server in (a, b):  # the backoff is 5 s at most, and was 0.1 s a moment ago
+            server.wait_for_log(r"redis at \S+ is back: /chat spans every process on it again", timeout=8)
+        self.assertLess(time.monotonic() - restarted, 6.0)
+        on_b.send(WS_TEXT, b"after")
+        self.assertEqual((on_a.recv_message(), on_b.recv_message()), ((WS_TEXT, b"after"),) * 2)
+        for server in (a, b):
+            self.assertEqual(len(re.findall(r"redis at \S+ (lost|is back|unreachable)", server.log())), 2, server.log())
+
+    def test_a_flood_while_redis_stalls_costs_bounded_memory(self) -> None:
+        # Redis stopped (SIGSTOP) reads nothing: what this process publishes
+        # waits in its transport, and past PUBLISH_LIMIT the sender's reads
+        # wait too, so the kernel's buffers fill and its send() blocks.
+        redis = RedisServer(self.addCleanup)
+        server = self.start_chat(redis.url())
+        sender = self.connect("/chat", server=server)
+        before = process_memory(server.process.pid)
+        os.kill(redis.process.pid, signal.SIGSTOP)
+        frame = ws_frame(WS_BINARY, bytes(60_000), key=b"\x00\x00\x00\x00")
+        sender.sock.setblocking(False)
+        unsent = memoryview(frame)
+        sent = 0
+        stalled_since = time.monotonic()
+        while sent < 256 * MIB and time.monotonic() - stalled_since < 0.5:
+            try:
+                count = sender.sock.send(unsent)
+            except BlockingIOError:
+                select.select([], [sender.sock], [], 0.05)
+                continue
+            sent += count
+            unsent = unsent[count:] or memoryview(frame)
+            stalled_since = time.monotonic()
+        self.assertLess(sent, 64 * MIB)  # the kernel's buffers, and PUBLISH_LIMIT
+        self.assertLess(process_memory(server.process.pid) - before, 16 * MIB)
+        os.kill(redis.process.pid, signal.SIGCONT)
+        sender.sock.setblocking(True)
+        self.assertEqual(sender.recv_message(), (WS_BINARY, bytes(60_000)))  # through Redis, once it reads again
+        self.assertNotIn("lost", server.log())
+
+    def test_redis_never_there(self) -> None:
+        server = self.start_chat(f"redis://127.0.0.1:{free_port()}/", spans=False)
+        server.wait_for_log(
+            r"redis at \S+ unreachable \(Connection refused\): /chat serves this process's members only; retrying"
+        )
+        members = [self.connect("/chat", server=server) for _ in range(2)]
+        members[0].send(WS_TEXT, b"local")
+        self.assertEqual([member.recv_message() for member in members], [(WS_TEXT, b"local")] * 2)
+        self.assertEqual(server.log().count("redis at"), 1, server.log())  # the retries are silent
+
+    def test_a_password_and_a_wrong_one(self) -> None:
+        redis = RedisServer(self.addCleanup, "--requirepass", "s3cr/t")
+        good = self.start_chat(redis.url("default:s3cr%2Ft"))  # a user and a password, percent-encoded
+        also_good = self.start_chat(redis.url(":s3cr%2Ft"))  # a password alone
+        wrong = self.start_chat(redis.url(":wrong"), spans=False)
+        wrong.wait_for_log(r"redis at \S+ unreachable \(WRONGPASS [^)]*\): /chat serves this process's members only")
+        members = [self.connect("/chat", server=server) for server in (good, also_good)]
+        self.assert_one_room(members, messages=2)
+
+        # It retries, silently: one connection an attempt, refused at its AUTH.
+        polls = itertools.count(1)  # each a connection too
+
+        def attempts() -> int:
+            stats = redis.command("AUTH s3cr/t", "INFO stats")
+            received = int(re.search(rb"total_connections_received:(\d+)", stats).group(1))
+            return received - next(polls) - 4  # the other two servers hold two each
+
+        wait_for(lambda: attempts() >= 3, 5, "the server did not try again")
+        self.assertEqual(wrong.log().count("redis at"), 1, wrong.log())
+        alone = self.connect("/chat", server=wrong)
+        alone.send(WS_TEXT, b"local")
+        self.assertEqual(alone.recv_message(), (WS_TEXT, b"local"))
+
+    def test_a_hostile_redis_costs_one_line_and_a_reconnect(self) -> None:
+        for answer, why in (
+            (b"hello\r\n", r"a malformed reply: b'hello\\r\\n'"),
+            (b"*3\r\n$9\r\nsubscribe\r\n$99999999999\r\n", r"a length out of bounds: b'\$99999999999\\r\\n'"),
+            (b"*2\r\n" * 3, r"a length out of bounds: b'\*2\\r\\n'"),  # an array in an array
+            (b"+OK" * 30_000, r"a reply line over 64 KiB"),
+            (None, r"no answer to SUBSCRIBE: closed"),  # silence
+        ):
+            with self.subTest(answer=answer and answer[:40]):
+                fake = FakeRedis(self.addCleanup, answer)
+                server = self.start_chat(f"redis://127.0.0.1:{fake.port}/", spans=False)
+                server.wait_for_log(rf"redis at \S+ (unreachable|lost) \({why}")
+                wait_for(lambda: fake.connections >= 6, 10, "the server did not reconnect")  # noqa: B023  (2 an attempt)
+                self.assertEqual(server.log().count("redis at"), 1, server.log())  # the retries are silent
+                member = self.connect("/chat", server=server)
+                member.send(WS_TEXT, b"local")
+                self.assertEqual(member.recv_message(), (WS_TEXT, b"local"))
+                self.assertLess(process_memory(server.process.pid), 64 * MIB)
+
+    def test_a_redis_gone_silent_is_noticed_by_a_ping(self) -> None:
+        # A network cut sends nothing: no reset, no end of stream. The
+        # subscription's PING, after --ping-interval of silence, finds it.
+        fake = FakeRedis(self.addCleanup, b"*3\r\n$9\r\nsubscribe\r\n$4\r\nchat\r\n:1\r\n")  # then silence
+        server = self.start_chat(f"redis://127.0.0.1:{fake.port}/", "--ping-interval", "0.3", "--ping-timeout", "0.3")
+        server.wait_for_log(r"redis at \S+ lost \(no answer to a PING within 0.3 s\)")
+
+    def test_a_quiet_room_pings_redis_and_stays(self) -> None:
+        redis = RedisServer(self.addCleanup)
+        server = self.start_chat(redis.url(), "--ping-interval", "0.1", "--ping-timeout", "1")
+
+        def pings() -> int:
+            match = re.search(rb"cmdstat_ping:calls=(\d+)", redis.command("INFO commandstats"))
+            return int(match.group(1)) if match else 0
+
+        wait_for(lambda: pings() >= 3, 5, "no PING on a quiet subscription")
+        self.assertNotIn("lost", server.log())  # each answer (pong, in a subscription) was understood
+
+    def test_a_redis_that_does_not_answer_the_unsubscribe_does_not_hold_up_the_stop(self) -> None:
+        fake = FakeRedis(self.addCleanup, b"*3\r\n$9\r\nsubscribe\r\n$4\r\nchat\r\n:1\r\n")  # then silence
+        server = self.start_chat(f"redis://127.0.0.1:{fake.port}/")
+        member = self.connect("/chat", server=server)
+        stopped = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        member.expect_close(1001)
+        self.assertEqual(server.process.wait(STOP_TIMEOUT), 0, server.log())
+        self.assertLess(time.monotonic() - stopped, 2.0)  # --timeout 0.5: a quarter second for the unsubscribe
+
+
+class FakeRedis:
+    """A listener that answers each connection's first command with the same bytes (None: never), and counts them."""
+
+    def __init__(self, add_cleanup: Callable, answer: bytes | None) -> None:
+        self.answer = answer
+        self.connections = 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+        add_cleanup(self.stop)
+
+    def serve(self) -> None:
+        answering = []
+        with self.listener:
+            self.listener.settimeout(0.05)
+            while not self.stopping.is_set():
+                try:
+                    conn, _ = self.listener.accept()
+                except socket.timeout:
+                    continue
+                self.connections += 1
+                answering.append(threading.Thread(target=self.answer_one, args=(conn,), daemon=True))
+                answering[-1].start()
+        for thread in answering:
+            thread.join(5)
+
+    def answer_one(self, conn: socket.socket) -> None:
+        answer = self.answer
+        with conn:
+            conn.settimeout(0.05)
+            while not self.stopping.is_set():
+                try:
+                    if not conn.recv(65536):
+                        return
+                except socket.timeout:
+                    continue
+                except OSError:
+                    return
+                if answer is not None:  # once; then whatever comes is read, and never answered
+                    with contextlib.suppress(OSError):
+                        conn.sendall(answer)
+                    answer = None
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join(5)
+
+
+NGINX_CONF = """\
+worker_processes 1;
+pid {directory}/nginx.pid;
+error_log {directory}/error.log;
+events {{ worker_connections 256; }}
+http {{
+    access_log off;
+    client_body_temp_path {directory}/client_body;
+    proxy_temp_path {directory}/proxy;
+    fastcgi_temp_path {directory}/fastcgi;
+    uwsgi_temp_path {directory}/uwsgi;
+    scgi_temp_path {directory}/scgi;
+    # As in the README's section, with the test's ports.
+    upstream chat {{
+        {servers}
+    }}
+    map $http_upgrade $connection_upgrade {{
+        default upgrade;
+        ''      close;
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://chat;
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection $connection_upgrade;
+            proxy_set_header Host $http_host;
+            proxy_read_timeout 60s;
+            proxy_send_timeout 60s;
+        }}
+    }}
+}}
+"""
+
+
+class Nginx:
+    """nginx in front of some servers, from a configuration the test writes: the host and port to connect to."""
+
+    def __init__(self, add_cleanup: Callable, servers: Sequence[Server]) -> None:
+        program = require_program("nginx", "nginx-light")
+        self.host = "127.0.0.1"
+        self.port = free_port()
+        directory = tempfile.mkdtemp(prefix="nginx-")
+        add_cleanup(shutil.rmtree, directory, ignore_errors=True)
+        upstreams = "\n        ".join(f"server {server.host}:{server.port};" for server in servers)
+        conf = Path(directory, "nginx.conf")
+        conf.write_text(NGINX_CONF.format(directory=directory, servers=upstreams, port=self.port))
+        self.process = subprocess.Popen(
+            [program, "-p", directory, "-c", str(conf), "-e", f"{directory}/error.log", "-g", "daemon off;"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        add_cleanup(lambda: (os.killpg(self.process.pid, signal.SIGKILL), self.process.wait()))
+        wait_for(lambda: not connect_refused(self.host, self.port), 10, "nginx did not start")
+
+
+class WebSocketNginxTest(RedisChatTests):
+    """Two processes behind one nginx port, one room through Redis: what the README's configuration does."""
+
+    def test_members_spread_over_two_processes_behind_nginx_chat_as_one_room(self) -> None:
+        redis = RedisServer(self.addCleanup)
+        servers = [self.start_chat(redis.url()) for _ in range(2)]
+        nginx = Nginx(self.addCleanup, servers)
+        page = f"http://127.0.0.1:{nginx.port}"
+        # A browser's headers: the backend sees nginx's Host ($http_host, with its port), which the Origin matches.
+        browser = {"Host": f"127.0.0.1:{nginx.port}", "Origin": page}
+        members = [self.connect(f"/chat?member={n}", server=nginx, headers=browser) for n in range(4)]  # type: ignore[arg-type]
+
+        def landed() -> list[list[int]]:  # the member numbers in each server's log (written just after the 101)
+            return [[n for n in range(4) if f"GET /chat?member={n}: a WebSocket" in server.log()] for server in servers]
+
+        wait_for(lambda: sorted(sum(landed(), [])) == [0, 1, 2, 3], 5, "a member is in no log, or in both")
+        on_each = landed()
+        self.assertTrue(on_each[0] and on_each[1], on_each)  # both processes have members
+        self.assert_one_room(members)
+        with urllib.request.urlopen(page + "/", timeout=5) as response:  # the chat page, through the proxy too
+            self.assertIn(b"WebSocket chat", response.read())
+
+
+class WebSocketRedisShutdownTest(WebSocketShutdownTest):
+    """The stop tests again with --redis; and the stop leaves the room across processes first."""
+
+    redis: RedisServer
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        cls.redis = RedisServer(cls.addClassCleanup)
+        cls.args = ("--redis", cls.redis.url())
+
+    def start(self, *args: str, host: str = "127.0.0.1") -> Server:
+        server = super().start(*args, host=host)
+        server.wait_for_log(r"redis at \S+: /chat spans every process")
+        return server
+
+    def test_the_stop_unsubscribes_and_closes_both_connections_before_the_closes(self) -> None:
+        server = self.start()
+        member = self.connect("/chat", server=server)
+        self.assertIn(b"\r\n:1\r\n", self.redis.command("PUBSUB NUMSUB chat"))  # subscribed
+        server.process.send_signal(signal.SIGTERM)
+        member.expect_close(1001)
+        self.assertEqual(server.process.wait(STOP_TIMEOUT), 0, server.log())
+        log = server.log()
+        self.assertLess(log.index("unsubscribed, and both connections closed"), log.index("a close (1001)"), log)
+        clients = self.redis.command("CLIENT LIST").decode()
+        self.assertEqual(clients.count("cmd=client"), 1, clients)  # this one alone: the server's two have gone
+
+
 class WebSocketPeerTest(WebSocketTests):
     """The websockets library, a strict client, against /echo and /chat, compression on and off."""
 
@@ -3602,7 +4072,7 @@ class WebSocketPeerTest(WebSocketTests):
 
 def require_program(name: str, package: str) -> str:
     """The path of a program a test drives (chromium), or skip the test; TEST_REQUIRE_PEERS=1 fails it instead."""
-    path = shutil.which(name)
+    path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")  # nginx lives in sbin
     if path is None:
         if os.environ.get("TEST_REQUIRE_PEERS"):
             raise AssertionError(f"{name} is not installed, and TEST_REQUIRE_PEERS=1 says it must be")
@@ -3630,8 +4100,10 @@ class WebDriver:
         element = self.call("POST", "/element", {"using": "css selector", "value": selector})[self.ELEMENT]
         return self.call("GET", f"/element/{element}/text")
 
-    def type(self, selector: str, text: str) -> None:
+    def type(self, selector: str, text: str, clear: bool = False) -> None:
         element = self.call("POST", "/element", {"using": "css selector", "value": selector})[self.ELEMENT]
+        if clear:
+            self.call("POST", f"/element/{element}/clear", {})
         self.call("POST", f"/element/{element}/value", {"text": text})
 
     def wait_for_text(self, selector: str, expected: str, timeout: float = 10.0) -> None:
@@ -3683,14 +4155,21 @@ class WebSocketBrowserTest(WebSocketTests):
         driver.wait_for_text("#state", "Connected")
         driver.call("POST", "/window", {"handle": first})
         driver.wait_for_text("#state", "Connected")
+        driver.type("#name", "Ada Lovelace, who has a name longer than the page allows", clear=True)
         driver.type("#text", "Hello from the first tab\ue007")  # U+E007: the Enter key, which submits the form
-        driver.wait_for_text("#messages", "Hello from the first tab")  # back from /chat, to the sender too
+        expected = "Ada Lovelace, who has a name lon: Hello from the first tab"  # 32 characters of it
+        driver.wait_for_text("#messages", expected)  # back from /chat, to the sender too
         driver.call("POST", "/window", {"handle": second})
-        driver.wait_for_text("#messages", "Hello from the first tab")
+        driver.wait_for_text("#messages", expected)
         driver.type("#text", "<b>and back</b>\ue007")
         driver.call("POST", "/window", {"handle": first})
-        driver.wait_for_text("#messages", "<b>and back</b>")  # shown as text, not as HTML
+        driver.wait_for_text("#messages", ": <b>and back</b>")  # shown as text, not as HTML
+        # Another client's name, however long and whatever it holds, is cut and shown as text too.
+        outsider = self.connect("/chat")
+        outsider.send(WS_TEXT, json.dumps({"name": "<img src=x onerror=alert(1)>" + "x" * 1000, "text": "hi"}).encode())
+        driver.wait_for_text("#messages", "<img src=x onerror=alert(1)>xxxx: hi")
         self.server.wait_for_log(r"#\d+ GET /chat: a WebSocket \(permessage-deflate\)")  # Chromium compresses
+        self.assertNotIn("favicon", self.server.log())  # the page's icon is inline
 
     @staticmethod
     def driver_ready(driver: WebDriver) -> bool:
@@ -3960,6 +4439,14 @@ class BenchTest(unittest.TestCase):
             result.stdout, r"\| broadcast: one /chat message reaching 10 clients \| websocket_server\.py \| [\d.]+ s \|"
         )
         self.assertRegex(result.stdout, r"\| 65,536 bytes \| [\d.]+ us \| [\d.]+ us \| \d+x \|")
+        if shutil.which("redis-server"):  # /chat across processes
+            self.assertRegex(
+                result.stdout,
+                r"\| broadcast: one message to 10 members \| two processes, one Redis \| [\d.]+ ms \| [\d.]+x \|",
+            )
+            self.assertRegex(
+                result.stdout, r"\| room: messages/s, 10 members, 4 in flight each \| one process \| [\d,]+ \|"
+            )
 
     @unittest.skipIf(has_matplotlib(), "matplotlib is installed here")
     def test_plot_without_matplotlib_is_one_line(self) -> None:
@@ -4252,12 +4739,6 @@ def served_once_listening(script: str, port: int) -> bool:
     with connect_once_listening(port) as conn:
         conn.sendall(request_for(script))
         return answered(script, conn)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class SocketActivationTest(unittest.TestCase):

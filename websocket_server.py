@@ -33,6 +33,10 @@ in asyncio_server.py, and what changes is what a long life asks for:
   sends no Origin is not a browser, so it has no victim's cookies to abuse.
 - A stop is announced, not just done: every client gets a close with 1001
   ("going away"), and its answer, before the process exits.
+- A room kept in a process's memory ends at that process: a second process,
+  or a second machine behind a load balancer, splits it in two. With --redis
+  the room lives in Redis pub/sub instead, and a process keeps only its own
+  connections (Relay); Redis away, each process serves its own members.
 
 What each part is in RFC 6455 (its section), and in the websockets library:
   read_request(), handle_request()  the opening handshake (4.2)    serve(), ServerProtocol.accept()
@@ -46,6 +50,7 @@ What each part is in RFC 6455 (its section), and in the websockets library:
   WRITE_LIMIT                       -                               write_limit
   Hub.broadcast()                   -                               broadcast()
   WebSocket.start_closing()         the closing handshake (7)       close(), close_timeout
+  Relay, read_reply()               - (Redis pub/sub, RESP)         - (redis.asyncio, broadcaster)
 
 Routes: GET / is a chat page (open it in two tabs); /echo sends every message
 back; /chat sends every message to every /chat client.
@@ -58,7 +63,9 @@ bits, memLevel 8) the pair would hold 300 KiB (tracemalloc). Each is made at
 the first message that needs it, not at the handshake, so an idle connection
 pays nothing. bench.py --websocket measures the whole: 1,000 connections after
 one compressed message each hold 40 KiB more each than without compression.
---no-compression saves that, and deflate's CPU.
+--no-compression saves that, and deflate's CPU. A /chat member keeps no
+compressor at all: each message is compressed once for the whole room
+(Hub.broadcast()), not once per member.
 
 Pick this script to read how WebSockets work, or for a small service with no
 dependencies. Pick the websockets library (or a framework built on it) for
@@ -70,6 +77,10 @@ Standard library only; CPython 3.8 to 3.15.
 
 Try it:  python websocket_server.py 8000
          then open http://127.0.0.1:8000/ in two browser tabs and chat
+Across processes, with a redis-server on its default port:
+         python websocket_server.py 8001 --redis redis://127.0.0.1:6379/
+         python websocket_server.py 8002 --redis redis://127.0.0.1:6379/
+         then open http://127.0.0.1:8001/ and http://127.0.0.1:8002/
 """
 
 from __future__ import annotations
@@ -96,7 +107,7 @@ import sys
 import time
 import urllib.parse
 import zlib
-from typing import Any, Awaitable, Callable, Coroutine, TypeVar
+from typing import Any, Awaitable, Callable, Coroutine, NamedTuple, TypeVar
 
 # One recv() per chunk, and the most a frame's payload is unmasked at once.
 CHUNK_SIZE = 64 * 1024
@@ -128,6 +139,16 @@ WRITE_LIMIT = 1024 * 1024
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # Socket activation: the first descriptor systemd passes (sd_listen_fds(3)).
 LISTEN_FDS_START = 3
+# --redis (see Relay): the waits between two attempts to reach Redis double
+# from the first to the last; messages this process has published that Redis
+# has not read yet, above which the members' reads wait, and above which Redis
+# counts as lost; and what a reply may hold (an array: a pub/sub message).
+FIRST_RETRY = 0.1
+LAST_RETRY = 5.0
+PUBLISH_LIMIT = 1024 * 1024
+PUBLISH_LIMIT_HARD = 16 * 1024 * 1024
+MAX_REPLY_ITEMS = 3
+RESP_NUMBER = re.compile(rb"-?[0-9]{1,18}")
 MAX_SECONDS = 24 * 60 * 60.0  # the most any option in seconds takes (see seconds())
 MIN_SECONDS = 0.001  # the least, but for 0 where it means none (see seconds())
 # Allocations between two passes of the cycle collector (the default is 700).
@@ -165,6 +186,12 @@ INTERNAL_ERROR = 1011
 # connections with zlib's defaults would need 3 GB.
 DEFLATE_WINDOW_BITS = 12
 DEFLATE_MEMORY_LEVEL = 5
+# On /chat a message is compressed once for the whole room (Hub.broadcast()),
+# by a compressor that lives for that message only: zlib's largest window
+# (32 KiB) costs 144 KiB for a moment, not per member. The window matters: a
+# message that repeats every 8 KiB costs its sender 16 KB in a 32 KiB window,
+# and would cost every member 1 MiB in a 4 KiB one.
+SHARED_WINDOW_BITS = 15
 DEFLATE_TAIL = b"\x00\x00\xff\xff"  # the end of a sync flush, left off every compressed message (7.2.1)
 
 TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
@@ -256,6 +283,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--no-compression", action="store_true", help="decline permessage-deflate: no message is compressed"
     )
+    parser.add_argument(
+        "--redis",
+        type=redis_url,
+        metavar="URL",
+        help="redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]: /chat spans every process on this Redis (pub/sub)",
+    )
+    parser.add_argument("--room", type=room_name, default="chat", help="with --redis: the Redis channel of /chat")
     parser.add_argument("-q", "--quiet", action="store_true", help="no per-client log lines")
     args = parser.parse_args(argv)
     args.allow_origin = frozenset(getattr(args, "allow_origin", ()))
@@ -311,6 +345,45 @@ def origin(text: str) -> str:
     if normalized is None:
         raise argparse.ArgumentTypeError(f"expected an origin such as https://example.com:8443, not {text!r}")
     return normalized
+
+
+class RedisAddress(NamedTuple):
+    host: str
+    port: int
+    username: str
+    password: str | None  # None: no AUTH
+
+    def __str__(self) -> str:  # for the log: never the password
+        return format_address(self.host, self.port)
+
+
+def redis_url(text: str) -> RedisAddress:
+    """A redis:// URL as Redis documents it: redis://[[USER]:PASSWORD@]HOST[:PORT][/DB].
+
+    The user and the password are percent-decoded. The database number is
+    accepted and means nothing here: pub/sub channels belong to the whole
+    server, whatever database a connection has selected.
+    """
+    usage = f"expected redis://[[USER]:PASSWORD@]HOST[:PORT][/DB], not {text!r}"
+    try:
+        parts = urllib.parse.urlsplit(text)
+        port = parts.port
+    except ValueError:
+        raise argparse.ArgumentTypeError(usage) from None
+    if parts.scheme == "rediss":
+        raise argparse.ArgumentTypeError("rediss:// (Redis over TLS) is not supported: use redis://")
+    if parts.scheme != "redis" or not parts.hostname or parts.query or parts.fragment:
+        raise argparse.ArgumentTypeError(usage)
+    if not re.fullmatch(r"/?|/[0-9]{1,5}", parts.path):
+        raise argparse.ArgumentTypeError(usage)
+    password = urllib.parse.unquote(parts.password) if parts.password is not None else None
+    return RedisAddress(parts.hostname, port or 6379, urllib.parse.unquote(parts.username or ""), password)
+
+
+def room_name(text: str) -> str:
+    if not re.fullmatch(r"[!-~]{1,100}", text):
+        raise argparse.ArgumentTypeError(f"expected 1 to 100 visible ASCII characters, not {text!r}")
+    return text
 
 
 def open_listener(host: str, port: int) -> socket.socket:
@@ -407,6 +480,8 @@ async def serve(listener: socket.socket, args: argparse.Namespace) -> None:
     numbers = itertools.count(1)
     deadlines = Deadlines()
     hub = Hub()
+    if args.redis is not None:  # connects in the background: /chat is local until Redis answers
+        hub.relay = Relay(args, hub, deadlines)
 
     def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> Coroutine[Any, Any, None]:
         return handle_client(reader, writer, next(numbers), args, hub, deadlines)  # the loop runs it as a task
@@ -418,7 +493,10 @@ async def serve(listener: socket.socket, args: argparse.Namespace) -> None:
     print_ready_line(f"Listening on http://{format_address(*listener.getsockname()[:2])}/")
     await stop.wait()
     stop_accepting(listener)  # the signal refused new connections already: now the loop accepts none
-    hub.stop(deadlines, min(CLOSE_TIMEOUT, args.timeout))
+    grace = min(CLOSE_TIMEOUT, args.timeout)
+    if hub.relay is not None:  # first out of the room across processes, then the closes
+        await hub.relay.stop(grace / 2)
+    hub.stop(deadlines, grace)
     # Every task ends within bounds: a handshake in progress within the
     # grace, a WebSocket when its client answers the close or the grace has
     # passed (never beyond --timeout), and then its linger.
@@ -642,6 +720,7 @@ class Hub:
         self.arriving: set[asyncio.Task[Any]] = set()  # connections still sending their HTTP request
         self.stopping = False
         self.grace = CLOSE_TIMEOUT  # from the stop on: the seconds a handshake or a close is given
+        self.relay: Relay | None = None  # with --redis: the room across processes
 
     def join(self, websocket: WebSocket) -> None:
         self.open.add(websocket)
@@ -654,12 +733,34 @@ class Hub:
         self.open.discard(websocket)
         self.room.discard(websocket)
 
+    def chat(self, opcode: int, payload: bytes) -> None:
+        """A member's message: through Redis while the room spans processes, else to this process's members."""
+        if self.relay is not None and self.relay.spans:
+            self.relay.publish(opcode, payload)  # back to every process, this one included, in one order
+        else:
+            self.broadcast(opcode, payload)
+
     def broadcast(self, opcode: int, payload: bytes) -> None:
-        # The frame is made once for every member without compression; each
-        # member with compression has a zlib stream of its own to feed.
-        frame = encode_frame(FIN | opcode, payload)
+        """Send a message to every member of the room, making each form of its frame once.
+
+        A compressed frame depends on the compressor that made it. With a
+        compressor per member, a message cost a compression per member, in the
+        loop: one member sending 1 MiB messages that compress well in its
+        window (16 KB on its wire) but not in the server's froze the server for
+        everyone, 4 s for five messages in a room of 30. On /chat the server
+        compresses each message on its own (negotiate_deflate(), shared), so
+        the frame depends on the window only, and one frame serves every
+        member that agreed on that window: a message costs at most one
+        compression per window size (9 to 15 bits) and one plain frame, however
+        large the room; each member then costs a write of the same bytes.
+        """
+        frames: dict[int, bytes] = {}  # the server's window bits (0: uncompressed): the frame
         for member in tuple(self.room):  # a tuple: a member too slow leaves the room meanwhile
-            member.send(opcode, payload, frame)
+            bits = member.deflate.server_bits if member.deflate is not None and member.deflate.compresses else 0
+            frame = frames.get(bits)
+            if frame is None:
+                frame = frames[bits] = member.frame(opcode, payload)
+            member.send(frame)
 
     def stop(self, deadlines: Deadlines, grace: float) -> None:
         """A close (1001) to every WebSocket, answered within grace seconds, and as long for every handshake."""
@@ -671,6 +772,300 @@ class Hub:
             deadlines.set(task, grace, task.cancel)
         for websocket in tuple(self.open):
             websocket.start_closing(GOING_AWAY, "the server is stopping", grace)
+
+
+class RedisError(Exception):
+    """Redis refused something, or sent what RESP does not allow: the message says which."""
+
+
+class Relay:
+    """The room across processes: Redis pub/sub, RESP by hand on asyncio streams.
+
+    A member's message is published to the channel (--room), on one
+    connection; every process, this one included, subscribes to it on a
+    second connection (a subscribed connection may send nothing but
+    (UN)SUBSCRIBE and PING) and sends what arrives to its own members. Even
+    the sender gets its message back through Redis, never locally first:
+    Redis hands the channel's messages to every subscriber in the one order it
+    received them, so every member of every process sees one order. A
+    shortcut home for the sender's own messages would put them ahead of
+    messages other processes published earlier.
+
+    Redis is a second thing that can fail, and a process keeps serving its
+    own members while it is away. Unreachable at the start or lost later (a
+    restart, a reset, a PING unanswered within --ping-timeout, a reply RESP
+    does not allow): one line in the log, the connections closed, /chat local
+    to this process, and a new attempt 0.1 s later, then 0.2, 0.4, ... up to
+    5 s apart; one line again when it is back. What members on other
+    processes miss meanwhile is lost for them: pub/sub stores nothing, and a
+    message published while a subscriber is away never reaches it (nor do the
+    ones in flight at the moment a connection breaks). A chat that must not
+    lose messages needs Redis Streams (XADD, and XREAD from the last id seen)
+    or a database.
+
+    Memory stays bounded both ways. Published messages queue in this
+    process's transport while Redis reads slowly: past PUBLISH_LIMIT the
+    members' reads wait for it (paced()), so the room goes at Redis's pace,
+    and past PUBLISH_LIMIT_HARD Redis counts as lost. Arriving messages are
+    read one at a time, each bounded by --max-message, and handed to the
+    members' bounded queues (WebSocket.send()); a process that cannot keep up
+    leaves them in Redis's output buffer for it, which Redis bounds itself
+    (client-output-buffer-limit pubsub, 32 MB by default) by dropping the
+    connection: lost, and reconnected.
+
+    A real deployment would use redis-py's asyncio client (redis.asyncio),
+    with its connection pool, RESP3, TLS (rediss://), Sentinel and Cluster, or
+    a layer built on it (Django Channels' channels_redis, broadcaster,
+    Socket.IO's Redis adapter). This script speaks RESP itself to stay one
+    file of the standard library, and because the protocol is small enough to
+    show: a line of type and length, then the bytes.
+    """
+
+    def __init__(self, args: argparse.Namespace, hub: Hub, deadlines: Deadlines) -> None:
+        self.address: RedisAddress = args.redis
+        self.channel = args.room.encode()
+        self.hub = hub
+        self.deadlines = deadlines
+        self.timeout = args.timeout  # for each answer Redis owes: to connect, AUTH, SUBSCRIBE, PING
+        self.ping_interval = args.ping_interval
+        self.ping_timeout = args.ping_timeout
+        self.largest = args.max_message + 1  # a message as published: its opcode, then its bytes
+        self.publisher: asyncio.StreamWriter | None = None  # while the room spans processes
+        self.subscriber: asyncio.StreamWriter | None = None
+        self.connections: list[asyncio.StreamWriter] = []
+        self.since = 0.0  # when the room last came to span processes
+        self.failure: Exception | None = None  # what the publishing side saw, if it failed first
+        self.pacing = asyncio.Lock()  # drain() takes one waiter at a time before Python 3.10
+        self.wake = asyncio.Event()  # set at the stop: a wait to retry ends at once
+        self.stopping = False
+        self.task = asyncio.get_running_loop().create_task(self.run())
+
+    @property
+    def spans(self) -> bool:
+        """Whether the room spans processes: subscribed, and the publishing connection open."""
+        return self.publisher is not None and not self.publisher.transport.is_closing()
+
+    def publish(self, opcode: int, payload: bytes) -> None:
+        assert self.publisher is not None
+        self.publisher.write(command(b"PUBLISH", self.channel, bytes((opcode,)) + payload))
+        queued = self.publisher.transport.get_write_buffer_size()
+        if queued > PUBLISH_LIMIT_HARD:
+            self.fail(RedisError(f"{queued} bytes unsent: too slow to take the messages"))
+
+    async def paced(self) -> None:
+        """Wait while more than PUBLISH_LIMIT bytes wait for Redis to read them."""
+        publisher = self.publisher
+        if publisher is None or publisher.transport.get_write_buffer_size() <= PUBLISH_LIMIT:
+            return
+        async with self.pacing:
+            try:
+                await publisher.drain()
+            except OSError:  # lost meanwhile: run() says so
+                pass
+
+    async def run(self) -> None:
+        """Connect, serve the room across processes until Redis is lost, wait, and again, until the stop."""
+        delay = FIRST_RETRY
+        told = False  # the outage in progress is in the log
+        while not self.stopping:
+            try:
+                await self.session(told)  # returns at the stop, once unsubscribed
+            except (OSError, EOFError, ValueError, RedisError, ClientError) as exc:
+                if self.stopping:  # the stop closed the connections, or cancelled an attempt
+                    break
+                why = explain(self.failure or exc)
+                if self.publisher is not None:
+                    log.warning("redis at %s lost (%s): /chat serves this process's members only", self.address, why)
+                    told = True
+                    if time.monotonic() - self.since > LAST_RETRY:  # not a Redis that drops every connection
+                        delay = FIRST_RETRY
+                elif not told:
+                    log.warning(
+                        "redis at %s unreachable (%s): /chat serves this process's members only; retrying",
+                        self.address,
+                        why,
+                    )
+                    told = True
+            finally:
+                await self.disconnect()
+            if not self.stopping:
+                try:
+                    await asyncio.wait_for(self.wake.wait(), delay)
+                except asyncio.TimeoutError:
+                    pass
+                delay = min(delay * 2, LAST_RETRY)
+
+    async def session(self, told: bool) -> None:
+        """Both connections, the subscription, then the channel's messages to this process's members."""
+        self.failure = None
+        reader, self.subscriber = await self.connect()
+        replies, publisher = await self.connect()
+        self.subscriber.write(command(b"SUBSCRIBE", self.channel))
+        reply = await within(self.deadlines, self.timeout, read_reply(reader, self.largest), "no answer to SUBSCRIBE")
+        if not (isinstance(reply, list) and reply[:2] == [b"subscribe", self.channel]):
+            raise RedisError(f"an answer to SUBSCRIBE that is not one: {str(reply)[:80]}")
+        confirming = asyncio.get_running_loop().create_task(self.confirm(replies, publisher))
+        try:
+            self.publisher = publisher
+            self.since = time.monotonic()
+            if told:
+                log.warning("redis at %s is back: /chat spans every process on it again", self.address)
+            else:
+                log.info("redis at %s: /chat spans every process subscribed to %r", self.address, self.channel.decode())
+            await self.listen(reader)
+        finally:
+            for writer in self.connections:  # ends confirm(), if it has not ended
+                writer.close()
+            await asyncio.wait([confirming])
+            if not confirming.cancelled():
+                confirming.exception()  # retrieved: the failure, if any, is in self.failure
+
+    async def connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """One connection to Redis, authenticated if the URL has a password."""
+        host, port, username, password = self.address
+        opening = asyncio.open_connection(host, port)
+        reader, writer = await within(self.deadlines, self.timeout, opening, f"no connection in {self.timeout:g} s")
+        self.connections.append(writer)
+        if password is not None:
+            auth = (b"AUTH", username.encode(), password.encode()) if username else (b"AUTH", password.encode())
+            writer.write(command(*auth))
+            reply = await within(self.deadlines, self.timeout, read_reply(reader, 0), "no answer to AUTH")
+            if reply != b"OK":
+                raise RedisError(f"an answer to AUTH that is not OK: {str(reply)[:80]}")
+        return reader, writer
+
+    async def listen(self, reader: asyncio.StreamReader) -> None:
+        """The channel's messages, each to this process's members, until the unsubscription (the stop).
+
+        Silence is normal on a quiet channel, so after --ping-interval of it
+        a PING asks whether Redis is still there, as the server asks its
+        clients: a restart would have reset the connection, but a machine
+        gone or a network cut sends nothing at all.
+        """
+        pinged = False
+        while True:
+            wait = self.ping_timeout if pinged else self.ping_interval
+            try:
+                reply = await within(self.deadlines, wait, read_reply(reader, self.largest), "silent")
+            except ClientError:
+                if pinged or self.stopping:  # or the stop's cancel, which within() turns into ClientError
+                    raise RedisError(f"no answer to a PING within {self.ping_timeout:g} s") from None
+                self.subscriber.write(command(b"PING"))  # type: ignore[union-attr]
+                pinged = True
+                continue
+            pinged = False
+            if isinstance(reply, list) and len(reply) == 3 and reply[:2] == [b"message", self.channel]:
+                data = reply[2]
+                if not isinstance(data, bytes) or not data or data[0] not in (TEXT, BINARY):
+                    raise RedisError("a message on the channel that no process of this server published")
+                if data[0] == TEXT:
+                    try:
+                        data[1:].decode()
+                    except UnicodeDecodeError:
+                        raise RedisError("a text message on the channel that is not UTF-8") from None
+                self.hub.broadcast(data[0], data[1:])
+            elif isinstance(reply, list) and reply[:1] == [b"unsubscribe"]:
+                return
+            elif reply != [b"pong", b""]:
+                raise RedisError(f"an unexpected message: {str(reply)[:80]}")
+
+    async def confirm(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Read Redis's answers to PUBLISH: each the count of subscribers it reached."""
+        try:
+            while True:
+                reply = await read_reply(reader, 0)
+                if not isinstance(reply, int):
+                    raise RedisError(f"an answer to PUBLISH that is not a number: {str(reply)[:80]}")
+        except (OSError, EOFError, ValueError, RedisError) as exc:
+            if not writer.transport.is_closing():  # not the session's end, which closed it
+                self.fail(exc)
+            raise
+
+    def fail(self, exc: Exception) -> None:
+        """The publishing side failed: end the session, whose run() reports this failure."""
+        if self.failure is None:
+            self.failure = exc
+        for writer in self.connections:
+            writer.close()  # listen() reads the end of the stream, and returns the failure
+
+    async def disconnect(self) -> None:
+        self.publisher = self.subscriber = None
+        connections, self.connections = self.connections, []
+        for writer in connections:
+            await close(writer)
+
+    async def stop(self, grace: float) -> None:
+        """Unsubscribe and close both connections, within grace seconds."""
+        self.stopping = True
+        self.wake.set()
+        subscribed = self.publisher is not None
+        if subscribed:
+            self.publisher = None  # from now on /chat is local, for the moments until the closes
+            self.subscriber.write(command(b"UNSUBSCRIBE"))  # type: ignore[union-attr]  # listen() returns at the answer
+        else:
+            self.task.cancel()  # a connection in the making: within() turns it into ClientError
+        done, _ = await asyncio.wait([self.task], timeout=grace)
+        if not done:  # no answer in time: the connections close all the same
+            self.task.cancel()
+            await asyncio.wait([self.task])
+        if subscribed:
+            log.info("redis at %s: unsubscribed, and both connections closed", self.address)
+
+
+def command(*parts: bytes) -> bytes:
+    """A Redis command as RESP sends it: an array of bulk strings, each its length then its bytes."""
+    pieces = [b"*%d\r\n" % len(parts)]
+    for part in parts:
+        pieces += (b"$%d\r\n" % len(part), part, b"\r\n")
+    return b"".join(pieces)
+
+
+async def read_reply(reader: asyncio.StreamReader, largest: int, nested: bool = False) -> Any:
+    """One RESP2 reply: bytes, an int, None or a list; RedisError for an error reply or anything malformed.
+
+    Every read is bounded before it is made: a line by the reader's limit
+    (64 KiB; past it readline() raises ValueError), a bulk string by largest
+    bytes (checked before a byte of it is read, so "$99999999999" costs
+    nothing), an array by MAX_REPLY_ITEMS, and no array inside an array: a
+    hostile or broken server costs a line in the log, not the memory.
+    """
+    line = await reader.readline()
+    if not line:
+        raise RedisError("the connection closed")
+    if not line.endswith(b"\r\n"):
+        raise RedisError(f"a reply cut short: {line[:40]!r}")
+    kind, value = line[:1], line[1:-2]
+    if kind == b"+":
+        return value
+    if kind == b"-":
+        raise RedisError(value[:200].decode("utf-8", "replace"))
+    if kind in b":$*" and RESP_NUMBER.fullmatch(value):
+        number = int(value)
+        if kind == b":":
+            return number
+        if kind == b"$" and -1 <= number <= largest:
+            if number < 0:
+                return None
+            data = await reader.readexactly(number + 2)
+            if data[-2:] != b"\r\n":
+                raise RedisError("a bulk string longer than its length")
+            return data[:-2]
+        if kind == b"*" and not nested and -1 <= number <= MAX_REPLY_ITEMS:
+            return [await read_reply(reader, largest, nested=True) for _ in range(number)]
+        raise RedisError(f"a length out of bounds: {line[:40]!r}")
+    raise RedisError(f"a malformed reply: {line[:40]!r}")
+
+
+def explain(exc: Exception) -> str:
+    if isinstance(exc, OSError):
+        if exc.errno and exc.errno > 0:  # "Connection refused", not asyncio's "Connect call failed (...)"
+            return os.strerror(exc.errno)
+        return exc.strerror or str(exc)
+    if isinstance(exc, EOFError):
+        return "the connection closed"
+    if isinstance(exc, ValueError):
+        return "a reply line over 64 KiB"
+    return str(exc)
 
 
 async def handle_client(
@@ -904,7 +1299,7 @@ def handle_request(request: Request, args: argparse.Namespace) -> tuple[bytes, s
     headers = (("Upgrade", "websocket"), ("Connection", "Upgrade"), ("Sec-WebSocket-Accept", accept))
     deflate = None
     if not args.no_compression and "sec-websocket-extensions" in request.headers:
-        agreed = negotiate_deflate(request.headers["sec-websocket-extensions"])
+        agreed = negotiate_deflate(request.headers["sec-websocket-extensions"], shared=route == "chat")
         if agreed is not None:
             extension, deflate = agreed
             headers += (("Sec-WebSocket-Extensions", extension),)
@@ -959,20 +1354,26 @@ def normalize_origin(text: str) -> str | None:
     return f"{parts.scheme.lower()}://{host}" + (f":{port}" if port is not None else "")
 
 
-def negotiate_deflate(header: str) -> tuple[str, Deflate] | None:
+def negotiate_deflate(header: str, shared: bool = False) -> tuple[str, Deflate] | None:
     """Accept the first permessage-deflate offer this server can meet (RFC 7692 section 7.1).
 
     Returns the extension as the response states it, and the Deflate for the
     connection; None declines them all: the WebSocket is then uncompressed.
     An offer is declined if a parameter is unknown, repeated, or has a value
     outside the RFC's; the RFC says to try the next offer then.
+
+    shared: the connection's messages are broadcasts (/chat), whose frames
+    are shared (Hub.broadcast()). The server then compresses each message on
+    its own, and says so with server_no_context_takeover, which it may answer
+    even when the client did not offer it (7.1.1.1); and it may use zlib's
+    full window, the compressor being one per broadcast, not one per member.
     """
     for name, parameters in parse_extensions(header):
         if name.lower() != "permessage-deflate":
             continue
         seen: set[str] = set()
-        server_reset = client_reset = False
-        server_bits = DEFLATE_WINDOW_BITS  # the server may lower its window unasked (7.1.2.1)
+        server_reset, client_reset = shared, False
+        server_bits = SHARED_WINDOW_BITS if shared else DEFLATE_WINDOW_BITS  # the server may lower it unasked (7.1.2.1)
         client_bits = None  # the response may limit the client's window only if the offer allows it
         for parameter, value in parameters:
             parameter = parameter.lower()
@@ -1198,6 +1599,8 @@ class WebSocket:
                         )
                     return f"disconnected without a close after {self.summary()}"
                 self.receive(data)
+                if self.hub.relay is not None and self.route == "chat":
+                    await self.hub.relay.paced()
                 # Backpressure: while this client has not read what it was
                 # sent, the server reads no more of what it sends; the kernel
                 # holds it, and then the client's own send() blocks.
@@ -1371,9 +1774,9 @@ class WebSocket:
         if self.close_sent is not None:  # closing: no more messages either way
             return
         if self.route == "echo":
-            self.send(opcode, payload)
+            self.send(self.frame(opcode, payload))
         else:
-            self.hub.broadcast(opcode, payload)
+            self.hub.chat(opcode, payload)
 
     def control(self, opcode: int, payload: bytes) -> None:
         """A ping, a pong or a close (section 5.5)."""
@@ -1394,7 +1797,13 @@ class WebSocket:
                 self.hub.forget(self)
                 self.transport.write(encode_frame(FIN | CLOSE, b"" if code == NO_STATUS else payload[:2]))
 
-    def send(self, opcode: int, payload: bytes, frame: bytes | None = None) -> None:
+    def frame(self, opcode: int, payload: bytes) -> bytes:
+        """A message as this connection sends it: compressed if it agreed to, in one frame."""
+        if self.deflate is not None and self.deflate.compresses:
+            return encode_frame(FIN | RSV1 | opcode, self.deflate.compress(payload))
+        return encode_frame(FIN | opcode, payload)
+
+    def send(self, frame: bytes) -> None:
         """Queue a message for this client, or close it if it has stopped reading.
 
         The transport's buffer is the client's queue. write() never waits:
@@ -1414,10 +1823,7 @@ class WebSocket:
             log.info("#%d is too slow: %d bytes unsent, closing it (1008)", self.number, queued)
             self.start_closing(POLICY_VIOLATION, "too slow to read its messages")
             return
-        if self.deflate is not None and self.deflate.compresses:
-            self.transport.write(encode_frame(FIN | RSV1 | opcode, self.deflate.compress(payload)))
-        else:
-            self.transport.write(frame or encode_frame(FIN | opcode, payload))
+        self.transport.write(frame)
 
     # Deadlines.expire() calls these two. They hand their work to the loop
     # instead of doing it: a callback that sets a wait of the length that is
@@ -1573,31 +1979,56 @@ def close_payload(code: int, why: str) -> bytes:
     return code.to_bytes(2, "big") + why.encode()[:123]  # a control frame's payload: 125 bytes at most
 
 
+# The chat page. The server relays messages whatever they hold; names exist on
+# the page only: it sends {"name": ..., "text": ...} as JSON, and shows the
+# name of any message as text (textContent, never HTML), cut to NAME_LENGTH
+# characters, whoever sent it. Anything else (another client's plain text) is
+# shown as it came. The icon is inline, so a browser asks for no /favicon.ico
+# (a URL's line breaks are no part of it: the URL parser drops them).
 PAGE = b"""<!doctype html>
 <html lang="en">
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>WebSocket chat</title>
+<link rel="icon" href="data:image/svg+xml,<svg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 8 8'>
+<path d='M0 0h8v6H4L2 8V6H0z' fill='%23369'/></svg>">
 <style>
   body { font: 16px system-ui, sans-serif; max-width: 40em; margin: 2em auto; padding: 0 1em; }
   #messages { border: 1px solid #999; height: 20em; overflow-y: auto; padding: 0.5em; white-space: pre-wrap; }
   form { display: flex; gap: 0.5em; margin-top: 0.5em; }
+  #name { width: 8em; }
   #text { flex: 1; }
 </style>
 <h1>WebSocket chat</h1>
 <p id="state">Connecting...</p>
 <div id="messages"></div>
-<form id="form"><input id="text" autocomplete="off" placeholder="Say something" autofocus><button>Send</button></form>
+<form id="form">
+  <input id="name" maxlength="32" autocomplete="nickname" placeholder="Your name" aria-label="Your name">
+  <input id="text" autocomplete="off" placeholder="Say something" aria-label="Message" autofocus>
+  <button>Send</button>
+</form>
 <script>
   // Every message sent to /chat comes back to every page open on it, this one included.
+  const NAME_LENGTH = 32;  // the page's bound on a name, mine or anyone's
   const state = document.getElementById("state");
   const messages = document.getElementById("messages");
+  const nickname = document.getElementById("name");  // not "name": that is window.name
   const text = document.getElementById("text");
+  nickname.value = localStorage.getItem("name") || "guest-" + Math.floor(Math.random() * 1000);
+  nickname.onchange = () => { localStorage.setItem("name", nickname.value); };
   const socket = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/chat");
   socket.onopen = () => { state.textContent = "Connected: open this page in another tab too, and type."; };
   socket.onmessage = (event) => {
     const line = document.createElement("div");
-    line.textContent = typeof event.data === "string" ? event.data : "[a binary message]";  // text, never HTML
+    let message = null;
+    try { message = JSON.parse(event.data); } catch (error) {}  // not from this page: shown as it came
+    if (message && typeof message.name === "string" && typeof message.text === "string") {
+      const who = document.createElement("b");
+      who.textContent = message.name.slice(0, NAME_LENGTH);  // text, never HTML
+      line.append(who, ": " + message.text);
+    } else {
+      line.textContent = typeof event.data === "string" ? event.data : "[a binary message]";
+    }
     messages.append(line);
     messages.scrollTop = messages.scrollHeight;
   };
@@ -1607,7 +2038,7 @@ PAGE = b"""<!doctype html>
   document.getElementById("form").onsubmit = (event) => {
     event.preventDefault();
     if (text.value && socket.readyState === WebSocket.OPEN) {
-      socket.send(text.value);
+      socket.send(JSON.stringify({ name: nickname.value.slice(0, NAME_LENGTH) || "anonymous", text: text.value }));
       text.value = "";
     }
   };
