@@ -28,6 +28,7 @@ import importlib
 import io
 import itertools
 import json
+import math
 import os
 import random
 import re
@@ -41,6 +42,7 @@ import ssl
 import struct
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import threading
 import time
@@ -2062,7 +2064,7 @@ class WsgiAppTest(HttpServerTests):
             (f"Content-Length: {2 * MIB}\r\n", 413),
             ("Content-Length: \xb2\r\n", 400),  # a digit to str.isdigit(), not to int()
             (f"Content-Length: {'9' * 5000}\r\n", 413),  # more digits than int() converts (3.11+)
-            (f"Content-Length: {'0' * 5000}5\r\n", 400),  # 5 bytes promised, none sent: 400 after --timeout
+            (f"Content-Length: {'0' * 5000}5\r\n", 408),  # 5 bytes promised, none sent: 408 after --timeout
         ):
             with self.subTest(headers=headers[:30]):
                 reply = self.raw(f"POST /reverse HTTP/1.0\r\n{headers}\r\n".encode("latin-1"))
@@ -4338,6 +4340,105 @@ def live_processes(session: int) -> dict[int, str]:
     return alive
 
 
+# The free-threaded build (PEP 703: 3.13t, through ../shared/tools/free-threaded-python):
+# every promise holds there too, without the GIL, and with it really off.
+
+FREE_THREADED = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
+
+# A C extension that does not declare that it runs safely without the GIL
+# (no Py_mod_gil slot): importing it turns the GIL back on, for the whole process.
+NEEDS_THE_GIL = """
+#include <Python.h>
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "needs_the_gil", NULL, -1, NULL};
+PyMODINIT_FUNC PyInit_needs_the_gil(void) { return PyModule_Create(&module); }
+"""
+
+
+@unittest.skipUnless(FREE_THREADED, "a free-threaded build's test (python3.13t)")
+class FreeThreadedTest(unittest.TestCase):
+    def test_the_gil_is_off(self) -> None:
+        # PYTHON_GIL=1 or -X gil=1 would turn it on without a word, in every
+        # server this suite starts too (they inherit the environment): then
+        # nothing the suite finds would be free-threaded.
+        self.assertFalse(sys._is_gil_enabled(), "this free-threaded interpreter runs with the GIL on")
+        self.assertNotEqual(os.environ.get("PYTHON_GIL"), "1")
+
+    def test_a_server_that_turns_the_gil_back_on_is_caught(self) -> None:
+        # CPython warns once (RuntimeWarning) when an import turns the GIL back
+        # on; every Server fails its test on a warning in its log (UNCLEAN).
+        # So a script that imported such a module, or a stdlib module built
+        # without the slot, could not pass unnoticed. This checks that it is so.
+        compiler = sysconfig.get_config_var("CC") or "cc"
+        if shutil.which(compiler.split()[0]) is None:
+            self.skipTest(f"no C compiler ({compiler}) to build a module that needs the GIL")
+        folder = Path(tempfile.mkdtemp())
+        self.addCleanup(shutil.rmtree, folder)
+        (folder / "needs_the_gil.c").write_text(NEEDS_THE_GIL)
+        library = folder / f"needs_the_gil{sysconfig.get_config_var('EXT_SUFFIX')}"
+        built = subprocess.run(
+            [
+                *compiler.split(),
+                "-shared",
+                "-fPIC",
+                f"-I{sysconfig.get_paths()['include']}",
+                "-o",
+                str(library),
+                str(folder / "needs_the_gil.c"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        self.assertEqual(built.returncode, 0, built.stderr)
+        code = f"import sys; sys.path.insert(0, {str(folder)!r}); import needs_the_gil"
+        server = Server(
+            "threaded_server.py",
+            ("--delay", "0"),
+            self.addCleanup,
+            prefix=(*after(code),),
+            unclean=re.compile("(?!)"),  # looked at below
+        )
+        self.assertEqual(server.request(b"hello!"), b"!olleh")
+        self.assertEqual(server.stop(), 0)
+        match = UNCLEAN.search(server.log())
+        self.assertIsNotNone(match, server.log())
+        self.assertIn("GIL", server.log())
+
+
+class WsgiAppDeadlineTest(unittest.TestCase):
+    def test_a_request_that_came_in_time_is_read_whole_by_a_thread_held_back_past_its_deadline(self) -> None:
+        # A busy machine can hold a server's thread back past the request's
+        # deadline: here SIGSTOP holds the whole server back, past --timeout,
+        # while the request arrives. The client sent it in time: 200, not 408.
+        server = Server("wsgi_app.py", ("--timeout", "0.5", "--threads", "1", "-q"), self.addCleanup)
+        body = bytes(range(256)) * 80  # 20 KiB: more than the read that takes the head (8 KiB)
+        head = b"POST /reverse HTTP/1.0\r\nContent-Length: %d\r\n\r\n" % len(body)
+        with server.connect() as conn:
+            server.wait_until_accepted()
+            wait_for(
+                lambda: threads_asleep(server.process.pid), 5, "the server's thread is not waiting for the request"
+            )
+            os.kill(server.process.pid, signal.SIGSTOP)
+            try:
+                conn.sendall(head + body)
+                time.sleep(1.0)  # not a wait for anything: the server held back, twice its --timeout
+            finally:
+                os.kill(server.process.pid, signal.SIGCONT)
+            reply, _ = read_until_closed(conn, timeout=10)
+        self.assertRegex(reply, rb"^HTTP/1\.0 200 ")
+        self.assertTrue(reply.endswith(b"\r\n\r\n" + body[::-1]), reply[:200])
+        self.assertEqual(server.stop(), 0, server.log())
+
+
+def threads_asleep(pid: int) -> bool:
+    """Whether every thread of a process waits (state S: in accept(), recv(), a lock), none runs (Linux /proc)."""
+    try:
+        states = [stat.read_text().rsplit(")", 1)[1].split()[0] for stat in Path(f"/proc/{pid}/task").glob("*/stat")]
+    except OSError:
+        return False
+    return bool(states) and all(state == "S" for state in states)
+
+
 @unittest.skipUnless(Path("/proc/self/stat").exists(), "finds the processes in /proc")
 class KilledParentTest(unittest.TestCase):
     """A parent killed with SIGKILL (the OOM killer, kill -9) leaves no process of its server behind."""
@@ -4469,7 +4570,7 @@ class ReverseExchange:
         repeated = bytes(random_.choice(b"abcdefgh") for _ in range(random_.randrange(1, 16)))
         return repeated * random_.randrange(1, largest // 16) + b"!"
 
-    def judge(self, request: bytes, reply: bytes) -> str:
+    def judge(self, request: bytes, reply: bytes, sending_took: float) -> str:
         expected = request[: request.index(b"!") + 1][::-1]
         if reply == expected:
             return "whole"
@@ -4479,8 +4580,9 @@ class ReverseExchange:
 class HttpExchange:
     """What a Barrage sends to an HTTP server (GET of a file, or POST /reverse), and how it judges a response."""
 
-    def __init__(self, files: dict[str, bytes] | None = None) -> None:
+    def __init__(self, files: dict[str, bytes] | None = None, timeout: float = math.inf) -> None:
         self.files = files  # the files http_static serves; None: wsgi_app's POST /reverse
+        self.timeout = timeout  # the server's --timeout: the deadline of a request, body included
 
     def request(self, random_: random.Random, largest: int) -> bytes:
         if self.files is None:
@@ -4490,11 +4592,17 @@ class HttpExchange:
         name = random_.choice(sorted(self.files))
         return f"GET /{name} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n".encode()
 
-    def judge(self, request: bytes, reply: bytes) -> str:
+    def judge(self, request: bytes, reply: bytes, sending_took: float) -> str:
         head, _, body = reply.partition(b"\r\n\r\n")
         if not _:
             return "partial"
         lines = head.decode("latin-1").split("\r\n")
+        if re.match(r"HTTP/1\.[01] 408 ", lines[0]):
+            # The server's deadline counts from its accept(), after this
+            # client's connect() began, and the last byte arrives before
+            # sendall() returns: a 408 is due only to a client that took at
+            # least --timeout to send, and is a wrong reply to any other.
+            return "late: 408" if sending_took >= self.timeout else "wrong"
         if not re.match(r"HTTP/1\.[01] 200 ", lines[0]):
             return "wrong"
         length = next((int(line.split(":", 1)[1]) for line in lines if line.lower().startswith("content-length:")), -1)
@@ -4515,8 +4623,10 @@ class Barrage:
     reset); tricklers send a request a byte at a time; half-closers shut down
     their sending side after the request. Every outcome is one of: "whole" (the
     reply, exactly), "nothing" (refused, reset or closed before a byte of
-    reply), or a failure: "partial", "wrong" or "hang" (no end within the
-    wait), and "accepted after a refusal" (the server listened again).
+    reply), "late: 408" (an HTTP client that took --timeout to send its
+    request: the contract's deadline), or a failure: "partial", "wrong" or
+    "hang" (no end within the wait), and "accepted after a refusal" (the server
+    listened again).
     """
 
     WAIT = 8.0  # seconds a client waits for its reply's end: far beyond every bound in play
@@ -4571,6 +4681,7 @@ class Barrage:
 
     def exchange(self, send: Callable[[socket.socket, bytes], None], request: bytes) -> bool:
         """One request, sent as told; False once the server refuses connections."""
+        started = time.monotonic()
         conn = self.connect()
         if conn is None:
             return not self.refused.is_set()
@@ -4580,6 +4691,7 @@ class Barrage:
                 send(conn, request)
             except OSError:
                 pass  # the server stopped reading: what it sends back tells
+            sending_took = time.monotonic() - started
             chunks = []
             try:
                 while chunk := conn.recv(client.CHUNK_SIZE):
@@ -4590,7 +4702,7 @@ class Barrage:
             except OSError:
                 pass  # a reset: fine if no byte of the reply came first
         reply = b"".join(chunks)
-        self.note(self.kind.judge(request, reply) if reply else "nothing")
+        self.note(self.kind.judge(request, reply, sending_took) if reply else "nothing")
         return True
 
     def request_of(self, random_: random.Random, largest: int) -> bytes:
@@ -4707,7 +4819,9 @@ class StopUnderFireTests(unittest.TestCase):
             self.assertLess(time.monotonic() - stopped, bound)
         finally:
             outcomes = barrage.finish()
-        bad = {outcome: count for outcome, count in outcomes.items() if outcome not in ("whole", "nothing")}
+        bad = {
+            outcome: count for outcome, count in outcomes.items() if outcome not in ("whole", "nothing", "late: 408")
+        }
         self.assertEqual(bad, {}, f"{dict(outcomes)}\n{server.log()[-3000:]}")
         self.assertTrue(connect_refused(server.host, server.port))
         wait_for(lambda: not live_processes(server.process.pid), 3, "a process of the server outlived it")
@@ -4747,7 +4861,7 @@ class StopUnderFireWsgiApp(StopUnderFireTests):
         return ("--timeout", str(self.TIMEOUT)), 0.0
 
     def exchange(self) -> ReverseExchange | HttpExchange:
-        return HttpExchange()
+        return HttpExchange(timeout=self.TIMEOUT)
 
 
 def a_grandchild(pid: int, timeout: float = 5.0) -> int:
