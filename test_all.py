@@ -4404,6 +4404,39 @@ class FreeThreadedTest(unittest.TestCase):
         self.assertIsNotNone(match, server.log())
         self.assertIn("GIL", server.log())
 
+    def test_a_broken_worker_pool_is_freed_outside_the_resource_tracker(self) -> None:
+        # The moment CpuWorkTest met once under load, made wide: the tracker's
+        # lock held 0.2 s per call, and the broken pool's thread ending 0.3 s
+        # late, while the new pool registers its five semaphores. A warning in
+        # the log fails the test (UNCLEAN): "ResourceTracker called reentrantly".
+        for script in ("asyncio_server.py", "asyncio_protocol_server.py"):
+            with self.subTest(script):
+                server = Server(
+                    script,
+                    ("--delay", "0", "--cpu", "0.3", "--cpu-workers", "1"),
+                    self.addCleanup,
+                    prefix=after(RESOURCE_TRACKER_HELD_LONGER),
+                )
+                with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                    reply = pool.submit(server.request, b"lost and done again!")
+                    os.kill(a_grandchild(server.process.pid), signal.SIGKILL)  # the worker
+                    self.assertEqual(reply.result(), b"!niaga enod dna tsol", server.log())
+                server.wait_for_log(r"starting new ones")
+                self.assertEqual(server.stop(), 0, server.log())
+                server.assert_nothing_unclean()
+
+
+# Run before a server: multiprocessing's resource tracker holds its lock longer,
+# and a process pool's thread ends later (FreeThreadedTest).
+RESOURCE_TRACKER_HELD_LONGER = """
+import time
+from concurrent.futures import process
+from multiprocessing import resource_tracker
+check_alive, run = resource_tracker.ResourceTracker._check_alive, process._ExecutorManagerThread.run
+resource_tracker.ResourceTracker._check_alive = lambda self: (time.sleep(0.2), check_alive(self))[1]
+process._ExecutorManagerThread.run = lambda self: (run(self), time.sleep(0.3))[0]
+"""
+
 
 class WsgiAppDeadlineTest(unittest.TestCase):
     def test_a_request_that_came_in_time_is_read_whole_by_a_thread_held_back_past_its_deadline(self) -> None:

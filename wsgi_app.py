@@ -409,8 +409,8 @@ class RequestReader(io.RawIOBase):
 
         On a busy machine a thread can be held back past the deadline while
         the rest of the request waits in the socket, sent in time: refused
-        unread, the client would get 408 for the server's delay. The
-        deadline bounds the client, not the server.
+        unread, the client would pay for the server's delay (a 408, a
+        close). The deadline bounds the client, not the server.
         """
         self.conn.settimeout(0)
         try:
