@@ -30,6 +30,7 @@ import itertools
 import json
 import math
 import os
+import platform
 import random
 import re
 import select
@@ -4436,6 +4437,28 @@ check_alive, run = resource_tracker.ResourceTracker._check_alive, process._Execu
 resource_tracker.ResourceTracker._check_alive = lambda self: (time.sleep(0.2), check_alive(self))[1]
 process._ExecutorManagerThread.run = lambda self: (run(self), time.sleep(0.3))[0]
 """
+
+
+class BenchPythonTest(unittest.TestCase):
+    def test_bench_runs_the_servers_on_each_python_it_is_given(self) -> None:
+        # The free-threaded build beside the default one, in the same rounds:
+        # here this interpreter twice, the second through a link (another path).
+        with tempfile.TemporaryDirectory() as directory:
+            other = Path(directory, "python3")
+            other.symlink_to(sys.executable)
+            result = run_script(
+                *SMALL_BENCH[:3], *SMALL_BENCH[5:], "--python", sys.executable, "--python", str(other), timeout=120
+            )
+        self.assertEqual(result.returncode, 0, result.stderr)
+        version = platform.python_version() + "t" * FREE_THREADED
+        self.assertIn(f"servers run by: {version} ({sys.executable}); {version} ({other})", result.stdout)
+        self.assertEqual(result.stdout.count(f"| sync, {version} | "), 4)  # twice in each of the two tables
+        self.assertRegex(
+            result.stdout, rf"\| sync \| {re.escape(version)} \| [\d.]+x \| [\d.]+x \| [\d.]+x \| [\d.]+x \|"
+        )
+        missing = run_script("bench.py", "--python", "/no/such/python", timeout=30)
+        self.assertEqual(missing.returncode, 2)
+        self.assertIn("--python: no interpreter '/no/such/python'", missing.stderr)
 
 
 class WsgiAppDeadlineTest(unittest.TestCase):
