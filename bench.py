@@ -135,6 +135,10 @@ def main(argv: list[str] | None = None) -> int:
     if not chosen:
         print(f"no known script among {scripts}", file=sys.stderr)
         return 2
+    missing = [python for python in args.python or [] if shutil.which(python) is None]
+    if missing:  # checked here, not by parse_args(): a documented command names interpreters of its machine
+        print(f"--python: no interpreter {missing[0]!r}", file=sys.stderr)
+        return 2
     pythons = {python: python_label(python) for python in args.python or [sys.executable]}
     if args.python:
         # Each approach once per interpreter, side by side: the rounds
@@ -231,9 +235,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--load: no program {args.load!r} (build it first: cc -O2 -o loadgen tools/loadgen.c)")
     if args.seed_dir and not args.seed_dir.is_dir():
         parser.error(f"--seed-dir: no folder {args.seed_dir}")
-    for python in args.python or []:
-        if shutil.which(python) is None:
-            parser.error(f"--python: no interpreter {python!r}")
     return args
 
 
