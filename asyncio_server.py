@@ -452,9 +452,21 @@ class Workers:
         def failed(pool: concurrent.futures.Executor, exc: Exception, retries: int) -> None:
             if pool is self.pool:  # the first to see it broken replaces it
                 log.warning("the --cpu worker processes failed (%s): starting new ones", exc)
-                pool.shutdown(wait=False)  # the loop must not wait for work still running there
-                # Kept until shutdown(): on 3.8 a pool collected before its
-                # own thread had ended made that thread write to a closed pipe.
+                # A broken pool has shut itself down already: its thread failed
+                # the work and ended the workers. shutdown() would only drop its
+                # queues now, and leave their last references to that thread,
+                # which ends a moment later. On the free-threaded build an object
+                # let go by another thread than the one that made it is freed by
+                # its maker, this thread, at its next check (biased reference
+                # counting): once that was inside multiprocessing's resource
+                # tracker, registering the new pool's semaphores, and the old
+                # ones' finalizers re-entered it ("ResourceTracker called
+                # reentrantly", five times).
+                if not isinstance(exc, concurrent.futures.BrokenExecutor):
+                    pool.shutdown(wait=False)  # the loop must not wait for work still running there
+                # Kept until shutdown(), which frees it here, at a known point:
+                # on 3.8 a pool collected before its own thread had ended also
+                # made that thread write to a closed pipe.
                 self.retired.append(pool)
                 try:
                     self.pool = process_pool(self.count, self.lifeline)

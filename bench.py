@@ -74,6 +74,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import dataclasses
 import os
 import platform
 import re
@@ -107,6 +108,7 @@ class Approach:
     seed: str = ""  # the blog post's script for this approach, with its sleep removed
     scale: bool = False  # worth a --scale run
     command: tuple[str, ...] = ()  # a server that is not a script here: the whole command that starts it
+    python: str = sys.executable  # the interpreter that runs the server (--python)
     # Every figure of every round: metric name -> samples; and the last round's bursts.
     samples: dict[str, list[float]] = field(default_factory=dict)
     timelines: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
@@ -140,22 +142,39 @@ def main(argv: list[str] | None = None) -> int:
     if not chosen:
         print(f"no known script among {scripts}", file=sys.stderr)
         return 2
+    missing = [python for python in args.python or [] if shutil.which(python) is None]
+    if missing:  # checked here, not by parse_args(): a documented command names interpreters of its machine
+        print(f"--python: no interpreter {missing[0]!r}", file=sys.stderr)
+        return 2
+    pythons = {python: python_label(python) for python in args.python or [sys.executable]}
+    if args.python:
+        # Each approach once per interpreter, side by side: the rounds
+        # alternate them as they alternate the approaches.
+        chosen = [
+            dataclasses.replace(approach, name=f"{approach.name}, {label}", python=python, samples={}, timelines={})
+            for approach in chosen
+            for python, label in pythons.items()
+        ]
     if args.plot and not have_matplotlib():
         print("--plot needs matplotlib, a development dependency: pip install matplotlib", file=sys.stderr)
         return 2
     command = " ".join(argv if argv is not None else sys.argv[1:])
     print(f"Python {platform.python_version()}, {platform.system()} {platform.machine()}, {CORES} cores")
     print(f"command: python bench.py {command}".rstrip())
+    if args.python:
+        print("servers run by: " + "; ".join(f"{label} ({python})" for python, label in pythons.items()))
     if args.websocket:
         return measure_websockets(args)
     if args.http:
-        return measure_http(args)
+        return measure_http(args, pythons)
     for round_number in range(args.rounds):
         order = chosen if round_number % 2 == 0 else chosen[::-1]
         for approach in order:
             measure_round(approach, args, last=round_number == args.rounds - 1)
         print(f"round {round_number + 1} of {args.rounds} done", file=sys.stderr, flush=True)
     print_tables(chosen, args)
+    if len(pythons) > 1:
+        print_interpreters(chosen, pythons, args)
     if args.plot:
         plot(chosen, args)
     return 0
@@ -202,6 +221,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         " IN_FLIGHT REQUESTS SIZE TIMEOUT and printing ok=N err=N rps=X (tools/loadgen.c, built)",
     )
     parser.add_argument(
+        "--python",
+        action="append",
+        metavar="PATH",
+        help="an interpreter to run the servers with (default: this one); given more than once, each approach"
+        " runs on each, in the same alternating rounds, and a table compares them with the first",
+    )
+    parser.add_argument(
         "--seed-dir",
         metavar="DIR",
         type=Path,
@@ -219,6 +245,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.seed_dir and not args.seed_dir.is_dir():
         parser.error(f"--seed-dir: no folder {args.seed_dir}")
     return args
+
+
+def python_label(python: str) -> str:
+    """An interpreter's version as a table names it: '3.13.0', or '3.13.5t' for a free-threaded build."""
+    free_threaded = "'t' * bool(sysconfig.get_config_var('Py_GIL_DISABLED'))"
+    code = f"import platform, sysconfig; print(platform.python_version() + {free_threaded})"
+    return subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=30).stdout.strip() or python
 
 
 def measure_round(approach: Approach, args: argparse.Namespace, last: bool) -> None:
@@ -339,6 +372,34 @@ def print_tables(chosen: list[Approach], args: argparse.Namespace) -> None:
             )
 
 
+def print_interpreters(chosen: list[Approach], pythons: dict[str, str], args: argparse.Namespace) -> None:
+    """--python, more than once: each interpreter against the first, approach by approach.
+
+    Each ratio is the median of the rounds' ratios: the two ran in the same
+    round, next to each other, on the same machine load.
+    """
+
+    def ratio(metric: str, approach: Approach, first: Approach) -> str:
+        ratios = [
+            ours / theirs for ours, theirs in zip(approach.samples.get(metric, []), first.samples.get(metric, []))
+        ]
+        ratios = [value for value in ratios if value]
+        return f"{statistics.median(ratios):.2f}x" if ratios else "-"
+
+    labels = list(pythons.values())
+    print(f"\nInterpreters, against {labels[0]}: requests/s (above 1: faster), burst latency (below 1: sooner)\n")
+    print("| approach | interpreter | waiting requests/s | computing requests/s | computing burst p50 | burst max |")
+    print("|---|---|---:|---:|---:|---:|")
+    for index in range(0, len(chosen), len(pythons)):
+        first = chosen[index]
+        base = first.name[: -len(f", {labels[0]}")]
+        for approach, label in zip(chosen[index + 1 : index + len(pythons)], labels[1:]):
+            print(
+                f"| {base} | {label} | {ratio('quiet', approach, first)} | {ratio('cpu', approach, first)} "
+                f"| {ratio('cpu p50', approach, first)} | {ratio('cpu max', approach, first)} |"
+            )
+
+
 def have_matplotlib() -> bool:
     try:
         import matplotlib  # noqa: F401
@@ -408,11 +469,11 @@ class Server:
             # The seed's scripts print no ready line and know no options: give
             # them a free port and wait until it accepts.
             self.host, self.port = "127.0.0.1", free_port()
-            command = [sys.executable, str(seed_dir / approach.seed), str(self.port)]
+            command = [approach.python, str(seed_dir / approach.seed), str(self.port)]
         elif approach.command:
             command = [*approach.command, *options]
         else:
-            command = [sys.executable, str(HERE / approach.script), "0", *approach.options, *options]
+            command = [approach.python, str(HERE / approach.script), "0", *approach.options, *options]
         self.process = subprocess.Popen(
             command, stdout=subprocess.DEVNULL if seed else subprocess.PIPE, stderr=subprocess.DEVNULL
         )
@@ -477,13 +538,15 @@ def wait_until(condition: Callable[[], Any], failure: str, timeout: float = 10.0
 # HTTP (--http): the two HTTP servers against their references, from wrk.
 
 
-def measure_http(args: argparse.Namespace) -> int:
+def measure_http(args: argparse.Namespace, pythons: dict[str, str]) -> int:
     """requests/s from wrk: http_static.py against python -m http.server, wsgi_app.py against gunicorn.
 
     wrk (Debian's wrk package) keeps --http-connections connections busy for
     --http-seconds; the figures are medians of alternating rounds, and each
     ratio the median of the rounds' ratios. gunicorn (one sync worker, the
     prefork model's worker) is measured where this interpreter can import it.
+    With --python, each of this collection's two servers runs on each
+    interpreter instead, against itself on the first.
     """
     if shutil.which("wrk") is None:
         print("--http needs wrk (Debian: apt-get install wrk)", file=sys.stderr)
@@ -495,18 +558,29 @@ def measure_http(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as site:
         Path(site, "1k.txt").write_bytes(b"x" * 1024)
         # name, the command (PORT: a free port), the path; then what it is measured against
-        servers = [
+        # name, the command (PORT: a free port), the path, the interpreter; then what it is measured against
+        ours = [
             (
                 "http_static.py, a 1 KiB file",
                 [str(HERE / "http_static.py"), "PORT", "-q", "--directory", site],
                 "/1k.txt",
             ),
-            (
-                "python -m http.server, a 1 KiB file",
-                ["-m", "http.server", "PORT", "-b", "127.0.0.1", "-d", site],
-                "/1k.txt",
-            ),
             ("wsgi_app.py, GET /", [str(HERE / "wsgi_app.py"), "PORT", "-q"], "/"),
+        ]
+        if len(pythons) > 1:
+            first = next(iter(pythons.values()))
+            servers = [
+                (f"{name}, {label}", command, path, python, f"{name}, {first}" if label != first else None)
+                for name, command, path in ours
+                for python, label in pythons.items()
+            ]
+            return run_http(servers, args)
+        python = next(iter(pythons))
+        http_server = "python -m http.server, a 1 KiB file"
+        servers = [
+            (*ours[0], python, http_server),
+            (http_server, ["-m", "http.server", "PORT", "-b", "127.0.0.1", "-d", site], "/1k.txt", python, None),
+            (*ours[1], python, None),
         ]
         if gunicorn is not None:
             gunicorn_command = [
@@ -520,27 +594,34 @@ def measure_http(args: argparse.Namespace) -> int:
                 str(HERE),
                 "wsgi_app:app",
             ]
-            servers.append((f"gunicorn {gunicorn.__version__}, 1 sync worker, GET /", gunicorn_command, "/"))
-        rates: dict[str, list[float]] = {name: [] for name, _, _ in servers}
-        for round_number in range(args.rounds):
-            for name, command, path in servers if round_number % 2 == 0 else servers[::-1]:
-                rates[name].append(wrk_rate(command, path, args))
-            print(f"round {round_number + 1} of {args.rounds} done", file=sys.stderr, flush=True)
+            gunicorn_name = f"gunicorn {gunicorn.__version__}, 1 sync worker, GET /"
+            servers[2] = (*ours[1], python, gunicorn_name)
+            servers.append((gunicorn_name, gunicorn_command, "/", python, None))
+        return run_http(servers, args)
+
+
+def run_http(servers: list[tuple[str, list[str], str, str, str | None]], args: argparse.Namespace) -> int:
+    """wrk against each server, in alternating rounds; a table of the medians, and of each against its reference."""
+    rates: dict[str, list[float]] = {name: [] for name, *_ in servers}
+    for round_number in range(args.rounds):
+        for name, command, path, python, _ in servers if round_number % 2 == 0 else servers[::-1]:
+            rates[name].append(wrk_rate([python, *command], path, args))
+        print(f"round {round_number + 1} of {args.rounds} done", file=sys.stderr, flush=True)
     print(f"\nHTTP: requests/s from wrk, {args.http_connections} connections, {args.http_seconds:g} s a run,")
     print(f"median of {args.rounds} alternating rounds; each ratio the median of the rounds' ratios\n")
     print("| server | requests/s | against | ratio |")
     print("|---|---:|---|---:|")
-    for index, (name, _, _) in enumerate(servers):
-        reference = servers[index + 1][0] if index % 2 == 0 and index + 1 < len(servers) else None
-        ratios = [ours / theirs for ours, theirs in zip(rates[name], rates.get(reference, [])) if theirs]
+    for name, _, _, _, reference in servers:
+        ratios = [ours / theirs for ours, theirs in zip(rates[name], rates.get(reference or "", [])) if theirs]
         shown = f"{statistics.median(ratios):.2f}x" if ratios else "-"
         print(f"| {name} | {statistics.median(rates[name]):,.0f} | {reference or '-'} | {shown} |")
     return 0
 
 
 def wrk_rate(command: list[str], path: str, args: argparse.Namespace) -> float:
+    """requests/s from wrk against command (its interpreter first), started on a free port (PORT)."""
     port = free_port()
-    argv = [sys.executable, *[part.replace("PORT", str(port)) for part in command]]
+    argv = [part.replace("PORT", str(port)) for part in command]
     process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_until(lambda: accepts("127.0.0.1", port), f"{' '.join(argv)} did not start")

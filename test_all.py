@@ -29,7 +29,9 @@ import importlib
 import io
 import itertools
 import json
+import math
 import os
+import platform
 import random
 import re
 import select
@@ -42,6 +44,7 @@ import ssl
 import struct
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import threading
 import time
@@ -1908,7 +1911,7 @@ class HttpsStaticTest(ServerTestCase):
 # child interpreter: test_all.py imports no server script. The suite asserts
 # HTTP/1.0 responses, hence the one adaptation.
 PEER_SUITE = """
-import sys, unittest
+import inspect, sys, unittest
 sys.path.insert(0, sys.argv[1])
 try:
     from test import test_httpservers as peer
@@ -1922,17 +1925,27 @@ class Handler(peer.NoLogRequestHandler, http_static.StaticHandler):
 peer.HTTPServer = http_static.StaticServer
 case = peer.SimpleHTTPServerTestCase
 case.request_handler = Handler
-for name in sys.argv[2:]:
+declared = 0
+for argument in sys.argv[2:]:
+    # NAME: the suite has that test. NAME?: if it has it. NAME?TEXT: if it has
+    # it and its source contains TEXT (see PEER_WHEN).
+    name, condition, text = argument.partition("?")
     if not hasattr(case, name):
+        if condition:
+            continue
         sys.exit(f"{name}: declared in PEER_DIFFERENCES, but this Python's suite has no such test")
+    if text and text not in inspect.getsource(getattr(case, name)):
+        continue
     setattr(case, name, unittest.expectedFailure(getattr(case, name)))
+    declared += 1
 tests = unittest.defaultTestLoader.loadTestsFromTestCase(case)
-sys.exit(0 if unittest.TextTestRunner().run(tests).wasSuccessful() else 1)
+result = unittest.TextTestRunner().run(tests)
+print(f"declared {declared}")
+sys.exit(0 if result.wasSuccessful() else 1)
 """
-# Where http_static.py answers differently from http.server on purpose, and the
-# Python versions whose suite tests it (from, up to but not including). Each
-# of these tests must fail (an unexpected success fails the run: the entry
-# would be stale); every other test of the suite must pass. The security
+# Where http_static.py answers differently from http.server on purpose (PEER_WHEN
+# says which suites test it, when not all do). Each of these tests must fail
+# (an unexpected success fails the run: the entry would be stale); every other test of the suite must pass. The security
 # promises (no open redirect, nothing outside the directory, dotfiles hidden)
 # win over what http.server does.
 PEER_DIFFERENCES = {
@@ -1958,24 +1971,28 @@ PEER_DIFFERENCES = {
         )
     },
 }
-# The differences that only some versions' suites test: (from, up to but not including); the others, all.
-PEER_VERSIONS = {
-    "test_undecodable_parameter": ((3, 8), (3, 14)),  # 3.14 has the new test instead
-    "test_get": ((3, 14), (99,)),  # 3.14 added '%2f' as a trailing slash
-    **{name: ((3, 15), (99,)) for name in PEER_DIFFERENCES if "extra_response_headers" in name},
+# The differences that only some suites test, declared by what the suite
+# contains, not by its version: a patch release takes tests in and out (3.13.5
+# has 3.14's test_list_dir_with_query_and_fragment instead of
+# test_undecodable_parameter, and 3.14's '%2f' in test_get). None: where the
+# suite has the test; a text: where the test's source contains it.
+PEER_WHEN = {
+    "test_undecodable_parameter": None,  # 3.14 and 3.13.5 test the title without the query instead
+    "test_get": "self.base_url + '%2f'",  # a '%2f' as a trailing slash, from 3.14 and 3.13.5
+    **{name: None for name in PEER_DIFFERENCES if "extra_response_headers" in name},  # 3.15's
 }
 
 
 class HttpStaticPeerTest(unittest.TestCase):
     def test_cpython_own_suite_passes_but_for_the_declared_differences(self) -> None:
-        here = sys.version_info[:2]
-        declared = [name for name in PEER_DIFFERENCES if PEER_VERSIONS.get(name, ((3,), (99,)))[0] <= here]
-        declared = [name for name in declared if here < PEER_VERSIONS.get(name, ((3,), (99,)))[1]]
+        declared = [name if name not in PEER_WHEN else f"{name}?{PEER_WHEN[name] or ''}" for name in PEER_DIFFERENCES]
         result = run_script("-c", PEER_SUITE, str(HERE), *declared, timeout=60)
         if result.returncode == 3:
             self.skipTest("this interpreter has no test.test_httpservers")
         self.assertEqual(result.returncode, 0, result.stderr)
-        self.assertIn(f"expected failures={len(declared)}", result.stderr)
+        count = int(re.search(r"^declared (\d+)$", result.stdout, re.M).group(1))
+        self.assertGreaterEqual(count, len(PEER_DIFFERENCES) - len(PEER_WHEN))
+        self.assertIn(f"expected failures={count}", result.stderr)
 
 
 # The end of a program that made `server` with wsgi_app.make_server(): it
@@ -2051,7 +2068,7 @@ class WsgiAppTest(HttpServerTests):
             (f"Content-Length: {2 * MIB}\r\n", 413),
             ("Content-Length: \xb2\r\n", 400),  # a digit to str.isdigit(), not to int()
             (f"Content-Length: {'9' * 5000}\r\n", 413),  # more digits than int() converts (3.11+)
-            (f"Content-Length: {'0' * 5000}5\r\n", 400),  # 5 bytes promised, none sent: 400 after --timeout
+            (f"Content-Length: {'0' * 5000}5\r\n", 408),  # 5 bytes promised, none sent: 408 after --timeout
         ):
             with self.subTest(headers=headers[:30]):
                 reply = self.raw(f"POST /reverse HTTP/1.0\r\n{headers}\r\n".encode("latin-1"))
@@ -5183,6 +5200,168 @@ def live_processes(session: int) -> dict[int, str]:
     return alive
 
 
+# The free-threaded build (PEP 703: 3.13t, through ../shared/tools/free-threaded-python):
+# every promise holds there too, without the GIL, and with it really off.
+
+FREE_THREADED = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
+
+# A C extension that does not declare that it runs safely without the GIL
+# (no Py_mod_gil slot): importing it turns the GIL back on, for the whole process.
+NEEDS_THE_GIL = """
+#include <Python.h>
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "needs_the_gil", NULL, -1, NULL};
+PyMODINIT_FUNC PyInit_needs_the_gil(void) { return PyModule_Create(&module); }
+"""
+
+
+@unittest.skipUnless(FREE_THREADED, "a free-threaded build's test (python3.13t)")
+class FreeThreadedTest(unittest.TestCase):
+    def test_the_gil_is_off(self) -> None:
+        # PYTHON_GIL=1 or -X gil=1 would turn it on without a word, in every
+        # server this suite starts too (they inherit the environment): then
+        # nothing the suite finds would be free-threaded.
+        self.assertFalse(sys._is_gil_enabled(), "this free-threaded interpreter runs with the GIL on")
+        self.assertNotEqual(os.environ.get("PYTHON_GIL"), "1")
+
+    def test_a_server_that_turns_the_gil_back_on_is_caught(self) -> None:
+        # CPython warns once (RuntimeWarning) when an import turns the GIL back
+        # on; every Server fails its test on a warning in its log (UNCLEAN).
+        # So a script that imported such a module, or a stdlib module built
+        # without the slot, could not pass unnoticed. This checks that it is so.
+        compiler = sysconfig.get_config_var("CC") or "cc"
+        if shutil.which(compiler.split()[0]) is None:
+            self.skipTest(f"no C compiler ({compiler}) to build a module that needs the GIL")
+        folder = Path(tempfile.mkdtemp())
+        self.addCleanup(shutil.rmtree, folder)
+        (folder / "needs_the_gil.c").write_text(NEEDS_THE_GIL)
+        library = folder / f"needs_the_gil{sysconfig.get_config_var('EXT_SUFFIX')}"
+        built = subprocess.run(
+            [
+                *compiler.split(),
+                "-shared",
+                "-fPIC",
+                f"-I{sysconfig.get_paths()['include']}",
+                "-o",
+                str(library),
+                str(folder / "needs_the_gil.c"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        self.assertEqual(built.returncode, 0, built.stderr)
+        code = f"import sys; sys.path.insert(0, {str(folder)!r}); import needs_the_gil"
+        server = Server(
+            "threaded_server.py",
+            ("--delay", "0"),
+            self.addCleanup,
+            prefix=(*after(code),),
+            unclean=re.compile("(?!)"),  # looked at below
+        )
+        self.assertEqual(server.request(b"hello!"), b"!olleh")
+        self.assertEqual(server.stop(), 0)
+        match = UNCLEAN.search(server.log())
+        self.assertIsNotNone(match, server.log())
+        self.assertIn("GIL", server.log())
+
+    def test_a_broken_worker_pool_is_freed_outside_the_resource_tracker(self) -> None:
+        # The moment CpuWorkTest met once under load, made wide: the tracker's
+        # lock held 0.2 s per call, and the broken pool's thread ending 0.3 s
+        # late, while the new pool registers its five semaphores. A warning in
+        # the log fails the test (UNCLEAN): "ResourceTracker called reentrantly".
+        for script in ("asyncio_server.py", "asyncio_protocol_server.py"):
+            with self.subTest(script):
+                server = Server(
+                    script,
+                    ("--delay", "0", "--cpu", "0.3", "--cpu-workers", "1"),
+                    self.addCleanup,
+                    prefix=after(RESOURCE_TRACKER_HELD_LONGER),
+                )
+                with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                    reply = pool.submit(server.request, b"lost and done again!")
+                    os.kill(a_grandchild(server.process.pid), signal.SIGKILL)  # the worker
+                    self.assertEqual(reply.result(), b"!niaga enod dna tsol", server.log())
+                server.wait_for_log(r"starting new ones")
+                self.assertEqual(server.stop(), 0, server.log())
+                server.assert_nothing_unclean()
+
+
+# Run before a server: multiprocessing's resource tracker holds its lock longer,
+# and a process pool's thread ends later (FreeThreadedTest).
+RESOURCE_TRACKER_HELD_LONGER = """
+import time
+from concurrent.futures import process
+from multiprocessing import resource_tracker
+check_alive, run = resource_tracker.ResourceTracker._check_alive, process._ExecutorManagerThread.run
+resource_tracker.ResourceTracker._check_alive = lambda self: (time.sleep(0.2), check_alive(self))[1]
+process._ExecutorManagerThread.run = lambda self: (run(self), time.sleep(0.3))[0]
+"""
+
+
+class BenchPythonTest(unittest.TestCase):
+    def test_bench_runs_the_servers_on_each_python_it_is_given(self) -> None:
+        # The free-threaded build beside the default one, in the same rounds:
+        # here this interpreter twice, the second through a link (another path).
+        with tempfile.TemporaryDirectory() as directory:
+            other = Path(directory, "python3")
+            other.symlink_to(sys.executable)
+            result = run_script(
+                *SMALL_BENCH[:3], *SMALL_BENCH[5:], "--python", sys.executable, "--python", str(other), timeout=120
+            )
+        self.assertEqual(result.returncode, 0, result.stderr)
+        version = platform.python_version() + "t" * FREE_THREADED
+        self.assertIn(f"servers run by: {version} ({sys.executable}); {version} ({other})", result.stdout)
+        self.assertEqual(result.stdout.count(f"| sync, {version} | "), 4)  # twice in each of the two tables
+        self.assertRegex(
+            result.stdout, rf"\| sync \| {re.escape(version)} \| [\d.]+x \| [\d.]+x \| [\d.]+x \| [\d.]+x \|"
+        )
+        missing = run_script("bench.py", "--python", "/no/such/python", timeout=30)
+        self.assertEqual(missing.returncode, 2)
+        self.assertIn("--python: no interpreter '/no/such/python'", missing.stderr)
+
+
+class WsgiAppDeadlineTest(unittest.TestCase):
+    def test_a_request_that_came_in_time_is_read_whole_by_a_thread_held_back_past_its_deadline(self) -> None:
+        # A busy machine can hold a server's thread back past the request's
+        # deadline: here SIGSTOP holds the whole server back, past --timeout,
+        # while the request arrives. The client sent it in time: 200, not 408.
+        timeout = 1.0
+        server = Server("wsgi_app.py", ("--timeout", str(timeout), "--threads", "1", "-q"), self.addCleanup)
+        body = bytes(range(256)) * 80  # 20 KiB: more than the read that takes the head (8 KiB)
+        head = b"POST /reverse HTTP/1.0\r\nContent-Length: %d\r\n\r\n" % len(body)
+        for _ in range(3):  # a loaded machine may hold this test back instead: then the request was late
+            with server.connect() as conn:
+                connected = time.monotonic()
+                server.wait_until_accepted()
+                wait_for(
+                    lambda: threads_asleep(server.process.pid), 5, "the server's thread does not wait for the request"
+                )
+                os.kill(server.process.pid, signal.SIGSTOP)
+                try:
+                    conn.sendall(head + body)
+                    in_time = time.monotonic() - connected < timeout / 2
+                    time.sleep(2 * timeout)  # not a wait for anything: the server held back past its deadline
+                finally:
+                    os.kill(server.process.pid, signal.SIGCONT)
+                reply, _ = read_until_closed(conn, timeout=10)
+            if in_time:
+                break
+        else:
+            self.skipTest("this machine held the test back past the deadline three times")
+        self.assertRegex(reply, rb"^HTTP/1\.0 200 ")
+        self.assertTrue(reply.endswith(b"\r\n\r\n" + body[::-1]), reply[:200])
+        self.assertEqual(server.stop(), 0, server.log())
+
+
+def threads_asleep(pid: int) -> bool:
+    """Whether every thread of a process waits (state S: in accept(), recv(), a lock), none runs (Linux /proc)."""
+    try:
+        states = [stat.read_text().rsplit(")", 1)[1].split()[0] for stat in Path(f"/proc/{pid}/task").glob("*/stat")]
+    except OSError:
+        return False
+    return bool(states) and all(state == "S" for state in states)
+
+
 @unittest.skipUnless(Path("/proc/self/stat").exists(), "finds the processes in /proc")
 class KilledParentTest(unittest.TestCase):
     """A parent killed with SIGKILL (the OOM killer, kill -9) leaves no process of its server behind."""
@@ -5314,7 +5493,7 @@ class ReverseExchange:
         repeated = bytes(random_.choice(b"abcdefgh") for _ in range(random_.randrange(1, 16)))
         return repeated * random_.randrange(1, largest // 16) + b"!"
 
-    def judge(self, request: bytes, reply: bytes) -> str:
+    def judge(self, request: bytes, reply: bytes, sending_took: float) -> str:
         expected = request[: request.index(b"!") + 1][::-1]
         if reply == expected:
             return "whole"
@@ -5324,8 +5503,9 @@ class ReverseExchange:
 class HttpExchange:
     """What a Barrage sends to an HTTP server (GET of a file, or POST /reverse), and how it judges a response."""
 
-    def __init__(self, files: dict[str, bytes] | None = None) -> None:
+    def __init__(self, files: dict[str, bytes] | None = None, timeout: float = math.inf) -> None:
         self.files = files  # the files http_static serves; None: wsgi_app's POST /reverse
+        self.timeout = timeout  # the server's --timeout: the deadline of a request, body included
 
     def request(self, random_: random.Random, largest: int) -> bytes:
         if self.files is None:
@@ -5335,11 +5515,17 @@ class HttpExchange:
         name = random_.choice(sorted(self.files))
         return f"GET /{name} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n".encode()
 
-    def judge(self, request: bytes, reply: bytes) -> str:
+    def judge(self, request: bytes, reply: bytes, sending_took: float) -> str:
         head, _, body = reply.partition(b"\r\n\r\n")
         if not _:
             return "partial"
         lines = head.decode("latin-1").split("\r\n")
+        if re.match(r"HTTP/1\.[01] 408 ", lines[0]):
+            # The server's deadline counts from its accept(), after this
+            # client's connect() began, and the last byte arrives before
+            # sendall() returns: a 408 is due only to a client that took at
+            # least --timeout to send, and is a wrong reply to any other.
+            return "late: 408" if sending_took >= self.timeout else "wrong"
         if not re.match(r"HTTP/1\.[01] 200 ", lines[0]):
             return "wrong"
         length = next((int(line.split(":", 1)[1]) for line in lines if line.lower().startswith("content-length:")), -1)
@@ -5360,8 +5546,10 @@ class Barrage:
     reset); tricklers send a request a byte at a time; half-closers shut down
     their sending side after the request. Every outcome is one of: "whole" (the
     reply, exactly), "nothing" (refused, reset or closed before a byte of
-    reply), or a failure: "partial", "wrong" or "hang" (no end within the
-    wait), and "accepted after a refusal" (the server listened again).
+    reply), "late: 408" (an HTTP client that took --timeout to send its
+    request: the contract's deadline), or a failure: "partial", "wrong" or
+    "hang" (no end within the wait), and "accepted after a refusal" (the server
+    listened again).
     """
 
     WAIT = 8.0  # seconds a client waits for its reply's end: far beyond every bound in play
@@ -5416,6 +5604,7 @@ class Barrage:
 
     def exchange(self, send: Callable[[socket.socket, bytes], None], request: bytes) -> bool:
         """One request, sent as told; False once the server refuses connections."""
+        started = time.monotonic()
         conn = self.connect()
         if conn is None:
             return not self.refused.is_set()
@@ -5425,6 +5614,7 @@ class Barrage:
                 send(conn, request)
             except OSError:
                 pass  # the server stopped reading: what it sends back tells
+            sending_took = time.monotonic() - started
             chunks = []
             try:
                 while chunk := conn.recv(client.CHUNK_SIZE):
@@ -5435,7 +5625,7 @@ class Barrage:
             except OSError:
                 pass  # a reset: fine if no byte of the reply came first
         reply = b"".join(chunks)
-        self.note(self.kind.judge(request, reply) if reply else "nothing")
+        self.note(self.kind.judge(request, reply, sending_took) if reply else "nothing")
         return True
 
     def request_of(self, random_: random.Random, largest: int) -> bytes:
@@ -5468,7 +5658,13 @@ class Barrage:
     def burster(self, seed: int) -> None:
         random_ = random.Random(seed)
         while not self.gone.is_set() and not self.refused.is_set():
-            self.burst(random_, random_.randrange(20, 200))
+            # A burst only once the server has accepted the last one. Unpaced,
+            # bursts came at about 900 connections/s, what a server that forks
+            # a process for each does on a quiet machine: on a loaded one its
+            # listen queue grew for good, every requester queued behind the
+            # bursts, and none was served within 10 s.
+            if listen_queue_length(self.server.port) == 0:
+                self.burst(random_, random_.randrange(20, 200))
             self.gone.wait(random_.uniform(0.05, 0.2))
 
     def burst(self, random_: random.Random, count: int) -> None:
@@ -5553,7 +5749,9 @@ class StopUnderFireTests(unittest.TestCase):
             self.assertLess(time.monotonic() - stopped, bound)
         finally:
             outcomes = barrage.finish()
-        bad = {outcome: count for outcome, count in outcomes.items() if outcome not in ("whole", "nothing")}
+        bad = {
+            outcome: count for outcome, count in outcomes.items() if outcome not in ("whole", "nothing", "late: 408")
+        }
         self.assertEqual(bad, {}, f"{dict(outcomes)}\n{server.log()[-3000:]}")
         self.assertTrue(connect_refused(server.host, server.port))
         wait_for(lambda: not live_processes(server.process.pid), 3, "a process of the server outlived it")
@@ -5593,7 +5791,7 @@ class StopUnderFireWsgiApp(StopUnderFireTests):
         return ("--timeout", str(self.TIMEOUT)), 0.0
 
     def exchange(self) -> ReverseExchange | HttpExchange:
-        return HttpExchange()
+        return HttpExchange(timeout=self.TIMEOUT)
 
 
 def a_grandchild(pid: int, timeout: float = 5.0) -> int:
