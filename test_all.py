@@ -23,6 +23,7 @@ import ast
 import collections
 import concurrent.futures
 import contextlib
+import email.utils
 import http.client
 import importlib
 import io
@@ -3695,6 +3696,473 @@ class WebSocketBrowserTest(WebSocketTests):
             return bool(driver.call("GET", "/status")["ready"])
         except OSError:
             return False
+
+
+# asgi_server.py: HTTP/1.1 keep-alive on asyncio, running ASGI applications. The
+# applications the tests serve besides the demo, in a module of their own
+# (imported with --app from a temporary directory, as a user's main:app is).
+ASGI_APPS = '''
+import asyncio, json, os
+
+async def scope(scope, receive, send):
+    if scope["type"] == "lifespan":
+        message = await receive()
+        scope["state"]["started"] = "yes"
+        await send({"type": "lifespan.startup.complete"})
+        await receive()
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    body = []
+    while True:
+        message = await receive()
+        body.append(message.get("body", b""))
+        if not message.get("more_body"):
+            break
+    shown = {key: value for key, value in scope.items() if key not in ("headers", "raw_path", "query_string")}
+    shown["headers"] = [[name.decode("latin-1"), value.decode("latin-1")] for name, value in scope["headers"]]
+    shown["raw_path"] = scope["raw_path"].decode("latin-1")
+    shown["query_string"] = scope["query_string"].decode("latin-1")
+    shown["body"] = b"".join(body).decode("latin-1")
+    shown["messages"] = len(body)
+    data = json.dumps(shown).encode()
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"%d" % len(data))]})
+    await send({"type": "http.response.body", "body": data})
+
+async def raises(scope, receive, send):
+    if scope["type"] == "http" and scope["path"] == "/after-start":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"partial", "more_body": True})
+    if scope["type"] == "http" and scope["path"] == "/":
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+        return
+    raise ValueError("the application failed on purpose")
+
+async def returns(scope, receive, send):
+    pass
+
+async def misorders(scope, receive, send):
+    if scope["type"] != "http":
+        raise ValueError("no lifespan here")
+    try:
+        await send({"type": "http.response.body", "body": b"too soon"})
+    except RuntimeError as exc:
+        error = str(exc).encode()
+    headers = [(b"content-length", b"%d" % len(error))]
+    if scope["path"] == "/split":
+        headers.append((b"x-split", b"a\\r\\nset-cookie: evil"))
+    try:
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+    except RuntimeError as exc:
+        error = str(exc).encode()[:30]
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"%d" % len(error))]})
+    await send({"type": "http.response.body", "body": error})
+
+async def fails_to_start(scope, receive, send):
+    await receive()
+    await send({"type": "lifespan.startup.failed", "message": "Traceback...\\n  a line\\nRuntimeError: no database"})
+
+async def remembers(scope, receive, send):
+    """Lifespan shutdown writes a file; requests after a disconnect note it, so a test can see it."""
+    if scope["type"] == "lifespan":
+        await receive()
+        await send({"type": "lifespan.startup.complete"})
+        await receive()
+        with open(os.environ["ASGI_TEST_NOTES"], "a") as notes:
+            notes.write("shutdown\\n")
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    await receive()
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"streaming\\n", "more_body": True})
+    message = await receive()  # until the client goes, or the server stops
+    with open(os.environ["ASGI_TEST_NOTES"], "a") as notes:
+        notes.write(message["type"] + "\\n")
+    if scope["path"] == "/end":
+        await send({"type": "http.response.body", "body": b"bye\\n"})
+
+async def slow_reader(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    total = 0
+    while True:
+        message = await receive()
+        total += len(message.get("body", b""))
+        await asyncio.sleep(0.001)
+        if not message.get("more_body"):
+            break
+    data = b"%d" % total
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"%d" % len(data))]})
+    await send({"type": "http.response.body", "body": data})
+
+async def endless(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    chunk = b"x" * 65536
+    try:
+        while True:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    except OSError as exc:
+        with open(os.environ["ASGI_TEST_NOTES"], "a") as notes:
+            notes.write(type(exc).__name__ + "\\n")
+'''
+
+
+def asgi_apps(test: unittest.TestCase) -> Path:
+    """A temporary directory with the test applications' module, apps.py; removed after the test."""
+    directory = Path(tempfile.mkdtemp())
+    test.addCleanup(shutil.rmtree, directory)
+    (directory / "apps.py").write_text(ASGI_APPS)
+    return directory
+
+
+def with_apps(directory: Path, **env: str) -> tuple[str, ...]:
+    """A command prefix that lets a server import apps.py (and sets env)."""
+    return ("env", f"PYTHONPATH={directory}", *(f"{name}={value}" for name, value in env.items()))
+
+
+def http_exchange(server: Server, data: bytes, timeout: float = 10.0) -> bytes:
+    """Send data, then the end of the stream; everything the server sends until it closes."""
+    with server.connect() as conn:
+        conn.sendall(data)
+        conn.shutdown(socket.SHUT_WR)
+        reply, _ = read_until_closed(conn, timeout)
+    return reply
+
+
+class HttpReader:
+    """Responses read one at a time from a connection: bytes of the next one stay for the next call."""
+
+    def __init__(self, conn: socket.socket) -> None:
+        self.conn = conn
+        self.data = b""
+
+    def fill(self) -> None:
+        chunk = self.conn.recv(65536)
+        if not chunk:
+            raise AssertionError(f"the connection closed mid-response, after {self.data[:80]!r}")
+        self.data += chunk
+
+    def until(self, marker: bytes) -> bytes:
+        while marker not in self.data:
+            self.fill()
+        before, _, self.data = self.data.partition(marker)
+        return before
+
+    def exactly(self, size: int) -> bytes:
+        while len(self.data) < size:
+            self.fill()
+        taken, self.data = self.data[:size], self.data[size:]
+        return taken
+
+    def response(self, method: bytes = b"GET") -> tuple[int, dict[bytes, bytes], bytes]:
+        """The next final response: status, headers (names in lower case), body (chunks decoded)."""
+        status = 100
+        while status == 100:
+            lines = self.until(b"\r\n\r\n").split(b"\r\n")
+            status = int(lines[0].split()[1])
+        headers = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            headers[name.strip().lower()] = value.strip()
+        if method == b"HEAD" or status in (204, 304):
+            return status, headers, b""
+        if b"content-length" in headers:
+            return status, headers, self.exactly(int(headers[b"content-length"]))
+        if headers.get(b"transfer-encoding") != b"chunked":
+            body, _ = read_until_closed(self.conn, timeout=10)
+            return status, headers, self.data + body
+        pieces = []
+        while True:
+            size = int(self.until(b"\r\n").split(b";")[0], 16)
+            if not size:
+                self.until(b"\r\n")
+                return status, headers, b"".join(pieces)
+            pieces.append(self.exactly(size))
+            self.exactly(2)
+
+
+def read_response(conn: socket.socket, method: bytes = b"GET") -> tuple[int, dict[bytes, bytes], bytes]:
+    """One response, on a connection that has no other in flight."""
+    return HttpReader(conn).response(method)
+
+
+class AsgiServerTest(HttpServerTests):
+    script = "asgi_server.py"
+    refused_upload = ("/reverse", 413)  # over --max-body, refused before a byte of it is read
+    quick_args = ("--timeout", "2")
+    # Chunked bodies are decoded here (the other two HTTP servers answer 411):
+    # what a strict chunk parser refuses instead.
+    framing = [case for case in HttpServerTests.framing if case[2] != 411] + [
+        (b"Transfer-Encoding: chunked\r\n", b"0x5\r\nhello\r\n0\r\n\r\n", 400),  # a size with a prefix
+        (b"Transfer-Encoding: chunked\r\n", b"5 \r\nhello\r\n0\r\n\r\n", 400),
+        (b"Transfer-Encoding: chunked\r\n", b"-5\r\nhello\r\n0\r\n\r\n", 400),
+        (b"Transfer-Encoding: chunked\r\n", b"5\r\nhelloXX0\r\n\r\n", 400),  # a chunk without its CRLF
+        (b"Transfer-Encoding: chunked\r\n", b"5\nhello\n0\n\n", 400),  # bare LFs
+        (b"Transfer-Encoding: chunked\r\n", b"5;a\0b\r\nhello\r\n0\r\n\r\n", 400),  # NUL in an extension
+        (b"Transfer-Encoding: chunked\r\n", b"1" + b"0" * 16 + b"\r\n", 400),  # 2**64: an overflow elsewhere
+        (b"Transfer-Encoding: chunked\r\n", b"5\r\nhello\r\n0\r\nX-T: a\rb\r\n\r\n", 400),  # a bare CR in a trailer
+        (b"Transfer-Encoding: chunked\r\n", b"200000\r\n", 413),  # past --max-body, refused before it is read
+    ]
+
+    def assert_serves(self, server: Server) -> None:
+        response, body = self.http("GET", "/", server=server)
+        self.assertEqual((response.status, body), (200, b"Hello world!"))
+
+    def apps(self, app: str, *args: str, **env: str) -> Server:
+        """The server running apps.py's app (see ASGI_APPS)."""
+        directory = asgi_apps(self)
+        env.setdefault("ASGI_TEST_NOTES", str(directory / "notes"))
+        self.notes = directory / "notes"
+        return Server(self.script, ("--app", f"apps:{app}", *args), self.addCleanup, prefix=with_apps(directory, **env))
+
+    def test_a_connection_that_sends_nothing_is_closed_after_the_timeout(self) -> None:
+        # Here --keep-alive bounds an idle connection, a new one included, as in uvicorn.
+        server = self.start(*self.quick_args, "--keep-alive", "1")
+        with server.connect() as conn:
+            opened = time.monotonic()
+            reply, closed = read_until_closed(conn, timeout=5)
+        self.assertEqual(reply, b"")
+        self.assertGreaterEqual(closed - opened, 0.9)
+        self.assertLess(closed - opened, 3.0)
+        self.assert_serves(server)
+
+    def test_the_demo_routes(self) -> None:
+        response, body = self.http("GET", "/")
+        self.assertEqual(response.getheader("content-type"), "text/plain; charset=utf-8")
+        self.assertEqual(response.getheader("content-length"), "12")
+        self.assertEqual(response.getheader("server"), "asgi_server.py")
+        self.assertIsNotNone(email.utils.parsedate_to_datetime(response.getheader("date")))
+        data = bytes(range(256)) * 100
+        response, body = self.http("POST", "/reverse", body=data)
+        self.assertEqual(response.status, 200)
+        self.assert_same_bytes(body, data[::-1])
+        response, body = self.http("HEAD", "/")
+        self.assertEqual((response.status, body, response.getheader("content-length")), (200, b"", "12"))
+        response, body = self.http("DELETE", "/reverse")
+        self.assertEqual((response.status, response.getheader("allow")), (405, "POST"))
+        response, body = self.http("GET", "/nowhere")
+        self.assertEqual((response.status, body), (404, b"not found\n"))
+        response, body = self.http("GET", "/", headers={"Upgrade": "websocket", "Connection": "Upgrade"})
+        self.assertEqual(response.status, 200)  # no WebSocket here: an ordinary request
+
+    def test_events_stream_chunked_on_1_1_and_to_the_close_on_1_0(self) -> None:
+        with self.server.connect() as conn:
+            conn.sendall(b"GET /events?count=2 HTTP/1.1\r\nHost: test\r\n\r\n")
+            started = time.monotonic()
+            status, headers, body = read_response(conn)
+            self.assertEqual((status, headers[b"transfer-encoding"]), (200, b"chunked"))
+            self.assertEqual(headers[b"content-type"], b"text/event-stream")
+            self.assertRegex(body, rb"^id: 1\ndata: event 1 at [\d:]+\n\nid: 2\ndata: event 2 at [\d:]+\n\n$")
+            self.assertGreater(time.monotonic() - started, 0.9)  # one a second
+            conn.sendall(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")  # and the connection goes on
+            self.assertEqual(read_response(conn)[::2], (200, b"Hello world!"))
+        reply = http_exchange(self.server, b"GET /events?count=1 HTTP/1.0\r\n\r\n")
+        head, _, body = reply.partition(b"\r\n\r\n")
+        self.assertNotIn(b"transfer-encoding", head.lower())
+        self.assertIn(b"connection: close", head.lower())
+        self.assertRegex(body, rb"^id: 1\ndata: event 1 at [\d:]+\n\n$")
+
+    def test_a_hundred_pipelined_requests_get_a_hundred_responses_in_order(self) -> None:
+        requests = b"".join(
+            b"POST /reverse HTTP/1.1\r\nHost: test\r\nContent-Length: %d\r\n\r\n%d!" % (len(b"%d!" % n), n)
+            if n % 2
+            else b"GET /nowhere/%d HTTP/1.1\r\nHost: test\r\n\r\n" % n
+            for n in range(100)
+        )
+        with self.server.connect() as conn:
+            conn.sendall(requests)  # one write
+            reader = HttpReader(conn)
+            for n in range(100):
+                status, _, body = reader.response()
+                expected = (200, (b"%d!" % n)[::-1]) if n % 2 else (404, b"not found\n")
+                self.assertEqual((status, body), expected, f"response {n}")
+
+    def test_a_chunked_body_cut_at_every_byte(self) -> None:
+        body = b"4\r\nWiki\r\n5;ext=1\r\npedia\r\nE\r\n in\r\n\r\nchunks.\r\n0\r\nX-Trailer: 1\r\n\r\n"
+        request = b"POST /reverse HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n" + body
+        expected = b"Wikipedia in\r\n\r\nchunks."[::-1]
+        with self.server.connect() as conn:
+            for cut in range(1, len(request)):
+                conn.sendall(request[:cut])
+                time.sleep(0.001)  # the pace of the pieces: each cut reaches the server by itself, mostly
+                conn.sendall(request[cut:])
+                self.assertEqual(read_response(conn)[::2], (200, expected), f"cut at {cut}")
+
+    def test_a_body_in_pieces_reaches_the_application_as_it_comes(self) -> None:
+        server = self.apps("scope")
+        with server.connect() as conn:
+            conn.sendall(b"POST /a%20b/c?x=1&y=%20 HTTP/1.1\r\nHost: test\r\nContent-Length: 6\r\nX-Two: 1\r\n\r\nabc")
+            time.sleep(0.2)  # the pace of the pieces
+            conn.sendall(b"def")
+            status, _, body = read_response(conn)
+        scope = json.loads(body)
+        self.assertEqual(status, 200)
+        self.assertEqual((scope["body"], scope["messages"]), ("abcdef", 2))
+        self.assertEqual(scope["type"], "http")
+        self.assertEqual(scope["asgi"]["version"], "3.0")
+        self.assertEqual((scope["http_version"], scope["method"], scope["scheme"]), ("1.1", "POST", "http"))
+        self.assertEqual((scope["path"], scope["raw_path"], scope["query_string"]), ("/a b/c", "/a%20b/c", "x=1&y=%20"))
+        self.assertEqual(scope["headers"], [["host", "test"], ["content-length", "6"], ["x-two", "1"]])
+        self.assertEqual(scope["root_path"], "")
+        self.assertEqual(scope["client"][0], "127.0.0.1")
+        self.assertEqual(scope["server"], ["127.0.0.1", server.port])
+        self.assertEqual(scope["state"], {"started": "yes"})  # the lifespan's state, copied in
+        mounted = self.apps("scope", "--root-path", "/api")
+        response, body = self.http("GET", "/items", server=mounted)
+        scope = json.loads(body)
+        self.assertEqual((scope["root_path"], scope["path"], scope["raw_path"]), ("/api", "/api/items", "/api/items"))
+
+    def test_expect_100_continue_when_the_application_reads_and_the_final_status_when_it_refuses(self) -> None:
+        with self.server.connect() as conn:
+            conn.sendall(b"POST /reverse HTTP/1.1\r\nHost: test\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n")
+            conn.settimeout(2)
+            self.assertEqual(conn.recv(100), b"HTTP/1.1 100 Continue\r\n\r\n")
+            conn.sendall(b"hello")
+            self.assertEqual(read_response(conn)[::2], (200, b"olleh"))
+        # The demo's GET / reads no body: no 100, the final status, and a close
+        # (nobody can tell whether the client will send the body after all).
+        reply = http_exchange(
+            self.server, b"POST / HTTP/1.1\r\nHost: test\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n"
+        )
+        self.assertRegex(reply, rb"^HTTP/1\.1 405 ")
+        self.assertNotIn(b"100 Continue", reply)
+
+    def test_http_1_0_persists_only_when_it_asks(self) -> None:
+        with self.server.connect() as conn:
+            conn.sendall(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            status, headers, body = read_response(conn)
+            self.assertEqual((status, headers[b"connection"], body), (200, b"keep-alive", b"Hello world!"))
+            conn.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            status, headers, body = read_response(conn)
+            self.assertEqual(headers[b"connection"], b"close")
+            self.assertEqual(conn.recv(10), b"")
+        reply = http_exchange(self.server, b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+        self.assertIn(b"\r\nconnection: close\r\n", reply)
+
+    def test_a_head_over_64_kib_gets_431_and_a_body_over_max_body_413(self) -> None:
+        reply = self.raw(b"GET / HTTP/1.1\r\nHost: test\r\n" + b"X-Big: " + b"a" * 70_000 + b"\r\n\r\n")
+        self.assertRegex(reply, rb"^HTTP/1\.1 431 ")
+        server = self.start(*self.quick_args, "--max-body", "10")
+        reply = http_exchange(server, b"POST /reverse HTTP/1.1\r\nHost: t\r\nContent-Length: 11\r\n\r\n" + b"x" * 11)
+        self.assertRegex(reply, rb"^HTTP/1\.1 413 ")
+        chunks = b"5\r\nhello\r\n6\r\nworld!\r\n0\r\n\r\n"
+        reply = http_exchange(
+            server, b"POST /reverse HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks
+        )
+        self.assertRegex(reply, rb"^HTTP/1\.1 413 ")
+        self.assertEqual(len(re.findall(rb"HTTP/1\.1 \d{3} ", reply)), 1, reply)
+
+    def test_an_idle_connection_is_closed_after_keep_alive(self) -> None:
+        server = self.start(*self.quick_args, "--keep-alive", "0.5")
+        with server.connect() as conn:
+            conn.sendall(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+            self.assertEqual(read_response(conn)[0], 200)
+            answered = time.monotonic()
+            self.assertEqual(read_until_closed(conn, timeout=5)[0], b"")
+            self.assertLess(time.monotonic() - answered, 2.5)
+            self.assertGreater(time.monotonic() - answered, 0.4)
+
+    def test_an_application_that_raises_gets_500_and_the_server_carries_on(self) -> None:
+        directory = asgi_apps(self)
+        server = Server(
+            self.script,
+            ("--app", "apps:raises"),
+            self.addCleanup,
+            prefix=with_apps(directory),
+            unclean=re.compile(WARNING),  # the application's traceback is expected
+        )
+        reply = http_exchange(server, b"GET /before HTTP/1.1\r\nHost: test\r\n\r\nGET / HTTP/1.1\r\nHost: test\r\n\r\n")
+        self.assertRegex(reply, rb"^HTTP/1\.1 500 Internal Server Error\r\n")
+        self.assertIn(b"\r\nconnection: close\r\n", reply)
+        self.assertEqual(len(re.findall(rb"HTTP/1\.1 \d{3} ", reply)), 1, reply)
+        self.assertRegex(server.log(), r"Exception in ASGI application\n(.*\n)*ValueError: the application failed")
+        reply = http_exchange(server, b"GET /after-start HTTP/1.1\r\nHost: test\r\n\r\n")
+        self.assertTrue(reply.startswith(b"HTTP/1.1 200 OK\r\n"), reply)
+        self.assertFalse(reply.endswith(b"0\r\n\r\n"), reply)  # cut off: the client can tell
+        response, body = self.http("GET", "/", server=server)
+        self.assertEqual((response.status, body), (200, b"ok"))
+        self.assertIn("does not support lifespan", server.log())  # served anyway
+        self.assertEqual(server.stop(), 0, server.log())
+
+    def test_an_application_that_returns_without_responding_gets_500(self) -> None:
+        server = self.apps("returns")
+        response, body = self.http("GET", "/", server=server)
+        self.assertEqual((response.status, body), (500, b"Internal Server Error"))
+        server.wait_for_log("ASGI callable returned without starting response")
+
+    def test_messages_out_of_order_and_unsafe_headers_raise_into_the_application(self) -> None:
+        server = self.apps("misorders")
+        response, body = self.http("GET", "/", server=server)
+        expected = b"expected ASGI message 'http.response.start', not 'http.response.body'"
+        self.assertEqual((response.status, body), (200, expected))
+        response, body = self.http("GET", "/split", server=server)
+        self.assertEqual((response.status, body), (200, b"a response header is not a tok"))
+        self.assertIsNone(response.getheader("set-cookie"))
+
+    def test_lifespan_startup_failure_is_one_line_and_exit_1(self) -> None:
+        directory = asgi_apps(self)
+        result = run_script(self.script, "0", "--app", "apps:fails_to_start", prefix=with_apps(directory))
+        self.assertEqual(result.returncode, 1, result.stderr)
+        self.assertEqual(result.stdout, "")  # no ready line
+        self.assertEqual(result.stderr, "the application failed to start: RuntimeError: no database\n")
+
+    def test_an_app_that_cannot_be_imported_is_one_line_and_exit_1(self) -> None:
+        directory = asgi_apps(self)
+        for name, message in (
+            ("no_such_module:app", "cannot import no_such_module: ModuleNotFoundError"),
+            ("apps:no_such_app", "apps has no attribute 'no_such_app'"),
+            ("apps:os", "it is a module, not an ASGI application"),
+        ):
+            with self.subTest(name=name):
+                result = run_script(self.script, "0", "--app", name, prefix=with_apps(directory))
+                self.assertEqual(result.returncode, 1, result.stderr)
+                self.assertEqual(result.stderr.count("\n"), 1, result.stderr)
+                self.assertIn(message, result.stderr)
+        result = run_script(self.script, "0", "--app", "no-colon")
+        self.assertEqual(result.returncode, 2)
+
+    def test_importing_it_has_no_side_effects(self) -> None:
+        result = run_script("-c", "import asgi_server, asyncio; print(asyncio.iscoroutinefunction(asgi_server.app))")
+        self.assertEqual((result.returncode, result.stdout, result.stderr), (0, "True\n", ""))
+
+    def test_a_stop_ends_streams_with_http_disconnect_runs_the_lifespan_shutdown_and_exits_0(self) -> None:
+        server = self.apps("remembers", "--timeout", "5")
+        with server.connect() as streaming, server.connect() as idle, server.connect() as ending:
+            streaming.sendall(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+            ending.sendall(b"GET /end HTTP/1.1\r\nHost: test\r\n\r\n")
+            for conn in (streaming, ending):
+                conn.settimeout(5)
+                self.assertIn(b"streaming", conn.recv(65536))
+            server.wait_until_accepted()
+            stopped = time.monotonic()
+            server.process.send_signal(signal.SIGTERM)
+            self.assertEqual(read_until_closed(idle, timeout=2)[0], b"")  # closed at once
+            reply, _ = read_until_closed(ending, timeout=5)
+            self.assertTrue(reply.endswith(b"4\r\nbye\n\r\n0\r\n\r\n"), reply)
+            reply, _ = read_until_closed(streaming, timeout=5)
+            self.assertTrue(reply.endswith(b"0\r\n\r\n"), reply)  # a clean end of the stream
+            self.assertEqual(server.process.wait(STOP_TIMEOUT), 0, server.log())
+            self.assertLess(time.monotonic() - stopped, 3)
+        self.assertEqual(self.notes.read_text().split(), ["http.disconnect", "http.disconnect", "shutdown"])
+
+    def test_a_stop_closes_idle_connections_at_once_and_finishes_a_response_in_progress_with_close(self) -> None:
+        server = self.start("--timeout", "5")
+        with server.connect() as idle, server.connect() as busy:
+            idle.sendall(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+            self.assertEqual(read_response(idle)[0], 200)
+            busy.sendall(b"POST /reverse HTTP/1.1\r\nHost: test\r\nContent-Length: 5\r\n\r\nhel")
+            server.wait_until_accepted()
+            time.sleep(0.1)  # not a wait for anything: the request is in progress, whatever it takes
+            server.process.send_signal(signal.SIGTERM)
+            self.assertEqual(read_until_closed(idle, timeout=2)[0], b"")
+            server.wait_until_refused(timeout=2)
+            busy.sendall(b"lo")
+            reply, _ = read_until_closed(busy, timeout=5)
+        self.assertIn(b"\r\nconnection: close\r\n", reply)
+        self.assertTrue(reply.endswith(b"\r\n\r\nolleh"), reply)
+        self.assertEqual(server.process.wait(STOP_TIMEOUT), 0, server.log())
 
 
 class ClientTest(unittest.TestCase):
