@@ -4585,6 +4585,7 @@ SERVER_SCRIPTS = (
     "http_static.py",
     "wsgi_app.py",
     "websocket_server.py",
+    "asgi_server.py",
 )
 # Names each script defines its own way: they are the approach itself.
 APPROACH = {"serve", "make_server"}
@@ -4600,6 +4601,7 @@ DIFFERENCES = {
         "socketserver_variants.py": "socketserver builds and runs the server",
         "http_static.py": "checks --directory first; http.server runs the server",
         "wsgi_app.py": "wsgiref runs the server",
+        "asgi_server.py": "imports --app first; serve() runs in an event loop and returns the exit status",
     },
     "parse_args": {
         "pool_server.py": "adds --min-workers, --max-workers and --idle-timeout",
@@ -4611,11 +4613,13 @@ DIFFERENCES = {
         "http_static.py": "HTTP: --directory, and --timeout is the idle time",
         "wsgi_app.py": "HTTP: no --delay or --max-request",
         "websocket_server.py": "WebSocket: --max-message, --ping-interval, --allow-origin, ...",
+        "asgi_server.py": "ASGI: --app, --keep-alive, --max-body, --root-path",
     },
     "stop_signals": {
         "asyncio_server.py": "the loop's own signal handling",
         "asyncio_protocol_server.py": "the loop's own signal handling",
         "websocket_server.py": "the loop's own signal handling",
+        "asgi_server.py": "the loop's own signal handling",
     },
     "stop_on_signals": {"wsgi_app.py": "its own server stops with a flag, not socketserver's shutdown()"},
     "open_listener": {"forking_server.py": "no idna codec for an ASCII host: less for each fork() to copy"},
@@ -4638,6 +4642,13 @@ DIFFERENCES = {
         "websocket_server.py": "an HTTP request, then the WebSocket it opens",
     },
     "read_request": {"asyncio_server.py": "coroutines on streams", "websocket_server.py": "an HTTP request head"},
+    "MAX_HEAD": {"asgi_server.py": "64 KiB: a whole head of any ASGI application's requests, cookies included"},
+    "Refusal": {"asgi_server.py": "a status and its detail; the connection closes after it"},
+    "Request": {"asgi_server.py": "the head parsed for the scope, and the body's framing"},
+    **{
+        name: {"asgi_server.py": "ASGI: a coroutine and two channels, not WSGI's call"}
+        for name in ("app", "hello", "reverse")
+    },
     "handle_request": {
         "asyncio_server.py": "coroutines on streams",
         "websocket_server.py": "routes, and the WebSocket handshake",
@@ -4865,13 +4876,16 @@ def numeric_options(parser: argparse.ArgumentParser) -> list[str]:
     ]
 
 
+HTTP_SCRIPTS = ("http_static.py", "wsgi_app.py", "websocket_server.py", "asgi_server.py")
+
+
 @unittest.skipUnless(Path("/proc/self/stat").exists(), "reads CPU time from /proc")
 class OptionEdgesTest(unittest.TestCase):
     """Every number option of every server at its edges: refused in one line, or served, and never a spin."""
 
     def test_every_number_option_refuses_or_serves_at_its_edges(self) -> None:
         accepted = []
-        for command in (*REVERSE_SERVERS, ("http_static.py",), ("wsgi_app.py",), ("websocket_server.py",)):
+        for command in (*REVERSE_SERVERS, *((script,) for script in HTTP_SCRIPTS)):
             script, *variant = command
             parse_args, parser = parser_of(script)
             for option in numeric_options(parser):
@@ -4894,7 +4908,7 @@ class OptionEdgesTest(unittest.TestCase):
         servers = []
         for script, *args in commands:
             with self.subTest(" ".join([script, *args])):
-                speaks_http = script in ("http_static.py", "wsgi_app.py", "websocket_server.py")
+                speaks_http = script in HTTP_SCRIPTS
                 quick = () if speaks_http else (*QUICK[:2], "--max-request", "1000")
                 # The value under test last, so it wins over the quick ones.
                 server = Server(script, (*quick, "--quiet", *args), self.addCleanup)
@@ -5196,6 +5210,16 @@ class StopUnderFireHttpStatic(StopUnderFireTests):
 
 class StopUnderFireWsgiApp(StopUnderFireTests):
     command = ("wsgi_app.py",)
+
+    def server_options(self, worst: bool, random_: random.Random) -> tuple[tuple[str, ...], float]:
+        return ("--timeout", str(self.TIMEOUT)), 0.0
+
+    def exchange(self) -> ReverseExchange | HttpExchange:
+        return HttpExchange()
+
+
+class StopUnderFireAsgiServer(StopUnderFireTests):
+    command = ("asgi_server.py",)
 
     def server_options(self, worst: bool, random_: random.Random) -> tuple[tuple[str, ...], float]:
         return ("--timeout", str(self.TIMEOUT)), 0.0
