@@ -4165,6 +4165,225 @@ class AsgiServerTest(HttpServerTests):
         self.assertEqual(server.process.wait(STOP_TIMEOUT), 0, server.log())
 
 
+# Real applications on asgi_server.py, and uvicorn (--http h11, pure Python) as
+# the oracle: the same requests to both, serving the same application.
+PEER_APPS = """
+import asyncio, contextlib, os
+from typing import Optional
+from fastapi import BackgroundTasks, FastAPI, Request
+from pydantic import BaseModel
+from starlette.applications import Starlette
+from starlette.background import BackgroundTask
+from starlette.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from starlette.routing import Route
+
+def note(text):
+    with open(os.environ["ASGI_TEST_NOTES"], "a") as notes:
+        notes.write(text + "\\n")
+
+@contextlib.asynccontextmanager
+async def lifespan(app):
+    note("startup")
+    yield {"greeting": "hello"}
+    note("shutdown")
+
+async def numbers():
+    for number in range(3):
+        yield f"{number}\\n"
+        await asyncio.sleep(0.01)
+
+async def item(request):
+    return JSONResponse({"id": request.path_params["id"], "q": request.query_params.get("q")})
+
+async def echo(request):
+    return JSONResponse({"got": await request.json()})
+
+async def stream(request):
+    return StreamingResponse(numbers(), media_type="text/plain")
+
+async def later(request):
+    return PlainTextResponse("accepted", background=BackgroundTask(note, "background"))
+
+async def fails(request):
+    raise KeyError("on purpose")
+
+async def state(request):
+    return PlainTextResponse(request.state.greeting)
+
+async def handled(request, exc):
+    return JSONResponse({"error": "handled"}, status_code=418)
+
+starlette_app = Starlette(
+    routes=[
+        Route("/items/{id:int}", item),
+        Route("/echo", echo, methods=["POST"]),
+        Route("/stream", stream),
+        Route("/later", later),
+        Route("/fails", fails),
+        Route("/state", state),
+    ],
+    exception_handlers={KeyError: handled},
+    lifespan=lifespan,
+)
+
+fastapi_app = FastAPI(lifespan=lifespan)
+
+class Item(BaseModel):
+    name: str
+    price: float
+
+@fastapi_app.get("/items/{item_id}")
+async def read_item(item_id: int, q: Optional[str] = None):
+    return {"item_id": item_id, "q": q}
+
+@fastapi_app.post("/items")
+async def create_item(item: Item):
+    return {"name": item.name, "total": item.price * 2}
+
+@fastapi_app.get("/stream")
+async def fastapi_stream():
+    return StreamingResponse(numbers(), media_type="text/plain")
+
+@fastapi_app.get("/later")
+async def fastapi_later(tasks: BackgroundTasks):
+    tasks.add_task(note, "background")
+    return {"accepted": True}
+
+@fastapi_app.get("/fails")
+async def fastapi_fails():
+    raise KeyError("on purpose")
+
+@fastapi_app.get("/state")
+async def fastapi_state(request: Request):
+    return {"greeting": request.state.greeting}
+
+@fastapi_app.get("/json")
+async def fastapi_json():
+    return {"message": "Hello world!"}
+
+fastapi_app.add_exception_handler(KeyError, handled)
+"""
+# uvicorn, run the way Server runs a script: a ready line once its socket
+# listens, the application named by the last argument.
+UVICORN_H11 = """
+import socket, sys, uvicorn
+listener = socket.create_server(("127.0.0.1", 0))
+print(f"Listening on http://127.0.0.1:{listener.getsockname()[1]}/", flush=True)
+config = uvicorn.Config(sys.argv[-1], http="h11", loop="asyncio", log_level="warning", lifespan="auto")
+uvicorn.Server(config).run(sockets=[listener])
+"""
+# The requests both servers get, by application: (method, path, body, headers).
+ORACLE_REQUESTS = {
+    "asgi_server:app": [
+        ("GET", "/", None, {}),
+        ("HEAD", "/", None, {}),
+        ("POST", "/reverse", b"hello world", {}),
+        ("POST", "/reverse?over-a-mib", b"x" * (1024 * 1024 + 1), {}),
+        ("GET", "/events?count=1", None, {}),
+        ("GET", "/events?count=x", None, {}),
+        ("GET", "/nowhere", None, {}),
+        ("DELETE", "/reverse", None, {}),
+        ("GET", "/", None, {"Connection": "close"}),
+        ("GET", "/%7e", None, {}),
+    ],
+    **{
+        f"peer_apps:{name}": [
+            ("GET", "/items/42?q=x", None, {}),
+            ("GET", "/items/nope", None, {}),
+            ("POST", "/echo" if name == "starlette_app" else "/items", b'{"name": "pen", "price": 1.5}', {}),
+            ("POST", "/items", b'{"name": 1}', {"Content-Type": "application/json"}),
+            ("GET", "/stream", None, {}),
+            ("GET", "/later", None, {}),
+            ("GET", "/fails", None, {}),
+            ("GET", "/state", None, {}),
+            ("HEAD", "/items/1", None, {}),
+            ("OPTIONS", "/items/1", None, {}),
+            ("GET", "/missing", None, {}),
+        ]
+        for name in ("starlette_app", "fastapi_app")
+    },
+}
+# Where asgi_server.py answers otherwise than uvicorn --http h11, and why: (application, method, path): reason.
+ORACLE_DIFFERENCES = {
+    ("asgi_server:app", "POST", "/reverse?over-a-mib"): "--max-body (1 MiB) refuses a body of 1 MiB + 1 before the"
+    " application runs: the server's own 413, and a close; uvicorn has no limit, and the application answers 413",
+}
+
+
+class AsgiPeerTest(unittest.TestCase):
+    """Starlette and FastAPI applications over sockets, and every answer compared with uvicorn's."""
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        for module in ("uvicorn", "starlette", "fastapi"):
+            require_peer(module)
+        cls.directory = Path(tempfile.mkdtemp())
+        cls.addClassCleanup(shutil.rmtree, cls.directory)
+        (cls.directory / "peer_apps.py").write_text(PEER_APPS)
+
+    def serve(self, application: str, by: str, notes: Path) -> Server:
+        env = with_apps(self.directory, PYTHONPATH=f"{self.directory}:{HERE}", ASGI_TEST_NOTES=str(notes))
+        if by == "uvicorn":
+            return Server(
+                "asgi_server.py", (application,), self.addCleanup, prefix=(*env, sys.executable, "-c", UVICORN_H11)
+            )
+        args = () if application == "asgi_server:app" else ("--app", application)
+        return Server("asgi_server.py", args, self.addCleanup, prefix=env)
+
+    def answer(self, server: Server, method: str, path: str, body: bytes | None, headers: dict) -> tuple:
+        conn = http.client.HTTPConnection(server.host, server.port, timeout=10)
+        try:
+            conn.request(method, path, body=body, headers=headers)
+            response = conn.getresponse()
+            kept = []
+            for name, value in response.getheaders():
+                if name.lower() == "allow":  # Starlette lists a set: its order changes with each process's hash seed
+                    value = ", ".join(sorted(value.split(", ")))
+                if name.lower() not in ("date", "server"):
+                    kept.append((name.lower(), value))
+            kept.sort()
+            return response.status, kept, response.read()
+        finally:
+            conn.close()
+
+    def test_the_applications_answer_as_under_uvicorn(self) -> None:
+        for application, requests in ORACLE_REQUESTS.items():
+            notes = self.directory / f"notes-{application}"
+            ours, theirs = self.serve(application, "asgi_server", notes), self.serve(application, "uvicorn", notes)
+            for method, path, body, headers in requests:
+                with self.subTest(application=application, request=f"{method} {path}"):
+                    ours_said = self.answer(ours, method, path, body, headers)
+                    theirs_said = self.answer(theirs, method, path, body, headers)
+                    if (application, method, path) in ORACLE_DIFFERENCES:
+                        self.assertNotEqual(ours_said, theirs_said, "declared different, but it is not: drop the entry")
+                    else:
+                        self.assertEqual(ours_said, theirs_said)
+            self.assertEqual(ours.stop(), 0, ours.log())
+
+    def test_fastapi_and_starlette_run_their_startup_background_tasks_and_shutdown(self) -> None:
+        for application in ("peer_apps:starlette_app", "peer_apps:fastapi_app"):
+            with self.subTest(application=application):
+                notes = self.directory / f"lifecycle-{application}"
+                server = self.serve(application, "asgi_server", notes)
+                self.assertEqual(notes.read_text(), "startup\n")  # before the ready line
+                with server.connect() as conn:
+                    conn.sendall(
+                        b"GET /later HTTP/1.1\r\nHost: test\r\n\r\nGET /items/7 HTTP/1.1\r\nHost: test\r\n\r\n"
+                    )
+                    reader = HttpReader(conn)
+                    self.assertEqual(reader.response()[0], 200)
+                    status, _, body = reader.response()
+                    self.assertEqual((status, json.loads(body)["q"]), (200, None))
+                wait_for(lambda notes=notes: "background" in notes.read_text(), 5, "the background task did not run")
+                self.assertEqual(server.stop(), 0, server.log())
+                self.assertEqual(notes.read_text(), "startup\nbackground\nshutdown\n")
+
+    def test_uvicorn_serves_the_demo_from_asgi_server_app(self) -> None:
+        # The contract: importing asgi_server has no side effects, and its app is the demo.
+        server = self.serve("asgi_server:app", "uvicorn", self.directory / "demo")
+        self.assertEqual(self.answer(server, "GET", "/", None, {})[::2], (200, b"Hello world!"))
+
+
 class ClientTest(unittest.TestCase):
     server: Server
 
