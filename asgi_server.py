@@ -1068,11 +1068,20 @@ class HttpConnection(asyncio.Protocol):
         buffer = self.buffer
         end = buffer.find(b"\r\n\r\n", self.scanned)
         if end < 0 or end + 4 > MAX_HEAD:
+            head_request = buffer.startswith(b"HEAD ")  # whose answer has no body, even an error
             if len(buffer) > MAX_HEAD:
                 if 0 <= buffer.find(b"\r\n", 0, MAX_HEAD) < MAX_HEAD:
-                    self.refuse(Refusal(431, "Request head too large"))
+                    self.refuse(Refusal(431, "Request head too large"), head_request)
                 else:
-                    self.refuse(Refusal(414, "Request line too long"))
+                    self.refuse(Refusal(414, "Request line too long"), head_request)
+                return
+            # A line that ends in a bare LF never ends a head here: answer
+            # now, rather than wait for a CRLF that h11 or a proxy, reading
+            # LF as an end of line, would not wait for. (Only the new bytes
+            # are looked at, as below.)
+            start = max(1, self.scanned)
+            if buffer.count(b"\n", start) != buffer.count(b"\r\n", start - 1) or buffer[:1] == b"\n":
+                self.refuse(Refusal(400, "A line ends in a bare LF"), head_request)
                 return
             # Search only the new bytes next time: rescanning would make a
             # head trickled a byte at a time cost O(n^2).
@@ -1096,7 +1105,7 @@ class HttpConnection(asyncio.Protocol):
         try:
             request = parse_head(data, end, self.args.max_body)
         except Refusal as refusal:
-            self.refuse(refusal)
+            self.refuse(refusal, head_request=data.startswith(b"HEAD "))
             return
         self.state = "busy"
         cycle = RequestCycle(self, request)
@@ -1134,7 +1143,7 @@ class HttpConnection(asyncio.Protocol):
                         self.log_info(f"closed: {refusal.detail}")
                         self.close()
                     else:
-                        self.refuse(refusal)
+                        self.refuse(refusal, head_request=cycle.request.method == "HEAD")
                     return
                 done = self.chunked.done
             else:
@@ -1213,10 +1222,11 @@ class HttpConnection(asyncio.Protocol):
         else:
             self.deadlines.set(self, self.args.keep_alive, self.idle_too_long)
 
-    def refuse(self, refusal: Refusal) -> None:
+    def refuse(self, refusal: Refusal, head_request: bool = False) -> None:
         """Answer a request the server will not run (its framing, its size) with an error, and close."""
         self.log_info(f"refused: {refusal.status} {refusal.detail}")
-        self.transport.write(own_response(refusal.status, f"{refusal.detail}\n".encode(), self.service))
+        body = f"{refusal.detail}\n".encode()
+        self.transport.write(own_response(refusal.status, body, self.service, head_request))
         self.linger()
 
     # Closing.
@@ -1515,15 +1525,17 @@ class RequestCycle:
         self.response_started = True
         self.keep_alive = False
         self.head = None
-        self.connection.transport.write(own_response(500, b"Internal Server Error", self.connection.service))
+        body = b"Internal Server Error"
+        head_request = self.request.method == "HEAD"
+        self.connection.transport.write(own_response(500, body, self.connection.service, head_request))
         self.complete()
 
 
-def own_response(status: int, body: bytes, service: Service) -> bytes:
+def own_response(status: int, body: bytes, service: Service, head_request: bool = False) -> bytes:
     """A whole response of the server's own (a refusal, a 500), after which the connection closes."""
     head = b"HTTP/1.1 %d %s\r\n%s" % (status, STATUS_PHRASES[status], service.headers_now())
     head += b"content-type: text/plain; charset=utf-8\r\nconnection: close\r\n"
-    return head + b"content-length: %d\r\n\r\n%s" % (len(body), body)
+    return head + b"content-length: %d\r\n\r\n%s" % (len(body), b"" if head_request else body)
 
 
 if __name__ == "__main__":

@@ -2516,8 +2516,18 @@ def parse_responses(data: bytes, methods: list[bytes]) -> tuple[list[tuple[bytes
     return responses, ""
 
 
-def fuzz_verdict(requests: list[FuzzedRequest], reading: tuple[list[Any], bool], reply: bytes, ending: str) -> str:
-    """What is wrong with the server's reply to these requests, given h11's reading of them ('' for nothing)."""
+def fuzz_verdict(
+    requests: list[FuzzedRequest],
+    reading: tuple[list[Any], bool],
+    reply: bytes,
+    ending: str,
+    kept_alive: frozenset[int] = frozenset(),
+) -> str:
+    """What is wrong with the server's reply to these requests, given h11's reading of them ('' for nothing).
+
+    kept_alive: the statuses an application answers to a request h11 reads
+    as valid (a 404), after which the connection may go on.
+    """
     valid, refused = reading
     clean = not any(request.mutations for request in requests)
     if ending != "end of stream":
@@ -2536,7 +2546,7 @@ def fuzz_verdict(requests: list[FuzzedRequest], reading: tuple[list[Any], bool],
         expected = requests[index].expected if index < len(requests) and not requests[index].mutations else None
         if clean and expected is not None and (status != expected[0] or expected[1] not in (None, body)):
             return f"request {index + 1}: {status} {body[:40]!r}, not {expected[0]} {expected[1]!r:.40}"
-        if status >= 400 and not last:
+        if status >= 400 and not last and status not in kept_alive:
             return f"a {status} for request {index + 1}, and the connection went on"
     if len(responses) < len(valid):
         if not responses:
@@ -2579,6 +2589,7 @@ class HttpFuzzTests(unittest.TestCase):
     args: tuple[str, ...] = ()
     timeout = 2.0  # the server's --timeout: no connection may be held longer
     routes: tuple[tuple[str, str, bytes | None, int, bytes | None], ...] = ()
+    kept_alive: frozenset[int] = frozenset()  # see fuzz_verdict()
     server: Server
 
     @classmethod
@@ -2609,7 +2620,7 @@ class HttpFuzzTests(unittest.TestCase):
             for (case, data, _), (reply, ending, seconds) in zip(cases, self.exchange(cases)):
                 reading = h11_reading(data, self.h11)
                 refused += reading[1]
-                verdict = fuzz_verdict(case, reading, reply, ending)
+                verdict = fuzz_verdict(case, reading, reply, ending, self.kept_alive)
                 if not verdict and seconds > self.timeout + 1:
                     verdict = f"held {seconds:.1f} s, past --timeout"
                 if verdict:
@@ -3906,9 +3917,29 @@ class AsgiServerTest(HttpServerTests):
         (b"Transfer-Encoding: chunked\r\n", b"200000\r\n", 413),  # past --max-body, refused before it is read
     ]
 
+    # Lines that end in a bare LF: h11 reads them as a head, so silence while
+    # waiting for a CRLF would leave a client that h11 answers unanswered (the fuzz found it).
+    framing_requests = [
+        *HttpServerTests.framing_requests,
+        (b"GET / HTTP/1.1\r\nHost: test\r\n\n", 400),
+        (b"GET / HTTP/1.1\nHost: test\n\n", 400),
+    ]
+
     def assert_serves(self, server: Server) -> None:
         response, body = self.http("GET", "/", server=server)
         self.assertEqual((response.status, body), (200, b"Hello world!"))
+
+    def test_a_head_request_refused_gets_no_body(self) -> None:
+        # A body after the answer to HEAD would be read as the next response (the fuzz found it).
+        for request in (
+            b"HEAD / HTTP/1.1\r\nHost: test\r\n \r\n\r\n",  # obs-fold
+            b"HEAD / HTTP/1.1\r\nHost: test\r\nX: " + b"a" * 70_000 + b"\r\n\r\n",
+            b"HEAD / HTTP/1.1\r\nHost: test\n\n",
+        ):
+            with self.subTest(request=request[:40]):
+                head, _, body = self.raw(request).partition(b"\r\n\r\n")
+                self.assertRegex(head, rb"^HTTP/1\.1 4\d\d ")
+                self.assertEqual(body, b"")
 
     def apps(self, app: str, *args: str, **env: str) -> Server:
         """The server running apps.py's app (see ASGI_APPS)."""
@@ -4382,6 +4413,29 @@ class AsgiPeerTest(unittest.TestCase):
         # The contract: importing asgi_server has no side effects, and its app is the demo.
         server = self.serve("asgi_server:app", "uvicorn", self.directory / "demo")
         self.assertEqual(self.answer(server, "GET", "/", None, {})[::2], (200, b"Hello world!"))
+
+
+class AsgiFuzzTest(HttpFuzzTests):
+    """asgi_server.py against h11: pipelined sequences (up to three requests a connection, and
+    HTTP/1.0 keep-alive), chunked bodies cut at random places or a byte at a time, bodies in pieces.
+
+    Chunked bodies are decoded here, so the chunk mutations (sizes, extensions,
+    a missing CRLF, trailers) are tested against h11's reading of them, not
+    just refused. Its 404 and 405 are the application's own answers, on a
+    connection that persists.
+    """
+
+    script = "asgi_server.py"
+    routes = (
+        ("GET", "/", None, 200, b"Hello world!"),
+        ("HEAD", "/", None, 200, b""),
+        ("POST", "/reverse", b"*", 200, b"*"),
+        ("POST", "/reverse", b"*", 200, b"*"),
+        ("GET", "/nowhere", None, 404, b"not found\n"),
+        ("DELETE", "/reverse", None, 405, None),
+        ("POST", "/", b"*", 405, None),
+    )
+    kept_alive = frozenset({404, 405})
 
 
 class ClientTest(unittest.TestCase):
