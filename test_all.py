@@ -3798,8 +3798,8 @@ async def slow_reader(scope, receive, send):
     total = 0
     while True:
         message = await receive()
+        await asyncio.sleep(0.5 if not total else 0.001)  # busy at first (a database?), then slow
         total += len(message.get("body", b""))
-        await asyncio.sleep(0.001)
         if not message.get("more_body"):
             break
     data = b"%d" % total
@@ -3807,12 +3807,13 @@ async def slow_reader(scope, receive, send):
     await send({"type": "http.response.body", "body": data})
 
 async def endless(scope, receive, send):
+    """64 KiB after 64 KiB, 256 MiB in all: endless to any client, and a bound if the server buffered it all."""
     if scope["type"] != "http":
         return
     await send({"type": "http.response.start", "status": 200, "headers": []})
     chunk = b"x" * 65536
     try:
-        while True:
+        for _ in range(4096):
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
     except OSError as exc:
         with open(os.environ["ASGI_TEST_NOTES"], "a") as notes:
@@ -4436,6 +4437,62 @@ class AsgiFuzzTest(HttpFuzzTests):
         ("POST", "/", b"*", 405, None),
     )
     kept_alive = frozenset({404, 405})
+
+
+@unittest.skipUnless(Path("/proc/self/status").exists(), "reads memory from /proc")
+class AsgiFlowControlTest(unittest.TestCase):
+    """Flow control both ways: what a slow application or a client that does not read costs the server.
+
+    The bound on the peak resident memory (VmHWM) the test allows above the
+    server's after its first request: 8 MiB, for a 200 MiB upload to an
+    application that takes half a second before it reads, and for a response
+    that streams without end to a client that reads nothing. Measured (3.11):
+    +0.7 MiB and +0.0 MiB; with reading never paused, the upload took +326 MiB.
+    ASGI_FIGURES=1 prints them.
+    """
+
+    BOUND = 8 * MIB
+
+    def start(self, app: str, *args: str) -> tuple[Server, Path]:
+        directory = asgi_apps(self)
+        notes = directory / "notes"
+        prefix = with_apps(directory, ASGI_TEST_NOTES=str(notes))
+        server = Server("asgi_server.py", ("--app", f"apps:{app}", *args), self.addCleanup, prefix=prefix)
+        return server, notes
+
+    def test_an_upload_to_an_application_that_reads_slowly_costs_bounded_memory(self) -> None:
+        size = 200 * MIB
+        server, _ = self.start("slow_reader", "--max-body", str(size), "--timeout", "30")
+        self.assertEqual(http_exchange(server, b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\n\r\nx")[-1:], b"1")
+        before = process_memory(server.process.pid)
+        chunk = b"u" * MIB
+        with server.connect() as conn:
+            conn.sendall(b"POST / HTTP/1.1\r\nHost: test\r\nContent-Length: %d\r\n\r\n" % size)
+            for _ in range(size // MIB):
+                conn.sendall(chunk)
+            status, _, body = read_response(conn)
+        self.assertEqual((status, body), (200, b"%d" % size))
+        grew = process_memory(server.process.pid) - before
+        self.assertLess(grew, self.BOUND, f"the peak RSS grew by {grew / MIB:.1f} MiB")
+        if os.environ.get("ASGI_FIGURES"):
+            print(f"\n200 MiB upload: peak RSS +{grew / MIB:.1f} MiB", file=sys.stderr)
+
+    def test_a_client_that_never_reads_an_endless_stream_costs_bounded_memory_and_is_cut_off(self) -> None:
+        server, notes = self.start("endless", "--timeout", "1")
+        with server.connect() as warm_up:  # the first response's allocations are not the test's
+            warm_up.sendall(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+            warm_up.recv(65536)
+        before = process_memory(server.process.pid)
+        with server.connect() as conn:
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+            conn.sendall(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+            server.wait_for_log(r"#2 did not read its response in time: closed", timeout=10)
+            wait_for(lambda: notes.exists() and "ClientDisconnected" in notes.read_text(), 5, "send() did not raise")
+        grew = process_memory(server.process.pid) - before
+        self.assertLess(grew, self.BOUND, f"the peak RSS grew by {grew / MIB:.1f} MiB")
+        self.assertEqual(server.stop(), 0, server.log())
+        if os.environ.get("ASGI_FIGURES"):
+            print(f"\nendless stream, unread: peak RSS +{grew / MIB:.1f} MiB", file=sys.stderr)
 
 
 class ClientTest(unittest.TestCase):
