@@ -4483,6 +4483,13 @@ class AsgiPeerTest(unittest.TestCase):
                 else:
                     self.assertEqual(ours_said, theirs_said)
 
+    @unittest.skipIf(shutil.which("wrk") is None, "needs wrk (Debian's wrk package)")
+    def test_bench_measures_it_against_both_uvicorns(self) -> None:
+        result = run_script("bench.py", "--asgi", "--rounds", "1", "--http-seconds", "1", timeout=120)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        for application in (r"the demo's GET /", r"FastAPI [\d.]+, GET /json"):
+            self.assertRegex(result.stdout, rf"\| {application} \| [\d,]+ \| [\d,]+ \| [\d.]+x \| [\d,]+ \| [\d.]+x \|")
+
     def test_uvicorn_serves_the_demo_from_asgi_server_app(self) -> None:
         # The contract: importing asgi_server has no side effects, and its app is the demo.
         server = self.serve("asgi_server:app", "uvicorn", self.directory / "demo")
