@@ -1211,6 +1211,9 @@ class HttpConnection(asyncio.Protocol):
             self.end_cycle()
         else:  # the body is still coming: read and dropped (bounded by --max-body), then the next request
             self.regulate_reading()
+            # Nobody waits for it now but this connection: without a
+            # deadline, a client that never sends it would hold it forever.
+            self.deadlines.set(self, self.args.timeout, self.body_too_slow)
 
     def end_cycle(self) -> None:
         """The response is sent and the body read: the next request, if it has come, else idle."""
@@ -1276,6 +1279,8 @@ class HttpConnection(asyncio.Protocol):
     def abort(self, outcome: str) -> None:
         self.log_info(outcome)
         self.state = "closed"
+        if self.cycle is not None:
+            self.cycle.client_gone()
         self.transport.abort()
 
     def stop(self) -> None:
@@ -1291,6 +1296,10 @@ class HttpConnection(asyncio.Protocol):
 
     def head_too_slow(self) -> None:
         self.log_info("sent no complete request in time: closed")
+        self.close()
+
+    def body_too_slow(self) -> None:
+        self.log_info("sent no whole body in time: closed")
         self.close()
 
     def write_too_slow(self) -> None:

@@ -4100,6 +4100,17 @@ class AsgiServerTest(HttpServerTests):
             self.assertLess(time.monotonic() - answered, 2.5)
             self.assertGreater(time.monotonic() - answered, 0.4)
 
+    def test_a_body_nobody_reads_must_still_arrive_within_the_timeout(self) -> None:
+        # The demo answers 404 without reading the body; the connection then
+        # waits for the rest of it, to find the next request, for --timeout.
+        server = self.start("--timeout", "1")
+        with server.connect() as conn:
+            conn.sendall(b"POST /nowhere HTTP/1.1\r\nHost: test\r\nContent-Length: 100\r\n\r\nabc")
+            self.assertEqual(read_response(conn)[0], 404)
+            answered = time.monotonic()
+            self.assertEqual(read_until_closed(conn, timeout=5)[0], b"")
+            self.assertLess(time.monotonic() - answered, 3)
+
     def test_an_application_that_raises_gets_500_and_the_server_carries_on(self) -> None:
         directory = asgi_apps(self)
         server = Server(
