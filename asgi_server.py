@@ -1373,8 +1373,10 @@ class RequestCycle:
                 log.error("ASGI callable returned without starting response.")
                 self.send_500()
             elif not self.response_complete and not self.disconnected:
-                if self.chunked and self.connection.service.stopping:  # a stream ended at the stop: a clean end
-                    self.write(b"0\r\n\r\n")
+                if self.connection.service.stopping and self.length_left < 0:
+                    # A stream (no length) that ended at the stop's http.disconnect:
+                    # its end, as the client can tell it (the last chunk, or the close).
+                    self.write(b"0\r\n\r\n" if self.chunked else b"")
                     self.complete()
                 else:
                     log.error("ASGI callable returned without completing response.")
