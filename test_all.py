@@ -4171,7 +4171,7 @@ class AsgiServerTest(HttpServerTests):
         self.assertEqual(result.returncode, 2)
 
     def test_importing_it_has_no_side_effects(self) -> None:
-        result = run_script("-c", "import asgi_server, asyncio; print(asyncio.iscoroutinefunction(asgi_server.app))")
+        result = run_script("-c", "import asgi_server, inspect; print(inspect.iscoroutinefunction(asgi_server.app))")
         self.assertEqual((result.returncode, result.stdout, result.stderr), (0, "True\n", ""))
 
     def test_a_stop_ends_streams_with_http_disconnect_runs_the_lifespan_shutdown_and_exits_0(self) -> None:
