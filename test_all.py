@@ -4175,7 +4175,7 @@ class AsgiServerTest(HttpServerTests):
         self.assertEqual((result.returncode, result.stdout, result.stderr), (0, "True\n", ""))
 
     def test_a_stop_ends_streams_with_http_disconnect_runs_the_lifespan_shutdown_and_exits_0(self) -> None:
-        server = self.apps("remembers", "--timeout", "5")
+        server = self.apps("remembers", "--timeout", "10")  # the streams end at once, not at the stop's bound
         with server.connect() as streaming, server.connect() as idle, server.connect() as ending:
             streaming.sendall(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
             ending.sendall(b"GET /end HTTP/1.1\r\nHost: test\r\n\r\n")
@@ -4191,7 +4191,7 @@ class AsgiServerTest(HttpServerTests):
             reply, _ = read_until_closed(streaming, timeout=5)
             self.assertTrue(reply.endswith(b"0\r\n\r\n"), reply)  # a clean end of the stream
             self.assertEqual(server.process.wait(STOP_TIMEOUT), 0, server.log())
-            self.assertLess(time.monotonic() - stopped, 3)
+            self.assertLess(time.monotonic() - stopped, 5)
         self.assertEqual(self.notes.read_text().split(), ["http.disconnect", "http.disconnect", "shutdown"])
 
     def test_a_stop_closes_idle_connections_at_once_and_finishes_a_response_in_progress_with_close(self) -> None:
