@@ -4537,8 +4537,10 @@ class AsgiFlowControlTest(unittest.TestCase):
     The bound on the peak resident memory (VmHWM) the test allows above the
     server's after its first request: 8 MiB, for a 200 MiB upload to an
     application that takes half a second before it reads, and for a response
-    that streams without end to a client that reads nothing. Measured (3.11):
-    +0.7 MiB and +0.0 MiB; with reading never paused, the upload took +326 MiB.
+    that streams without end to a client that reads nothing, and for 32 MiB of
+    pipelined requests from a client that reads no answer. Measured (3.11):
+    +0.7, +0.0 and +0.6 MiB; with reading never paused, the upload took +326
+    MiB, and without the bound on waiting requests the pipeline +19 MiB.
     ASGI_FIGURES=1 prints them.
     """
 
@@ -4567,6 +4569,31 @@ class AsgiFlowControlTest(unittest.TestCase):
         self.assertLess(grew, self.BOUND, f"the peak RSS grew by {grew / MIB:.1f} MiB")
         if os.environ.get("ASGI_FIGURES"):
             print(f"\n200 MiB upload: peak RSS +{grew / MIB:.1f} MiB", file=sys.stderr)
+
+    def test_a_client_that_pipelines_without_reading_costs_bounded_memory(self) -> None:
+        # Requests wait in the connection's buffer while the one before is
+        # answered; the answers wait for the client. Both are bounded: past
+        # them, the kernel holds the rest, and the client's send() blocks.
+        server = Server("asgi_server.py", ("-q",), self.addCleanup)
+        self.assertEqual(http_exchange(server, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")[-12:], b"Hello world!")
+        before = process_memory(server.process.pid)
+        pipeline = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n" * (32 * MIB // 28)
+        with server.connect() as conn:
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+
+            def send() -> None:
+                with contextlib.suppress(OSError):  # unblocked by the shutdown below
+                    conn.sendall(pipeline)
+
+            sender = threading.Thread(target=send)
+            sender.start()
+            wait_for(lambda: not sender.is_alive() or unread_by_server(server, conn) > MIB, 10, "nothing waits")
+            grew = process_memory(server.process.pid) - before
+            conn.shutdown(socket.SHUT_RDWR)
+            sender.join()
+        self.assertLess(grew, self.BOUND, f"the peak RSS grew by {grew / MIB:.1f} MiB")
+        if os.environ.get("ASGI_FIGURES"):
+            print(f"\n32 MiB of pipelined requests, unread answers: peak RSS +{grew / MIB:.1f} MiB", file=sys.stderr)
 
     def test_a_client_that_never_reads_an_endless_stream_costs_bounded_memory_and_is_cut_off(self) -> None:
         server, notes = self.start("endless", "--timeout", "1")
