@@ -1463,7 +1463,12 @@ class RequestCycle:
             raise RuntimeError(f"ASGI message {kind!r} after the response was complete")
 
     def start_response(self, message: Message) -> None:
-        """Make the head; it waits for the first piece of the body, to go out in the same write."""
+        """Make the head; it waits for the first piece of the body, to go out in the same write.
+
+        But no longer than the application's next await: a stream whose first
+        event comes late (server-sent events, a long poll) must show its head
+        at once, or the client cannot tell it has been answered (see flush_head()).
+        """
         status = message["status"]
         if type(status) is not int or not 100 <= status <= 999:
             raise RuntimeError(f"an HTTP status is a number from 100 to 999, not {status!r}")
@@ -1506,6 +1511,12 @@ class RequestCycle:
             block += b"connection: keep-alive\r\n"
         phrase = STATUS_PHRASES.get(status, b"")
         self.head = b"HTTP/1.1 %d %s\r\n%s%s\r\n" % (status, phrase, self.connection.service.headers_now(), block)
+        self.connection.loop.call_soon(self.flush_head)
+
+    def flush_head(self) -> None:
+        """The head alone, if the application went on to await something else before sending the body."""
+        if self.head is not None and not self.disconnected:
+            self.write(b"")
 
     def write_body(self, body: bytes, more: bool) -> None:
         if not self.send_body:  # HEAD, 204, 304: the application's body is dropped

@@ -3792,6 +3792,13 @@ async def remembers(scope, receive, send):
     if scope["path"] == "/end":
         await send({"type": "http.response.body", "body": b"bye\\n"})
 
+async def late_body(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
+    await asyncio.sleep(2)  # the first event is a while coming
+    await send({"type": "http.response.body", "body": b"data: late\\n\\n"})
+
 async def slow_reader(scope, receive, send):
     if scope["type"] != "http":
         return
@@ -4132,6 +4139,19 @@ class AsgiServerTest(HttpServerTests):
         self.assertEqual((response.status, body), (200, b"ok"))
         self.assertIn("does not support lifespan", server.log())  # served anyway
         self.assertEqual(server.stop(), 0, server.log())
+
+    def test_a_stream_shows_its_head_before_its_first_event(self) -> None:
+        # An EventSource opens when the head comes; the first event may come much later.
+        server = self.apps("late_body")
+        with server.connect() as conn:
+            conn.sendall(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+            conn.settimeout(1.5)  # the event comes after 2 s
+            self.assertRegex(conn.recv(65536), rb"^HTTP/1\.1 200 OK\r\n(.*\r\n)*\r\n$")
+            conn.settimeout(5)
+            body = b""
+            while not body.endswith(b"0\r\n\r\n"):
+                body += conn.recv(65536)
+        self.assertEqual(body, b"c\r\ndata: late\n\n\r\n0\r\n\r\n")
 
     def test_an_application_that_returns_without_responding_gets_500(self) -> None:
         server = self.apps("returns")
