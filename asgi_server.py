@@ -744,6 +744,7 @@ class Service:
         self.access_log = log.isEnabledFor(logging.INFO)
         self.second = -1
         self.default_headers = b""
+        self.unflushed: list[RequestCycle] = []  # responses whose head waits for its body (see flush_head())
 
     def headers_now(self) -> bytes:
         """The Date and Server headers, made once a second: formatdate() costs more than a whole parse."""
@@ -753,6 +754,17 @@ class Service:
             date = email.utils.formatdate(now, usegmt=True).encode()
             self.default_headers = b"date: %s\r\n%s" % (date, SERVER_HEADER)
         return self.default_headers
+
+    def flush_head_soon(self, cycle: RequestCycle) -> None:
+        """cycle.flush_head() in the loop's next round: one call_soon() for all the heads of this round."""
+        if not self.unflushed:
+            self.loop.call_soon(self.flush_heads)
+        self.unflushed.append(cycle)
+
+    def flush_heads(self) -> None:
+        unflushed, self.unflushed = self.unflushed, []
+        for cycle in unflushed:
+            cycle.flush_head()
 
     def opened(self, connection: HttpConnection) -> None:
         self.connections.add(connection)
@@ -1511,7 +1523,7 @@ class RequestCycle:
             block += b"connection: keep-alive\r\n"
         phrase = STATUS_PHRASES.get(status, b"")
         self.head = b"HTTP/1.1 %d %s\r\n%s%s\r\n" % (status, phrase, self.connection.service.headers_now(), block)
-        self.connection.loop.call_soon(self.flush_head)
+        self.connection.service.flush_head_soon(self)
 
     def flush_head(self) -> None:
         """The head alone, if the application went on to await something else before sending the body."""
