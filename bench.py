@@ -31,6 +31,13 @@ HTTP (--http, instead of the tables above): requests/s from wrk (Debian's wrk),
 1 KiB file against python -m http.server, wsgi_app.py's GET / against gunicorn
 with one sync worker (where gunicorn is importable: pip install gunicorn).
 
+ASGI (--asgi, instead of the tables above): requests/s from wrk, keep-alive,
+--asgi-connections connections: asgi_server.py against uvicorn with --http h11
+(pure Python, as this is) and with --http httptools (C), both --loop asyncio,
+serving the same application: the demo's GET /, and a FastAPI JSON route
+(uvicorn, httptools and fastapi must be importable: pip install uvicorn
+httptools fastapi).
+
 WebSocket (--websocket, instead of the tables above): websocket_server.py against
 the websockets library's own server (the websockets package must be importable
 by this interpreter: pip install websockets; its C speedups are part of the
@@ -68,6 +75,7 @@ Run:  python bench.py                        # about 1.5 minutes on 2 cores: qui
       python bench.py --seed-dir DIR         # and against the blog post's scripts, kept in DIR
       python bench.py --websocket            # websocket_server.py against websockets, then across processes: 1.5 min
       python bench.py --http                 # the HTTP servers, from wrk: about 1 minute
+      python bench.py --asgi                 # asgi_server.py against uvicorn, from wrk: about 1 minute
 """
 
 from __future__ import annotations
@@ -167,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
         return measure_websockets(args)
     if args.http:
         return measure_http(args, pythons)
+    if args.asgi:
+        return measure_asgi(args)
     for round_number in range(args.rounds):
         order = chosen if round_number % 2 == 0 else chosen[::-1]
         for approach in order:
@@ -205,6 +215,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="measure the HTTP servers with wrk, against python -m http.server and gunicorn",
     )
     parser.add_argument("--http-connections", type=int, default=20, help="--http: wrk's connections")
+    parser.add_argument(
+        "--asgi", action="store_true", help="measure asgi_server.py with wrk, against uvicorn with h11 and httptools"
+    )
+    parser.add_argument("--asgi-connections", type=int, default=50, help="--asgi: wrk's connections")
     parser.add_argument("--http-seconds", type=int, default=3, help="--http: seconds per wrk run (whole: wrk's unit)")
     parser.add_argument("--ws-connections", type=int, default=100, help="--websocket: echo connections")
     parser.add_argument("--ws-seconds", type=float, default=2.0, help="--websocket: seconds of echo per sample")
@@ -618,16 +632,18 @@ def run_http(servers: list[tuple[str, list[str], str, str, str | None]], args: a
     return 0
 
 
-def wrk_rate(command: list[str], path: str, args: argparse.Namespace) -> float:
+def wrk_rate(
+    command: list[str], path: str, args: argparse.Namespace, connections: int = 0, cwd: str | None = None
+) -> float:
     """requests/s from wrk against command (its interpreter first), started on a free port (PORT)."""
     port = free_port()
     argv = [part.replace("PORT", str(port)) for part in command]
-    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=cwd)
     try:
         wait_until(lambda: accepts("127.0.0.1", port), f"{' '.join(argv)} did not start")
         seconds = f"{max(1, args.http_seconds)}s"
         url = f"http://127.0.0.1:{port}{path}"
-        wrk = ["wrk", "-t1", f"-c{args.http_connections}", f"-d{seconds}", url]
+        wrk = ["wrk", "-t1", f"-c{connections or args.http_connections}", f"-d{seconds}", url]
         output = subprocess.run(wrk, capture_output=True, text=True, timeout=args.http_seconds + 30).stdout
         match = re.search(r"Requests/sec:\s+([\d.]+)", output)
         if not match or "Non-2xx" in output or "Socket errors" in output and "read 0" not in output:
@@ -640,6 +656,81 @@ def wrk_rate(command: list[str], path: str, args: argparse.Namespace) -> float:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+# ASGI (--asgi): asgi_server.py against uvicorn, on the same applications.
+FASTAPI_APP = """
+from fastapi import FastAPI
+
+app = FastAPI()
+
+
+@app.get("/json")
+async def json_route():
+    return {"message": "Hello world!"}
+"""
+
+
+def measure_asgi(args: argparse.Namespace) -> int:
+    """requests/s from wrk: asgi_server.py, uvicorn --http h11 and uvicorn --http httptools, on one application.
+
+    Each round runs the three on the demo's GET / and on a FastAPI JSON
+    route, in the opposite order from the round before; each ratio is the
+    median of the rounds' ratios.
+    """
+    if shutil.which("wrk") is None:
+        print("--asgi needs wrk (Debian: apt-get install wrk)", file=sys.stderr)
+        return 2
+    try:
+        import fastapi
+        import httptools  # noqa: F401  (uvicorn's C parser: measured, never imported by a server script)
+        import uvicorn
+    except ImportError as exc:
+        print(f"--asgi needs uvicorn, httptools and fastapi (pip install them): {exc}", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory() as directory:
+        Path(directory, "bench_fastapi.py").write_text(FASTAPI_APP)
+        applications = [
+            ("the demo's GET /", "asgi_server:app", "/"),
+            (f"FastAPI {fastapi.__version__}, GET /json", "bench_fastapi:app", "/json"),
+        ]
+        servers = {
+            "asgi_server.py": lambda name: [str(HERE / "asgi_server.py"), "PORT", "-q", "--app", name],
+            **{
+                f"uvicorn {uvicorn.__version__} --http {http}": lambda name, http=http: [
+                    *("-m", "uvicorn", "--port", "PORT", "--http", http, "--loop", "asyncio"),
+                    *("--no-access-log", "--log-level", "warning", "--app-dir", str(HERE), name),
+                ]
+                for http in ("h11", "httptools")
+            },
+        }
+        rates: dict[tuple[str, str], list[float]] = {}
+        for round_number in range(args.rounds):
+            order = list(servers) if round_number % 2 == 0 else list(servers)[::-1]
+            for label, name, path in applications:
+                for server in order:
+                    rate = wrk_rate(
+                        [sys.executable, *servers[server](name)], path, args, args.asgi_connections, cwd=directory
+                    )
+                    rates.setdefault((label, server), []).append(rate)
+            print(f"round {round_number + 1} of {args.rounds} done", file=sys.stderr, flush=True)
+    ours, h11, httptools_ = servers
+    print(
+        f"\nASGI: requests/s from wrk, keep-alive, {args.asgi_connections} connections, {args.http_seconds:g} s a run,"
+    )
+    print(f"median of {args.rounds} alternating rounds; each ratio the median of the rounds' ratios\n")
+    print(f"| application | {ours} | {h11} | ratio | {httptools_} | ratio |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for label, _, _ in applications:
+
+        def ratio(against: str, label: str = label) -> str:
+            pairs = zip(rates[(label, ours)], rates[(label, against)])
+            return f"{statistics.median(mine / theirs for mine, theirs in pairs):.2f}x"
+
+        figures = {server: f"{statistics.median(rates[(label, server)]):,.0f}" for server in servers}
+        columns = [label, figures[ours], figures[h11], ratio(h11), figures[httptools_], ratio(httptools_)]
+        print(f"| {' | '.join(columns)} |")
+    return 0
 
 
 # WebSocket (--websocket): websocket_server.py against the websockets library.

@@ -23,6 +23,7 @@ import ast
 import collections
 import concurrent.futures
 import contextlib
+import email.utils
 import functools
 import http.client
 import importlib
@@ -2535,8 +2536,18 @@ def parse_responses(data: bytes, methods: list[bytes]) -> tuple[list[tuple[bytes
     return responses, ""
 
 
-def fuzz_verdict(requests: list[FuzzedRequest], reading: tuple[list[Any], bool], reply: bytes, ending: str) -> str:
-    """What is wrong with the server's reply to these requests, given h11's reading of them ('' for nothing)."""
+def fuzz_verdict(
+    requests: list[FuzzedRequest],
+    reading: tuple[list[Any], bool],
+    reply: bytes,
+    ending: str,
+    kept_alive: frozenset[int] = frozenset(),
+) -> str:
+    """What is wrong with the server's reply to these requests, given h11's reading of them ('' for nothing).
+
+    kept_alive: the statuses an application answers to a request h11 reads
+    as valid (a 404), after which the connection may go on.
+    """
     valid, refused = reading
     clean = not any(request.mutations for request in requests)
     if ending != "end of stream":
@@ -2555,7 +2566,7 @@ def fuzz_verdict(requests: list[FuzzedRequest], reading: tuple[list[Any], bool],
         expected = requests[index].expected if index < len(requests) and not requests[index].mutations else None
         if clean and expected is not None and (status != expected[0] or expected[1] not in (None, body)):
             return f"request {index + 1}: {status} {body[:40]!r}, not {expected[0]} {expected[1]!r:.40}"
-        if status >= 400 and not last:
+        if status >= 400 and not last and status not in kept_alive:
             return f"a {status} for request {index + 1}, and the connection went on"
     if len(responses) < len(valid):
         if not responses:
@@ -2598,6 +2609,7 @@ class HttpFuzzTests(unittest.TestCase):
     args: tuple[str, ...] = ()
     timeout = 2.0  # the server's --timeout: no connection may be held longer
     routes: tuple[tuple[str, str, bytes | None, int, bytes | None], ...] = ()
+    kept_alive: frozenset[int] = frozenset()  # see fuzz_verdict()
     server: Server
 
     @classmethod
@@ -2628,7 +2640,7 @@ class HttpFuzzTests(unittest.TestCase):
             for (case, data, _), (reply, ending, seconds) in zip(cases, self.exchange(cases)):
                 reading = h11_reading(data, self.h11)
                 refused += reading[1]
-                verdict = fuzz_verdict(case, reading, reply, ending)
+                verdict = fuzz_verdict(case, reading, reply, ending, self.kept_alive)
                 if not verdict and seconds > self.timeout + 1:
                     verdict = f"held {seconds:.1f} s, past --timeout"
                 if verdict:
@@ -4196,6 +4208,930 @@ class WebSocketBrowserTest(WebSocketTests):
             return False
 
 
+# asgi_server.py: HTTP/1.1 keep-alive on asyncio, running ASGI applications. The
+# applications the tests serve besides the demo, in a module of their own
+# (imported with --app from a temporary directory, as a user's main:app is).
+ASGI_APPS = '''
+import asyncio, json, os
+
+async def scope(scope, receive, send):
+    if scope["type"] == "lifespan":
+        message = await receive()
+        scope["state"]["started"] = "yes"
+        await send({"type": "lifespan.startup.complete"})
+        await receive()
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    body = []
+    while True:
+        message = await receive()
+        body.append(message.get("body", b""))
+        if not message.get("more_body"):
+            break
+    shown = {key: value for key, value in scope.items() if key not in ("headers", "raw_path", "query_string")}
+    shown["headers"] = [[name.decode("latin-1"), value.decode("latin-1")] for name, value in scope["headers"]]
+    shown["raw_path"] = scope["raw_path"].decode("latin-1")
+    shown["query_string"] = scope["query_string"].decode("latin-1")
+    shown["body"] = b"".join(body).decode("latin-1")
+    shown["messages"] = len(body)
+    data = json.dumps(shown).encode()
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"%d" % len(data))]})
+    await send({"type": "http.response.body", "body": data})
+
+async def raises(scope, receive, send):
+    if scope["type"] == "http" and scope["path"] == "/after-start":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"partial", "more_body": True})
+    if scope["type"] == "http" and scope["path"] == "/":
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+        return
+    raise ValueError("the application failed on purpose")
+
+async def returns(scope, receive, send):
+    pass
+
+async def misorders(scope, receive, send):
+    if scope["type"] != "http":
+        raise ValueError("no lifespan here")
+    try:
+        await send({"type": "http.response.body", "body": b"too soon"})
+    except RuntimeError as exc:
+        error = str(exc).encode()
+    headers = [(b"content-length", b"%d" % len(error))]
+    if scope["path"] == "/split":
+        headers.append((b"x-split", b"a\\r\\nset-cookie: evil"))
+    try:
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+    except RuntimeError as exc:
+        error = str(exc).encode()[:30]
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"%d" % len(error))]})
+    await send({"type": "http.response.body", "body": error})
+
+async def fails_to_start(scope, receive, send):
+    await receive()
+    await send({"type": "lifespan.startup.failed", "message": "Traceback...\\n  a line\\nRuntimeError: no database"})
+
+async def remembers(scope, receive, send):
+    """Lifespan shutdown writes a file; requests after a disconnect note it, so a test can see it."""
+    if scope["type"] == "lifespan":
+        await receive()
+        await send({"type": "lifespan.startup.complete"})
+        await receive()
+        with open(os.environ["ASGI_TEST_NOTES"], "a") as notes:
+            notes.write("shutdown\\n")
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    await receive()
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"streaming\\n", "more_body": True})
+    message = await receive()  # until the client goes, or the server stops
+    with open(os.environ["ASGI_TEST_NOTES"], "a") as notes:
+        notes.write(message["type"] + "\\n")
+    if scope["path"] == "/end":
+        await send({"type": "http.response.body", "body": b"bye\\n"})
+
+async def late_body(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
+    await asyncio.sleep(3)  # the first event is a while coming
+    await send({"type": "http.response.body", "body": b"data: late\\n\\n"})
+
+async def slow_reader(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    total = 0
+    while True:
+        message = await receive()
+        await asyncio.sleep(0.5 if not total else 0.001)  # busy at first (a database?), then slow
+        total += len(message.get("body", b""))
+        if not message.get("more_body"):
+            break
+    data = b"%d" % total
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"%d" % len(data))]})
+    await send({"type": "http.response.body", "body": data})
+
+async def endless(scope, receive, send):
+    """64 KiB after 64 KiB, 256 MiB in all: endless to any client, and a bound if the server buffered it all."""
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    chunk = b"x" * 65536
+    try:
+        for _ in range(4096):
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    except OSError as exc:
+        with open(os.environ["ASGI_TEST_NOTES"], "a") as notes:
+            notes.write(type(exc).__name__ + "\\n")
+'''
+
+
+def asgi_apps(test: unittest.TestCase) -> Path:
+    """A temporary directory with the test applications' module, apps.py; removed after the test."""
+    directory = Path(tempfile.mkdtemp())
+    test.addCleanup(shutil.rmtree, directory)
+    (directory / "apps.py").write_text(ASGI_APPS)
+    return directory
+
+
+def with_apps(directory: Path, **env: str) -> tuple[str, ...]:
+    """A command prefix that lets a server import apps.py (and sets env)."""
+    return ("env", f"PYTHONPATH={directory}", *(f"{name}={value}" for name, value in env.items()))
+
+
+def http_exchange(server: Server, data: bytes, timeout: float = 10.0) -> bytes:
+    """Send data, then the end of the stream; everything the server sends until it closes."""
+    with server.connect() as conn:
+        conn.sendall(data)
+        conn.shutdown(socket.SHUT_WR)
+        reply, _ = read_until_closed(conn, timeout)
+    return reply
+
+
+class HttpReader:
+    """Responses read one at a time from a connection: bytes of the next one stay for the next call."""
+
+    def __init__(self, conn: socket.socket) -> None:
+        self.conn = conn
+        self.data = b""
+
+    def fill(self) -> None:
+        chunk = self.conn.recv(65536)
+        if not chunk:
+            raise AssertionError(f"the connection closed mid-response, after {self.data[:80]!r}")
+        self.data += chunk
+
+    def until(self, marker: bytes) -> bytes:
+        while marker not in self.data:
+            self.fill()
+        before, _, self.data = self.data.partition(marker)
+        return before
+
+    def exactly(self, size: int) -> bytes:
+        while len(self.data) < size:
+            self.fill()
+        taken, self.data = self.data[:size], self.data[size:]
+        return taken
+
+    def response(self, method: bytes = b"GET") -> tuple[int, dict[bytes, bytes], bytes]:
+        """The next final response: status, headers (names in lower case), body (chunks decoded)."""
+        status = 100
+        while status == 100:
+            lines = self.until(b"\r\n\r\n").split(b"\r\n")
+            status = int(lines[0].split()[1])
+        headers = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            headers[name.strip().lower()] = value.strip()
+        if method == b"HEAD" or status in (204, 304):
+            return status, headers, b""
+        if b"content-length" in headers:
+            return status, headers, self.exactly(int(headers[b"content-length"]))
+        if headers.get(b"transfer-encoding") != b"chunked":
+            body, _ = read_until_closed(self.conn, timeout=10)
+            return status, headers, self.data + body
+        pieces = []
+        while True:
+            size = int(self.until(b"\r\n").split(b";")[0], 16)
+            if not size:
+                self.until(b"\r\n")
+                return status, headers, b"".join(pieces)
+            pieces.append(self.exactly(size))
+            self.exactly(2)
+
+
+def read_response(conn: socket.socket, method: bytes = b"GET") -> tuple[int, dict[bytes, bytes], bytes]:
+    """One response, on a connection that has no other in flight."""
+    return HttpReader(conn).response(method)
+
+
+class AsgiServerTest(HttpServerTests):
+    script = "asgi_server.py"
+    refused_upload = ("/reverse", 413)  # over --max-body, refused before a byte of it is read
+    quick_args = ("--timeout", "2")
+    # Chunked bodies are decoded here (the other two HTTP servers answer 411):
+    # what a strict chunk parser refuses instead.
+    framing = [case for case in HttpServerTests.framing if case[2] != 411] + [
+        (b"Transfer-Encoding: chunked\r\n", b"0x5\r\nhello\r\n0\r\n\r\n", 400),  # a size with a prefix
+        (b"Transfer-Encoding: chunked\r\n", b"5 \r\nhello\r\n0\r\n\r\n", 400),
+        (b"Transfer-Encoding: chunked\r\n", b"-5\r\nhello\r\n0\r\n\r\n", 400),
+        (b"Transfer-Encoding: chunked\r\n", b"5\r\nhelloXX0\r\n\r\n", 400),  # a chunk without its CRLF
+        (b"Transfer-Encoding: chunked\r\n", b"5\nhello\n0\n\n", 400),  # bare LFs
+        (b"Transfer-Encoding: chunked\r\n", b"5;a\0b\r\nhello\r\n0\r\n\r\n", 400),  # NUL in an extension
+        (b"Transfer-Encoding: chunked\r\n", b"1" + b"0" * 16 + b"\r\n", 400),  # 2**64: an overflow elsewhere
+        (b"Transfer-Encoding: chunked\r\n", b"5\r\nhello\r\n0\r\nX-T: a\rb\r\n\r\n", 400),  # a bare CR in a trailer
+        (b"Transfer-Encoding: chunked\r\n", b"200000\r\n", 413),  # past --max-body, refused before it is read
+    ]
+
+    # Lines that end in a bare LF: h11 reads them as a head, so silence while
+    # waiting for a CRLF would leave a client that h11 answers unanswered (the fuzz found it).
+    framing_requests = [
+        *HttpServerTests.framing_requests,
+        (b"GET / HTTP/1.1\r\nHost: test\r\n\n", 400),
+        (b"GET / HTTP/1.1\nHost: test\n\n", 400),
+    ]
+
+    def assert_serves(self, server: Server) -> None:
+        response, body = self.http("GET", "/", server=server)
+        self.assertEqual((response.status, body), (200, b"Hello world!"))
+
+    def test_a_head_request_refused_gets_no_body(self) -> None:
+        # A body after the answer to HEAD would be read as the next response (the fuzz found it).
+        for request in (
+            b"HEAD / HTTP/1.1\r\nHost: test\r\n \r\n\r\n",  # obs-fold
+            b"HEAD / HTTP/1.1\r\nHost: test\r\nX: " + b"a" * 70_000 + b"\r\n\r\n",
+            b"HEAD / HTTP/1.1\r\nHost: test\n\n",
+        ):
+            with self.subTest(request=request[:40]):
+                head, _, body = self.raw(request).partition(b"\r\n\r\n")
+                self.assertRegex(head, rb"^HTTP/1\.1 4\d\d ")
+                self.assertEqual(body, b"")
+
+    def apps(self, app: str, *args: str, **env: str) -> Server:
+        """The server running apps.py's app (see ASGI_APPS)."""
+        directory = asgi_apps(self)
+        env.setdefault("ASGI_TEST_NOTES", str(directory / "notes"))
+        self.notes = directory / "notes"
+        return Server(self.script, ("--app", f"apps:{app}", *args), self.addCleanup, prefix=with_apps(directory, **env))
+
+    def test_a_connection_that_sends_nothing_is_closed_after_the_timeout(self) -> None:
+        # Here --keep-alive bounds an idle connection, a new one included, as in uvicorn.
+        server = self.start(*self.quick_args, "--keep-alive", "1")
+        with server.connect() as conn:
+            opened = time.monotonic()
+            reply, closed = read_until_closed(conn, timeout=5)
+        self.assertEqual(reply, b"")
+        self.assertGreaterEqual(closed - opened, 0.9)
+        self.assertLess(closed - opened, 3.0)
+        self.assert_serves(server)
+
+    def test_the_demo_routes(self) -> None:
+        response, body = self.http("GET", "/")
+        self.assertEqual(response.getheader("content-type"), "text/plain; charset=utf-8")
+        self.assertEqual(response.getheader("content-length"), "12")
+        self.assertEqual(response.getheader("server"), "asgi_server.py")
+        self.assertIsNotNone(email.utils.parsedate_to_datetime(response.getheader("date")))
+        data = bytes(range(256)) * 100
+        response, body = self.http("POST", "/reverse", body=data)
+        self.assertEqual(response.status, 200)
+        self.assert_same_bytes(body, data[::-1])
+        with self.server.connect() as conn:  # HEAD, then a request on the same connection: no body between
+            conn.sendall(b"HEAD / HTTP/1.1\r\nHost: test\r\n\r\nGET / HTTP/1.1\r\nHost: test\r\n\r\n")
+            reader = HttpReader(conn)
+            status, headers, _ = reader.response(b"HEAD")
+            self.assertEqual((status, headers[b"content-length"]), (200, b"12"))
+            self.assertEqual(reader.response()[::2], (200, b"Hello world!"))
+        response, body = self.http("DELETE", "/reverse")
+        self.assertEqual((response.status, response.getheader("allow")), (405, "POST"))
+        response, body = self.http("GET", "/nowhere")
+        self.assertEqual((response.status, body), (404, b"not found\n"))
+        response, body = self.http("GET", "/", headers={"Upgrade": "websocket", "Connection": "Upgrade"})
+        self.assertEqual(response.status, 200)  # no WebSocket here: an ordinary request
+
+    def test_events_stream_chunked_on_1_1_and_to_the_close_on_1_0(self) -> None:
+        with self.server.connect() as conn:
+            conn.sendall(b"GET /events?count=2 HTTP/1.1\r\nHost: test\r\n\r\n")
+            started = time.monotonic()
+            status, headers, body = read_response(conn)
+            self.assertEqual((status, headers[b"transfer-encoding"]), (200, b"chunked"))
+            self.assertEqual(headers[b"content-type"], b"text/event-stream")
+            self.assertRegex(body, rb"^id: 1\ndata: event 1 at [\d:]+\n\nid: 2\ndata: event 2 at [\d:]+\n\n$")
+            self.assertGreater(time.monotonic() - started, 0.9)  # one a second
+            conn.sendall(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")  # and the connection goes on
+            self.assertEqual(read_response(conn)[::2], (200, b"Hello world!"))
+        reply = http_exchange(self.server, b"GET /events?count=1 HTTP/1.0\r\n\r\n")
+        head, _, body = reply.partition(b"\r\n\r\n")
+        self.assertNotIn(b"transfer-encoding", head.lower())
+        self.assertIn(b"connection: close", head.lower())
+        self.assertRegex(body, rb"^id: 1\ndata: event 1 at [\d:]+\n\n$")
+
+    def test_a_hundred_pipelined_requests_get_a_hundred_responses_in_order(self) -> None:
+        requests = b"".join(
+            b"POST /reverse HTTP/1.1\r\nHost: test\r\nContent-Length: %d\r\n\r\n%d!" % (len(b"%d!" % n), n)
+            if n % 2
+            else b"GET /nowhere/%d HTTP/1.1\r\nHost: test\r\n\r\n" % n
+            for n in range(100)
+        )
+        with self.server.connect() as conn:
+            conn.sendall(requests)  # one write
+            reader = HttpReader(conn)
+            for n in range(100):
+                status, _, body = reader.response()
+                expected = (200, (b"%d!" % n)[::-1]) if n % 2 else (404, b"not found\n")
+                self.assertEqual((status, body), expected, f"response {n}")
+
+    def test_a_chunked_body_cut_at_every_byte(self) -> None:
+        body = b"4\r\nWiki\r\n5;ext=1\r\npedia\r\nE\r\n in\r\n\r\nchunks.\r\n0\r\nX-Trailer: 1\r\n\r\n"
+        request = b"POST /reverse HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n" + body
+        expected = b"Wikipedia in\r\n\r\nchunks."[::-1]
+        with self.server.connect() as conn:
+            for cut in range(1, len(request)):
+                conn.sendall(request[:cut])
+                time.sleep(0.001)  # the pace of the pieces: each cut reaches the server by itself, mostly
+                conn.sendall(request[cut:])
+                self.assertEqual(read_response(conn)[::2], (200, expected), f"cut at {cut}")
+
+    def test_a_body_in_pieces_reaches_the_application_as_it_comes(self) -> None:
+        server = self.apps("scope")
+        with server.connect() as conn:
+            conn.sendall(b"POST /a%20b/c?x=1&y=%20 HTTP/1.1\r\nHost: test\r\nContent-Length: 6\r\nX-Two: 1\r\n\r\nabc")
+            time.sleep(0.2)  # the pace of the pieces
+            conn.sendall(b"def")
+            status, _, body = read_response(conn)
+        scope = json.loads(body)
+        self.assertEqual(status, 200)
+        self.assertEqual((scope["body"], scope["messages"]), ("abcdef", 2))
+        self.assertEqual(scope["type"], "http")
+        self.assertEqual(scope["asgi"]["version"], "3.0")
+        self.assertEqual((scope["http_version"], scope["method"], scope["scheme"]), ("1.1", "POST", "http"))
+        self.assertEqual((scope["path"], scope["raw_path"], scope["query_string"]), ("/a b/c", "/a%20b/c", "x=1&y=%20"))
+        self.assertEqual(scope["headers"], [["host", "test"], ["content-length", "6"], ["x-two", "1"]])
+        self.assertEqual(scope["root_path"], "")
+        self.assertEqual(scope["client"][0], "127.0.0.1")
+        self.assertEqual(scope["server"], ["127.0.0.1", server.port])
+        self.assertEqual(scope["state"], {"started": "yes"})  # the lifespan's state, copied in
+        mounted = self.apps("scope", "--root-path", "/api")
+        response, body = self.http("GET", "/items", server=mounted)
+        scope = json.loads(body)
+        self.assertEqual((scope["root_path"], scope["path"], scope["raw_path"]), ("/api", "/api/items", "/api/items"))
+
+    def test_expect_100_continue_when_the_application_reads_and_the_final_status_when_it_refuses(self) -> None:
+        with self.server.connect() as conn:
+            conn.sendall(b"POST /reverse HTTP/1.1\r\nHost: test\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n")
+            conn.settimeout(2)
+            self.assertEqual(conn.recv(100), b"HTTP/1.1 100 Continue\r\n\r\n")
+            conn.sendall(b"hello")
+            self.assertEqual(read_response(conn)[::2], (200, b"olleh"))
+        # The demo's GET / reads no body: no 100, the final status, and a close
+        # (nobody can tell whether the client will send the body after all).
+        reply = http_exchange(
+            self.server, b"POST / HTTP/1.1\r\nHost: test\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n"
+        )
+        self.assertRegex(reply, rb"^HTTP/1\.1 405 ")
+        self.assertNotIn(b"100 Continue", reply)
+
+    def test_http_1_0_persists_only_when_it_asks(self) -> None:
+        with self.server.connect() as conn:
+            conn.sendall(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            status, headers, body = read_response(conn)
+            self.assertEqual((status, headers[b"connection"], body), (200, b"keep-alive", b"Hello world!"))
+            conn.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            status, headers, body = read_response(conn)
+            self.assertEqual(headers[b"connection"], b"close")
+            self.assertEqual(conn.recv(10), b"")
+        reply = http_exchange(self.server, b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+        self.assertIn(b"\r\nconnection: close\r\n", reply)
+
+    def test_a_head_over_64_kib_gets_431_and_a_body_over_max_body_413(self) -> None:
+        reply = self.raw(b"GET / HTTP/1.1\r\nHost: test\r\n" + b"X-Big: " + b"a" * 70_000 + b"\r\n\r\n")
+        self.assertRegex(reply, rb"^HTTP/1\.1 431 ")
+        server = self.start(*self.quick_args, "--max-body", "10")
+        reply = http_exchange(server, b"POST /reverse HTTP/1.1\r\nHost: t\r\nContent-Length: 11\r\n\r\n" + b"x" * 11)
+        self.assertRegex(reply, rb"^HTTP/1\.1 413 ")
+        chunks = b"5\r\nhello\r\n6\r\nworld!\r\n0\r\n\r\n"
+        reply = http_exchange(
+            server, b"POST /reverse HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks
+        )
+        self.assertRegex(reply, rb"^HTTP/1\.1 413 ")
+        self.assertEqual(len(re.findall(rb"HTTP/1\.1 \d{3} ", reply)), 1, reply)
+
+    def test_an_idle_connection_is_closed_after_keep_alive(self) -> None:
+        server = self.start(*self.quick_args, "--keep-alive", "0.5")
+        with server.connect() as conn:
+            conn.sendall(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+            self.assertEqual(read_response(conn)[0], 200)
+            answered = time.monotonic()
+            self.assertEqual(read_until_closed(conn, timeout=5)[0], b"")
+            self.assertLess(time.monotonic() - answered, 2.5)
+            self.assertGreater(time.monotonic() - answered, 0.4)
+
+    def test_a_body_nobody_reads_must_still_arrive_within_the_timeout(self) -> None:
+        # The demo answers 404 without reading the body; the connection then
+        # waits for the rest of it, to find the next request, for --timeout.
+        server = self.start("--timeout", "1")
+        with server.connect() as conn:
+            conn.sendall(b"POST /nowhere HTTP/1.1\r\nHost: test\r\nContent-Length: 100\r\n\r\nabc")
+            self.assertEqual(read_response(conn)[0], 404)
+            answered = time.monotonic()
+            self.assertEqual(read_until_closed(conn, timeout=5)[0], b"")
+            self.assertLess(time.monotonic() - answered, 3)
+
+    def test_an_application_that_raises_gets_500_and_the_server_carries_on(self) -> None:
+        directory = asgi_apps(self)
+        server = Server(
+            self.script,
+            ("--app", "apps:raises"),
+            self.addCleanup,
+            prefix=with_apps(directory),
+            unclean=re.compile(WARNING),  # the application's traceback is expected
+        )
+        reply = http_exchange(server, b"GET /before HTTP/1.1\r\nHost: test\r\n\r\nGET / HTTP/1.1\r\nHost: test\r\n\r\n")
+        self.assertRegex(reply, rb"^HTTP/1\.1 500 Internal Server Error\r\n")
+        self.assertIn(b"\r\nconnection: close\r\n", reply)
+        self.assertEqual(len(re.findall(rb"HTTP/1\.1 \d{3} ", reply)), 1, reply)
+        self.assertRegex(server.log(), r"Exception in ASGI application\n(.*\n)*ValueError: the application failed")
+        reply = http_exchange(server, b"GET /after-start HTTP/1.1\r\nHost: test\r\n\r\n")
+        self.assertTrue(reply.startswith(b"HTTP/1.1 200 OK\r\n"), reply)
+        self.assertFalse(reply.endswith(b"0\r\n\r\n"), reply)  # cut off: the client can tell
+        response, body = self.http("GET", "/", server=server)
+        self.assertEqual((response.status, body), (200, b"ok"))
+        self.assertIn("does not support lifespan", server.log())  # served anyway
+        self.assertEqual(server.stop(), 0, server.log())
+
+    def test_a_stream_shows_its_head_before_its_first_event(self) -> None:
+        # An EventSource opens when the head comes; the first event may come much later.
+        server = self.apps("late_body")
+        with server.connect() as conn:
+            conn.sendall(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+            conn.settimeout(2.5)  # the event comes after 3 s: a loaded machine has time to answer
+            self.assertRegex(conn.recv(65536), rb"^HTTP/1\.1 200 OK\r\n(.*\r\n)*\r\n$")
+            conn.settimeout(5)
+            body = b""
+            while not body.endswith(b"0\r\n\r\n"):
+                body += conn.recv(65536)
+        self.assertEqual(body, b"c\r\ndata: late\n\n\r\n0\r\n\r\n")
+
+    def test_an_application_that_returns_without_responding_gets_500(self) -> None:
+        server = self.apps("returns")
+        response, body = self.http("GET", "/", server=server)
+        self.assertEqual((response.status, body), (500, b"Internal Server Error"))
+        server.wait_for_log("ASGI callable returned without starting response")
+
+    def test_messages_out_of_order_and_unsafe_headers_raise_into_the_application(self) -> None:
+        server = self.apps("misorders")
+        response, body = self.http("GET", "/", server=server)
+        expected = b"expected ASGI message 'http.response.start', not 'http.response.body'"
+        self.assertEqual((response.status, body), (200, expected))
+        response, body = self.http("GET", "/split", server=server)
+        self.assertEqual((response.status, body), (200, b"a response header is not a tok"))
+        self.assertIsNone(response.getheader("set-cookie"))
+
+    def test_lifespan_startup_failure_is_one_line_and_exit_1(self) -> None:
+        directory = asgi_apps(self)
+        result = run_script(self.script, "0", "--app", "apps:fails_to_start", prefix=with_apps(directory))
+        self.assertEqual(result.returncode, 1, result.stderr)
+        self.assertEqual(result.stdout, "")  # no ready line
+        self.assertEqual(result.stderr, "the application failed to start: RuntimeError: no database\n")
+
+    def test_an_app_that_cannot_be_imported_is_one_line_and_exit_1(self) -> None:
+        directory = asgi_apps(self)
+        for name, message in (
+            ("no_such_module:app", "cannot import no_such_module: ModuleNotFoundError"),
+            ("apps:no_such_app", "apps has no attribute 'no_such_app'"),
+            ("apps:os", "it is a module, not an ASGI application"),
+        ):
+            with self.subTest(name=name):
+                result = run_script(self.script, "0", "--app", name, prefix=with_apps(directory))
+                self.assertEqual(result.returncode, 1, result.stderr)
+                self.assertEqual(result.stderr.count("\n"), 1, result.stderr)
+                self.assertIn(message, result.stderr)
+        result = run_script(self.script, "0", "--app", "no-colon")
+        self.assertEqual(result.returncode, 2)
+
+    def test_importing_it_has_no_side_effects(self) -> None:
+        result = run_script("-c", "import asgi_server, inspect; print(inspect.iscoroutinefunction(asgi_server.app))")
+        self.assertEqual((result.returncode, result.stdout, result.stderr), (0, "True\n", ""))
+
+    def test_a_stop_ends_streams_with_http_disconnect_runs_the_lifespan_shutdown_and_exits_0(self) -> None:
+        server = self.apps("remembers", "--timeout", "10")  # the streams end at once, not at the stop's bound
+        with server.connect() as streaming, server.connect() as idle, server.connect() as ending:
+            streaming.sendall(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+            ending.sendall(b"GET /end HTTP/1.1\r\nHost: test\r\n\r\n")
+            for conn in (streaming, ending):
+                conn.settimeout(5)
+                self.assertIn(b"streaming", conn.recv(65536))
+            server.wait_until_accepted()
+            stopped = time.monotonic()
+            server.process.send_signal(signal.SIGTERM)
+            self.assertEqual(read_until_closed(idle, timeout=2)[0], b"")  # closed at once
+            reply, _ = read_until_closed(ending, timeout=5)
+            self.assertTrue(reply.endswith(b"4\r\nbye\n\r\n0\r\n\r\n"), reply)
+            reply, _ = read_until_closed(streaming, timeout=5)
+            self.assertTrue(reply.endswith(b"0\r\n\r\n"), reply)  # a clean end of the stream
+            self.assertEqual(server.process.wait(STOP_TIMEOUT), 0, server.log())
+            self.assertLess(time.monotonic() - stopped, 5)
+        self.assertEqual(self.notes.read_text().split(), ["http.disconnect", "http.disconnect", "shutdown"])
+
+    def test_a_stop_closes_idle_connections_at_once_and_finishes_a_response_in_progress_with_close(self) -> None:
+        server = self.start("--timeout", "5")
+        with server.connect() as idle, server.connect() as busy:
+            idle.sendall(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+            self.assertEqual(read_response(idle)[0], 200)
+            busy.sendall(b"POST /reverse HTTP/1.1\r\nHost: test\r\nContent-Length: 5\r\n\r\nhel")
+            server.wait_until_accepted()
+            time.sleep(0.1)  # not a wait for anything: the request is in progress, whatever it takes
+            server.process.send_signal(signal.SIGTERM)
+            self.assertEqual(read_until_closed(idle, timeout=2)[0], b"")
+            server.wait_until_refused(timeout=2)
+            busy.sendall(b"lo")
+            reply, _ = read_until_closed(busy, timeout=5)
+        self.assertIn(b"\r\nconnection: close\r\n", reply)
+        self.assertTrue(reply.endswith(b"\r\n\r\nolleh"), reply)
+        self.assertEqual(server.process.wait(STOP_TIMEOUT), 0, server.log())
+
+
+# Real applications on asgi_server.py, and uvicorn (--http h11, pure Python) as
+# the oracle: the same requests to both, serving the same application.
+PEER_APPS = """
+import asyncio, contextlib, os
+from typing import Optional
+from fastapi import BackgroundTasks, FastAPI, Request
+from pydantic import BaseModel
+from starlette.applications import Starlette
+from starlette.background import BackgroundTask
+from starlette.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from starlette.routing import Route
+
+def note(text):
+    with open(os.environ["ASGI_TEST_NOTES"], "a") as notes:
+        notes.write(text + "\\n")
+
+@contextlib.asynccontextmanager
+async def lifespan(app):
+    note("startup")
+    yield {"greeting": "hello"}
+    note("shutdown")
+
+async def numbers():
+    for number in range(3):
+        yield f"{number}\\n"
+        await asyncio.sleep(0.01)
+
+async def item(request):
+    return JSONResponse({"id": request.path_params["id"], "q": request.query_params.get("q")})
+
+async def echo(request):
+    return JSONResponse({"got": await request.json()})
+
+async def stream(request):
+    return StreamingResponse(numbers(), media_type="text/plain")
+
+async def later(request):
+    return PlainTextResponse("accepted", background=BackgroundTask(note, "background"))
+
+async def fails(request):
+    raise KeyError("on purpose")
+
+async def state(request):
+    return PlainTextResponse(request.state.greeting)
+
+async def handled(request, exc):
+    return JSONResponse({"error": "handled"}, status_code=418)
+
+starlette_app = Starlette(
+    routes=[
+        Route("/items/{id:int}", item),
+        Route("/echo", echo, methods=["POST"]),
+        Route("/stream", stream),
+        Route("/later", later),
+        Route("/fails", fails),
+        Route("/state", state),
+    ],
+    exception_handlers={KeyError: handled},
+    lifespan=lifespan,
+)
+
+fastapi_app = FastAPI(lifespan=lifespan)
+
+class Item(BaseModel):
+    name: str
+    price: float
+
+@fastapi_app.get("/items/{item_id}")
+async def read_item(item_id: int, q: Optional[str] = None):
+    return {"item_id": item_id, "q": q}
+
+@fastapi_app.post("/items")
+async def create_item(item: Item):
+    return {"name": item.name, "total": item.price * 2}
+
+@fastapi_app.get("/stream")
+async def fastapi_stream():
+    return StreamingResponse(numbers(), media_type="text/plain")
+
+@fastapi_app.get("/later")
+async def fastapi_later(tasks: BackgroundTasks):
+    tasks.add_task(note, "background")
+    return {"accepted": True}
+
+@fastapi_app.get("/fails")
+async def fastapi_fails():
+    raise KeyError("on purpose")
+
+@fastapi_app.get("/state")
+async def fastapi_state(request: Request):
+    return {"greeting": request.state.greeting}
+
+@fastapi_app.get("/json")
+async def fastapi_json():
+    return {"message": "Hello world!"}
+
+fastapi_app.add_exception_handler(KeyError, handled)
+"""
+# uvicorn, run the way Server runs a script: a ready line once its socket
+# listens, the application named by the last argument.
+UVICORN_H11 = """
+import socket, sys, uvicorn
+listener = socket.create_server(("127.0.0.1", 0))
+print(f"Listening on http://127.0.0.1:{listener.getsockname()[1]}/", flush=True)
+config = uvicorn.Config(sys.argv[-1], http="h11", loop="asyncio", log_level="warning", lifespan="auto")
+uvicorn.Server(config).run(sockets=[listener])
+"""
+# The requests both servers get, by application: (method, path, body, headers).
+ORACLE_REQUESTS = {
+    "asgi_server:app": [
+        ("GET", "/", None, {}),
+        ("HEAD", "/", None, {}),
+        ("POST", "/reverse", b"hello world", {}),
+        ("POST", "/reverse?over-a-mib", b"x" * (1024 * 1024 + 1), {}),
+        ("GET", "/events?count=1", None, {}),
+        ("GET", "/events?count=x", None, {}),
+        ("GET", "/nowhere", None, {}),
+        ("DELETE", "/reverse", None, {}),
+        ("GET", "/", None, {"Connection": "close"}),
+        ("GET", "/%7e", None, {}),
+    ],
+    **{
+        f"peer_apps:{name}": [
+            ("GET", "/items/42?q=x", None, {}),
+            ("GET", "/items/nope", None, {}),
+            ("POST", "/echo" if name == "starlette_app" else "/items", b'{"name": "pen", "price": 1.5}', {}),
+            ("POST", "/items", b'{"name": 1}', {"Content-Type": "application/json"}),
+            ("GET", "/stream", None, {}),
+            ("GET", "/later", None, {}),
+            ("GET", "/fails", None, {}),
+            ("GET", "/state", None, {}),
+            ("HEAD", "/items/1", None, {}),
+            ("OPTIONS", "/items/1", None, {}),
+            ("GET", "/missing", None, {}),
+        ]
+        for name in ("starlette_app", "fastapi_app")
+    },
+}
+# Where asgi_server.py answers otherwise than uvicorn --http h11, and why: (application, method, path): reason.
+ORACLE_DIFFERENCES = {
+    ("asgi_server:app", "POST", "/reverse?over-a-mib"): "--max-body (1 MiB) refuses a body of 1 MiB + 1 before the"
+    " application runs: the server's own 413, and a close; uvicorn has no limit, and the application answers 413",
+}
+
+
+# Raw requests to the demo under both servers: the bytes of the answers must be
+# the same (header names compared in lower case; date and server aside), but
+# where declared here, with the reason the difference is kept.
+RAW_ORACLE_REQUESTS = {
+    "HTTP/1.0": b"GET / HTTP/1.0\r\n\r\n",
+    "HTTP/1.0 keep-alive": b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET / HTTP/1.0\r\n\r\n",
+    "pipelined": b"GET / HTTP/1.1\r\nHost: a\r\n\r\nPOST /reverse HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc",
+    "HEAD of a stream": b"HEAD /events HTTP/1.1\r\nHost: a\r\n\r\n",
+    "a stream to HTTP/1.0": b"GET /events?count=1 HTTP/1.0\r\n\r\n",
+    "chunked": b"POST /reverse HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+    "absolute-form": b"GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n",
+    "asterisk-form": b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
+    "a 405 not read": b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhelloGET / HTTP/1.1\r\nHost: a\r\n\r\n",
+    "expect, not read": b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
+    "connection close": b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
+    "a length said twice": b"POST /reverse HTTP/1.1\r\nHost: a\r\nContent-Length: 3, 3\r\n\r\nabc",
+    "websocket upgrade": b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    "no host": b"GET / HTTP/1.1\r\n\r\n",
+    "obs-fold": b"GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n",
+    "transfer-encoding and content-length": b"POST /reverse HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n"
+    b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    "HTTP/2.0": b"GET / HTTP/2.0\r\nHost: a\r\n\r\n",
+    "LF only": b"GET / HTTP/1.1\nHost: a\n\n",
+    "a 70 KB header": b"GET / HTTP/1.1\r\nHost: a\r\nX: " + b"a" * 70_000 + b"\r\n\r\n",
+}
+REFUSED_IN_OUR_WORDS = (
+    "the same status, and a close; the text of the refusal (and its Content-Length) is the server's own"
+)
+RAW_ORACLE_DIFFERENCES = {
+    "HTTP/1.0 keep-alive": "an HTTP/1.0 client that asks for keep-alive gets it (RFC 9112 C.2.2 allows it);"
+    " h11 closes every HTTP/1.0 connection after one response",
+    "websocket upgrade": "no WebSockets here (websocket_server.py): an ordinary request, answered 200; uvicorn gives"
+    " the demo a websocket scope, which it does not accept, and answers 500",
+    "no host": REFUSED_IN_OUR_WORDS,
+    "obs-fold": "a header continued on the next line gets 400 (RFC 9112 5.2, and the contract); h11 unfolds it",
+    "transfer-encoding and content-length": "400 and a close, as the contract says (request smuggling); h11 reads"
+    " the chunked body, and uvicorn keeps the connection open",
+    "HTTP/2.0": "505; h11 reads any HTTP/d.d request line, and uvicorn answers an 'HTTP/2.0' request as 1.1",
+    "LF only": "400 (RFC 9112 2.2 allows refusing a bare LF, and a proxy in front may read it otherwise); h11"
+    " reads LF as an end of line",
+    "a 70 KB header": "431 past 64 KiB of head; uvicorn read this one whole (h11 bounds only a head that arrives in"
+    " pieces, to 16 KiB)",
+}
+
+
+def raw_answer(server: Server, data: bytes) -> bytes:
+    """What the server sends to data (then the end of the stream), date and server aside, header names in lower case."""
+    reply = http_exchange(server, data, timeout=5)
+    reply = re.sub(rb"(?m)^(?:[Dd]ate|[Ss]erver): [^\r\n]*\r\n", b"", reply)
+    reply = re.sub(rb"(?m)^([-A-Za-z]+):", lambda match: match.group(1).lower() + b":", reply)
+    return re.sub(rb"data: event 1 at [\d:]+", b"data: event 1 at TIME", reply)
+
+
+class AsgiPeerTest(unittest.TestCase):
+    """Starlette and FastAPI applications over sockets, and every answer compared with uvicorn's."""
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        for module in ("uvicorn", "starlette", "fastapi"):
+            require_peer(module)
+        cls.directory = Path(tempfile.mkdtemp())
+        cls.addClassCleanup(shutil.rmtree, cls.directory)
+        (cls.directory / "peer_apps.py").write_text(PEER_APPS)
+
+    def serve(self, application: str, by: str, notes: Path) -> Server:
+        env = with_apps(self.directory, PYTHONPATH=f"{self.directory}:{HERE}", ASGI_TEST_NOTES=str(notes))
+        if by == "uvicorn":
+            return Server(
+                "asgi_server.py", (application,), self.addCleanup, prefix=(*env, sys.executable, "-c", UVICORN_H11)
+            )
+        args = () if application == "asgi_server:app" else ("--app", application)
+        return Server("asgi_server.py", args, self.addCleanup, prefix=env)
+
+    def answer(self, server: Server, method: str, path: str, body: bytes | None, headers: dict) -> tuple:
+        conn = http.client.HTTPConnection(server.host, server.port, timeout=10)
+        try:
+            conn.request(method, path, body=body, headers=headers)
+            response = conn.getresponse()
+            kept = []
+            for name, value in response.getheaders():
+                if name.lower() == "allow":  # Starlette lists a set: its order changes with each process's hash seed
+                    value = ", ".join(sorted(value.split(", ")))
+                if name.lower() not in ("date", "server"):
+                    kept.append((name.lower(), value))
+            kept.sort()
+            return response.status, kept, response.read()
+        finally:
+            conn.close()
+
+    def test_the_applications_answer_as_under_uvicorn(self) -> None:
+        for application, requests in ORACLE_REQUESTS.items():
+            notes = self.directory / f"notes-{application}"
+            ours, theirs = self.serve(application, "asgi_server", notes), self.serve(application, "uvicorn", notes)
+            for method, path, body, headers in requests:
+                with self.subTest(application=application, request=f"{method} {path}"):
+                    ours_said = self.answer(ours, method, path, body, headers)
+                    theirs_said = self.answer(theirs, method, path, body, headers)
+                    if (application, method, path) in ORACLE_DIFFERENCES:
+                        self.assertNotEqual(ours_said, theirs_said, "declared different, but it is not: drop the entry")
+                    else:
+                        self.assertEqual(ours_said, theirs_said)
+            self.assertEqual(ours.stop(), 0, ours.log())
+
+    def test_fastapi_and_starlette_run_their_startup_background_tasks_and_shutdown(self) -> None:
+        for application in ("peer_apps:starlette_app", "peer_apps:fastapi_app"):
+            with self.subTest(application=application):
+                notes = self.directory / f"lifecycle-{application}"
+                server = self.serve(application, "asgi_server", notes)
+                self.assertEqual(notes.read_text(), "startup\n")  # before the ready line
+                with server.connect() as conn:
+                    conn.sendall(
+                        b"GET /later HTTP/1.1\r\nHost: test\r\n\r\nGET /items/7 HTTP/1.1\r\nHost: test\r\n\r\n"
+                    )
+                    reader = HttpReader(conn)
+                    self.assertEqual(reader.response()[0], 200)
+                    status, _, body = reader.response()
+                    self.assertEqual((status, json.loads(body)["q"]), (200, None))
+                wait_for(lambda notes=notes: "background" in notes.read_text(), 5, "the background task did not run")
+                self.assertEqual(server.stop(), 0, server.log())
+                self.assertEqual(notes.read_text(), "startup\nbackground\nshutdown\n")
+
+    def test_raw_requests_get_the_bytes_uvicorn_sends_but_for_the_declared_differences(self) -> None:
+        notes = self.directory / "raw"
+        ours, theirs = (
+            self.serve("asgi_server:app", "asgi_server", notes),
+            self.serve("asgi_server:app", "uvicorn", notes),
+        )
+        for name, data in RAW_ORACLE_REQUESTS.items():
+            with self.subTest(name):
+                ours_said, theirs_said = raw_answer(ours, data), raw_answer(theirs, data)
+                if name in RAW_ORACLE_DIFFERENCES:
+                    self.assertNotEqual(ours_said, theirs_said, "declared different, but it is not: drop the entry")
+                    self.assertRegex(ours_said, rb"^HTTP/1\.1 ")
+                else:
+                    self.assertEqual(ours_said, theirs_said)
+
+    @unittest.skipIf(shutil.which("wrk") is None, "needs wrk (Debian's wrk package)")
+    def test_bench_measures_it_against_both_uvicorns(self) -> None:
+        result = run_script("bench.py", "--asgi", "--rounds", "1", "--http-seconds", "1", timeout=120)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        for application in (r"the demo's GET /", r"FastAPI [\d.]+, GET /json"):
+            self.assertRegex(result.stdout, rf"\| {application} \| [\d,]+ \| [\d,]+ \| [\d.]+x \| [\d,]+ \| [\d.]+x \|")
+
+    def test_uvicorn_serves_the_demo_from_asgi_server_app(self) -> None:
+        # The contract: importing asgi_server has no side effects, and its app is the demo.
+        server = self.serve("asgi_server:app", "uvicorn", self.directory / "demo")
+        self.assertEqual(self.answer(server, "GET", "/", None, {})[::2], (200, b"Hello world!"))
+
+
+class AsgiFuzzTest(HttpFuzzTests):
+    """asgi_server.py against h11: pipelined sequences (up to three requests a connection, and
+    HTTP/1.0 keep-alive), chunked bodies cut at random places or a byte at a time, bodies in pieces.
+
+    Chunked bodies are decoded here, so the chunk mutations (sizes, extensions,
+    a missing CRLF, trailers) are tested against h11's reading of them, not
+    just refused. Its 404 and 405 are the application's own answers, on a
+    connection that persists.
+    """
+
+    script = "asgi_server.py"
+    routes = (
+        ("GET", "/", None, 200, b"Hello world!"),
+        ("HEAD", "/", None, 200, b""),
+        ("POST", "/reverse", b"*", 200, b"*"),
+        ("POST", "/reverse", b"*", 200, b"*"),
+        ("GET", "/nowhere", None, 404, b"not found\n"),
+        ("DELETE", "/reverse", None, 405, None),
+        ("POST", "/", b"*", 405, None),
+    )
+    kept_alive = frozenset({404, 405})
+
+
+@unittest.skipUnless(Path("/proc/self/status").exists(), "reads memory from /proc")
+class AsgiFlowControlTest(unittest.TestCase):
+    """Flow control both ways: what a slow application or a client that does not read costs the server.
+
+    The bound on the peak resident memory (VmHWM) the test allows above the
+    server's after its first request: 8 MiB, for a 200 MiB upload to an
+    application that takes half a second before it reads, and for a response
+    that streams without end to a client that reads nothing, and for 32 MiB of
+    pipelined requests from a client that reads no answer. Measured (3.11):
+    +0.7, +0.0 and +0.6 MiB; with reading never paused, the upload took +326
+    MiB, and without the bound on waiting requests the pipeline +19 MiB.
+    ASGI_FIGURES=1 prints them.
+    """
+
+    BOUND = 8 * MIB
+
+    def start(self, app: str, *args: str) -> tuple[Server, Path]:
+        directory = asgi_apps(self)
+        notes = directory / "notes"
+        prefix = with_apps(directory, ASGI_TEST_NOTES=str(notes))
+        server = Server("asgi_server.py", ("--app", f"apps:{app}", *args), self.addCleanup, prefix=prefix)
+        return server, notes
+
+    def test_an_upload_to_an_application_that_reads_slowly_costs_bounded_memory(self) -> None:
+        size = 200 * MIB
+        server, _ = self.start("slow_reader", "--max-body", str(size), "--timeout", "30")
+        self.assertEqual(http_exchange(server, b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\n\r\nx")[-1:], b"1")
+        before = process_memory(server.process.pid)
+        chunk = b"u" * MIB
+        with server.connect() as conn:
+            conn.sendall(b"POST / HTTP/1.1\r\nHost: test\r\nContent-Length: %d\r\n\r\n" % size)
+            for _ in range(size // MIB):
+                conn.sendall(chunk)
+            status, _, body = read_response(conn)
+        self.assertEqual((status, body), (200, b"%d" % size))
+        grew = process_memory(server.process.pid) - before
+        self.assertLess(grew, self.BOUND, f"the peak RSS grew by {grew / MIB:.1f} MiB")
+        if os.environ.get("ASGI_FIGURES"):
+            print(f"\n200 MiB upload: peak RSS +{grew / MIB:.1f} MiB", file=sys.stderr)
+
+    def test_a_client_that_pipelines_without_reading_costs_bounded_memory(self) -> None:
+        # Requests wait in the connection's buffer while the one before is
+        # answered; the answers wait for the client. Both are bounded: past
+        # them, the kernel holds the rest, and the client's send() blocks.
+        server = Server("asgi_server.py", ("-q",), self.addCleanup)
+        self.assertEqual(http_exchange(server, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")[-12:], b"Hello world!")
+        before = process_memory(server.process.pid)
+        pipeline = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n" * (32 * MIB // 28)
+        with server.connect() as conn:
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+
+            def send() -> None:
+                with contextlib.suppress(OSError):  # unblocked by the shutdown below
+                    conn.sendall(pipeline)
+
+            sender = threading.Thread(target=send)
+            sender.start()
+            wait_for(lambda: not sender.is_alive() or unread_by_server(server, conn) > MIB, 10, "nothing waits")
+            grew = process_memory(server.process.pid) - before
+            conn.shutdown(socket.SHUT_RDWR)
+            sender.join()
+        self.assertLess(grew, self.BOUND, f"the peak RSS grew by {grew / MIB:.1f} MiB")
+        if os.environ.get("ASGI_FIGURES"):
+            print(f"\n32 MiB of pipelined requests, unread answers: peak RSS +{grew / MIB:.1f} MiB", file=sys.stderr)
+
+    def test_a_client_that_never_reads_an_endless_stream_costs_bounded_memory_and_is_cut_off(self) -> None:
+        server, notes = self.start("endless", "--timeout", "1")
+        with server.connect() as warm_up:  # the first response's allocations are not the test's
+            warm_up.sendall(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+            warm_up.recv(65536)
+        before = process_memory(server.process.pid)
+        with server.connect() as conn:
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+            conn.sendall(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+            server.wait_for_log(r"#2 did not read its response in time: closed", timeout=10)
+            wait_for(lambda: notes.exists() and "ClientDisconnected" in notes.read_text(), 5, "send() did not raise")
+        grew = process_memory(server.process.pid) - before
+        self.assertLess(grew, self.BOUND, f"the peak RSS grew by {grew / MIB:.1f} MiB")
+        self.assertEqual(server.stop(), 0, server.log())
+        if os.environ.get("ASGI_FIGURES"):
+            print(f"\nendless stream, unread: peak RSS +{grew / MIB:.1f} MiB", file=sys.stderr)
+
+
 class ClientTest(unittest.TestCase):
     server: Server
 
@@ -4569,7 +5505,10 @@ class DocumentsTest(unittest.TestCase):
 
     def test_the_demo_gives_each_pair_a_port_of_its_own(self) -> None:
         servers = [
-            words[2] for line in shell_commands("README.md") for words in line if words[1] in SERVER_SCRIPTS[:-3]
+            words[2]
+            for line in shell_commands("README.md")
+            for words in line
+            if words[1] in SERVER_SCRIPTS and words[1] not in HTTP_SCRIPTS
         ]
         self.assertEqual(len(servers), len(set(servers)), servers)
 
@@ -4624,6 +5563,7 @@ SERVER_SCRIPTS = (
     "http_static.py",
     "wsgi_app.py",
     "websocket_server.py",
+    "asgi_server.py",
 )
 # Names each script defines its own way: they are the approach itself.
 APPROACH = {"serve", "make_server"}
@@ -4639,6 +5579,7 @@ DIFFERENCES = {
         "socketserver_variants.py": "socketserver builds and runs the server",
         "http_static.py": "checks --directory first; http.server runs the server",
         "wsgi_app.py": "wsgiref runs the server",
+        "asgi_server.py": "imports --app first; serve() runs in an event loop and returns the exit status",
     },
     "parse_args": {
         "pool_server.py": "adds --min-workers, --max-workers and --idle-timeout",
@@ -4650,11 +5591,13 @@ DIFFERENCES = {
         "http_static.py": "HTTP: --directory, and --timeout is the idle time",
         "wsgi_app.py": "HTTP: no --delay or --max-request",
         "websocket_server.py": "WebSocket: --max-message, --ping-interval, --allow-origin, ...",
+        "asgi_server.py": "ASGI: --app, --keep-alive, --max-body, --root-path",
     },
     "stop_signals": {
         "asyncio_server.py": "the loop's own signal handling",
         "asyncio_protocol_server.py": "the loop's own signal handling",
         "websocket_server.py": "the loop's own signal handling",
+        "asgi_server.py": "the loop's own signal handling",
     },
     "stop_on_signals": {"wsgi_app.py": "its own server stops with a flag, not socketserver's shutdown()"},
     "open_listener": {"forking_server.py": "no idna codec for an ASCII host: less for each fork() to copy"},
@@ -4677,6 +5620,13 @@ DIFFERENCES = {
         "websocket_server.py": "an HTTP request, then the WebSocket it opens",
     },
     "read_request": {"asyncio_server.py": "coroutines on streams", "websocket_server.py": "an HTTP request head"},
+    "MAX_HEAD": {"asgi_server.py": "64 KiB: a whole head of any ASGI application's requests, cookies included"},
+    "Refusal": {"asgi_server.py": "a status and its detail; the connection closes after it"},
+    "Request": {"asgi_server.py": "the head parsed for the scope, and the body's framing"},
+    **{
+        name: {"asgi_server.py": "ASGI: a coroutine and two channels, not WSGI's call"}
+        for name in ("app", "hello", "reverse")
+    },
     "handle_request": {
         "asyncio_server.py": "coroutines on streams",
         "websocket_server.py": "routes, and the WebSocket handshake",
@@ -4702,7 +5652,8 @@ def top_level_definitions(script: str) -> dict[str, str]:
 # activation, a ready line that cannot be written, '::' as dual-stack, and the
 # floor on every option in seconds.
 
-HTTP_SCRIPTS = ("http_static.py", "wsgi_app.py", "websocket_server.py")
+# The servers that speak HTTP rather than the reverse protocol.
+HTTP_SCRIPTS = ("http_static.py", "wsgi_app.py", "websocket_server.py", "asgi_server.py")
 
 
 def every_server() -> tuple[tuple[str, ...], ...]:
@@ -5441,7 +6392,7 @@ class OptionEdgesTest(unittest.TestCase):
 
     def test_every_number_option_refuses_or_serves_at_its_edges(self) -> None:
         accepted = []
-        for command in (*REVERSE_SERVERS, ("http_static.py",), ("wsgi_app.py",), ("websocket_server.py",)):
+        for command in (*REVERSE_SERVERS, *((script,) for script in HTTP_SCRIPTS)):
             script, *variant = command
             parse_args, parser = parser_of(script)
             for option in numeric_options(parser):
@@ -5464,7 +6415,7 @@ class OptionEdgesTest(unittest.TestCase):
         servers = []
         for script, *args in commands:
             with self.subTest(" ".join([script, *args])):
-                speaks_http = script in ("http_static.py", "wsgi_app.py", "websocket_server.py")
+                speaks_http = script in HTTP_SCRIPTS
                 quick = () if speaks_http else (*QUICK[:2], "--max-request", "1000")
                 # The value under test last, so it wins over the quick ones.
                 server = Server(script, (*quick, "--quiet", *args), self.addCleanup)
@@ -5792,6 +6743,16 @@ class StopUnderFireWsgiApp(StopUnderFireTests):
 
     def exchange(self) -> ReverseExchange | HttpExchange:
         return HttpExchange(timeout=self.TIMEOUT)
+
+
+class StopUnderFireAsgiServer(StopUnderFireTests):
+    command = ("asgi_server.py",)
+
+    def server_options(self, worst: bool, random_: random.Random) -> tuple[tuple[str, ...], float]:
+        return ("--timeout", str(self.TIMEOUT)), 0.0
+
+    def exchange(self) -> ReverseExchange | HttpExchange:
+        return HttpExchange()
 
 
 def a_grandchild(pid: int, timeout: float = 5.0) -> int:
