@@ -101,10 +101,9 @@ SMALL_BODY = 64 * 1024  # bodies up to this size go out with the headers, in one
 LINGER_SECONDS = 2.0
 LINGER_BYTES = 16 * 1024 * 1024
 CHUNK_SIZE = 64 * 1024  # one recv() per chunk while discarding
-# At most 18 digits, a billion gigabytes: past that the header is ignored, and
-# int() never meets a 5,000-digit number (Python 3.11 and later refuse such a
-# conversion with ValueError: a traceback and no response, before this bound).
-SINGLE_RANGE = re.compile(r"bytes=(\d{0,18})-(\d{0,18})")
+# The unit is case-insensitive (RFC 9110 14.1): "Bytes=0-1" is a range too.
+# [0-9], not \d, which matches other scripts' digits as well.
+SINGLE_RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)", re.IGNORECASE)
 # Request heads by RFC 9112, and no further: a request line of visible ASCII,
 # header lines of a token, a colon and visible characters, each ending in CRLF.
 # A bare CR or LF, obs-fold and NUL match neither. One quantifier a line: a
@@ -148,6 +147,14 @@ def main(argv: list[str] | None = None) -> int:
         files = " and ".join(name for name in (args.tls_cert, args.tls_key) if name)
         try:
             tls = tls_context(args.tls_cert, args.tls_key)
+        except EncryptedKey:
+            key = args.tls_key or args.tls_cert
+            print(
+                f"the private key in {key} is encrypted: decrypt it once with"
+                f" openssl pkey -in {key} -out plain-key.pem, keep that file private, and pass --tls-key plain-key.pem",
+                file=sys.stderr,
+            )
+            return 1
         except ssl.SSLError:  # before OSError: it is one
             print(f"not a PEM certificate with its private key: {files}", file=sys.stderr)
             return 1
@@ -239,11 +246,24 @@ def positive_seconds(text: str) -> float:
     return value
 
 
+class EncryptedKey(Exception):
+    """The private key has a pass phrase, which this server will not ask for."""
+
+
 def tls_context(cert: str, key: str | None) -> ssl.SSLContext:
     # The server side of the library's defaults: TLS 1.2 and up, no weak ciphers.
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert, key)
+    # Without a password callback, OpenSSL asks for an encrypted key's pass
+    # phrase on the terminal ("Enter PEM pass phrase:", twice), which a
+    # service has not got, then fails with "Invalid argument". The callback
+    # is called only for an encrypted key, and its exception comes out of
+    # load_cert_chain() as it is.
+    context.load_cert_chain(cert, key, password=refuse_pass_phrase)
     return context
+
+
+def refuse_pass_phrase() -> bytes:
+    raise EncryptedKey
 
 
 def make_server(args: argparse.Namespace, tls: ssl.SSLContext | None) -> StaticServer:
@@ -1003,21 +1023,56 @@ class StaticHandler(StrictRequest, http.server.SimpleHTTPRequestHandler):
             return None
         first, last = match.groups()
         if first == "":  # the last n bytes
-            count = int(last)
-            if count == 0 or size == 0:
+            count = at_most(last, size)
+            if count == 0:
                 raise RangeNotSatisfiable
-            return max(0, size - count), min(count, size)
-        start = int(first)
-        if last != "" and int(last) < start:
+            return size - count, count
+        if last != "" and number_key(last) < number_key(first):
             return None  # invalid: ignore the header
+        start = at_most(first, size)
         if start >= size:
             raise RangeNotSatisfiable
-        end = size - 1 if last == "" else min(int(last), size - 1)
+        end = size - 1 if last == "" else min(at_most(last, size), size - 1)
         return start, end - start + 1
+
+    def guess_type(self, path: str) -> str:  # type: ignore[override]
+        """http.server's guess, with charset=utf-8 on text types.
+
+        Without a charset a browser decodes text/plain and text/css by its
+        locale's legacy encoding (windows-1252 here): a UTF-8 file's "Grüße"
+        shows as "GrÃ¼ÃŸe". UTF-8 is what editors write today, and what
+        Caddy and Go's file server declare. The price: a file in another
+        encoding is now shown as UTF-8, and the header wins over an HTML
+        page's own <meta charset>; save such a file as UTF-8.
+        """
+        guess = super().guess_type(path)
+        if guess.startswith("text/") and "charset=" not in guess:
+            return guess + "; charset=utf-8"
+        return guess
 
     def log_message(self, format: str, *args: Any) -> None:
         # Formatted only if logged: --quiet costs nothing.
         log.info("#%d %s " + format, self.number, self.client_address[0], *args)
+
+
+def number_key(digits: str) -> tuple[int, str]:
+    """What orders decimal numbers as int() would, without int(): (digit count, digits), leading zeros dropped."""
+    digits = digits.lstrip("0")
+    return len(digits), digits
+
+
+def at_most(digits: str, limit: int) -> int:
+    """The number the digits spell, or limit if that is smaller.
+
+    A range may name any position, "bytes=0-" followed by 5,000 nines
+    included, and RFC 9110 makes it valid (the whole file, 206). int() of
+    such a number costs quadratic time, and Python 3.11 and later refuse it
+    (ValueError past 4,300 digits): a traceback and no response. A number
+    with more digits than the limit is past it, whatever its value.
+    """
+    if number_key(digits) > number_key(str(limit)):
+        return limit
+    return int(digits or "0")
 
 
 def has_input(conn: socket.socket) -> bool:

@@ -1382,9 +1382,9 @@ class HttpStaticTest(HttpServerTests):
     def test_types_browsers_insist_on(self) -> None:
         for path, expected in (
             ("/app.wasm", "application/wasm"),
-            ("/module.mjs", "text/javascript"),
-            ("/script.js", "text/javascript"),
-            ("/index.html", "text/html"),
+            ("/module.mjs", "text/javascript; charset=utf-8"),
+            ("/script.js", "text/javascript; charset=utf-8"),
+            ("/index.html", "text/html; charset=utf-8"),
         ):
             with self.subTest(path=path):
                 response, body = self.http("GET", path)
@@ -1502,6 +1502,7 @@ class HttpStaticTest(HttpServerTests):
         last_modified = response.getheader("Last-Modified")
         response, body = self.http("GET", "/docs/notes.txt", headers={"If-Modified-Since": last_modified})
         self.assertEqual((response.status, body), (304, b""))
+        self.assertIsNone(response.getheader("Content-Length"))  # the contract: none on a 304
 
     def test_byte_ranges(self) -> None:
         cases = [
@@ -1514,8 +1515,8 @@ class HttpStaticTest(HttpServerTests):
             ("bytes=0-1,4-5", 200, b"0123456789", None),  # several ranges: ignored
             ("pages=1-2", 200, b"0123456789", None),
             ("bytes=5-2", 200, b"0123456789", None),
-            ("bytes=0-" + "9" * 5000, 200, b"0123456789", None),  # a number no file reaches: ignored
-            ("bytes=-" + "9" * 5000, 200, b"0123456789", None),
+            ("bytes=0-" + "9" * 5000, 206, b"0123456789", "bytes 0-9/10"),  # past any file: to its end
+            ("bytes=-" + "9" * 5000, 206, b"0123456789", "bytes 0-9/10"),
         ]
         for header, status, body, content_range in cases:
             with self.subTest(range=header):
@@ -1618,6 +1619,7 @@ class HttpStaticTest(HttpServerTests):
         }
         response, body = self.http("OPTIONS", "/script.js", headers=preflight, server=server)
         self.assertEqual((response.status, body), (204, b""))
+        self.assertIsNone(response.getheader("Content-Length"))  # RFC 9110 8.6 forbids it on a 204
         self.assertEqual(response.getheader("Access-Control-Allow-Origin"), "*")
         self.assertEqual(response.getheader("Access-Control-Allow-Methods"), "GET, HEAD, OPTIONS")
         self.assertEqual(response.getheader("Access-Control-Allow-Headers"), "x-requested-with, content-type")
@@ -1791,6 +1793,54 @@ class HttpStaticTest(HttpServerTests):
         result = run_script(self.script, "0", "--directory", "/no/such/dir")
         self.assertEqual((result.returncode, result.stderr), (1, "not a directory: /no/such/dir\n"))
 
+    def test_text_is_declared_utf_8(self) -> None:
+        # Without a charset, Chromium showed "Grüße aus Köln" as "GrÃ¼ÃŸe aus KÃ¶ln".
+        self.scratch_file("greeting.txt", "Grüße aus Köln".encode())
+        response, body = self.http("GET", "/greeting.txt")
+        self.assertEqual(response.getheader("Content-Type"), "text/plain; charset=utf-8")
+        self.assertEqual(body.decode("utf-8"), "Grüße aus Köln")
+        response, _ = self.http("GET", "/app.wasm")
+        self.assertEqual(response.getheader("Content-Type"), "application/wasm")  # not text: no charset
+
+    def test_range_units_are_case_insensitive_and_any_position_is_read_by_rfc_9110(self) -> None:
+        nines = "9" * 19  # past 18 digits, where the old pattern stopped
+        cases = [
+            ("Bytes=0-1", 206, b"01", "bytes 0-1/10"),
+            ("BYTES=-2", 206, b"89", "bytes 8-9/10"),
+            ("bytes=0000000000000000002-3", 206, b"23", "bytes 2-3/10"),  # 19 digits, and valid
+            (f"bytes={nines}-", 416, b"", "bytes */10"),  # past the end: unsatisfiable
+            (f"bytes={nines}-{nines}9", 416, b"", "bytes */10"),
+            (f"bytes=5-{nines}", 206, b"56789", "bytes 5-9/10"),
+            (f"bytes={nines}9-{nines}", 200, b"0123456789", None),  # last before first: invalid, ignored
+        ]
+        for header, status, body, content_range in cases:
+            with self.subTest(range=header):
+                response, got = self.http("GET", "/docs/notes.txt", headers={"Range": header})
+                self.assertEqual(
+                    (response.status, got, response.getheader("Content-Range")), (status, body, content_range)
+                )
+
+
+class HttpStaticKeyTest(unittest.TestCase):
+    @unittest.skipIf(shutil.which("openssl") is None, "no openssl command to make a key")
+    def test_a_key_with_a_pass_phrase_is_one_line_and_exit_1_never_a_prompt(self) -> None:
+        folder = Path(tempfile.mkdtemp())
+        self.addCleanup(shutil.rmtree, folder)
+        cert, key = folder / "cert.pem", folder / "key.pem"
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-days", "2", "-subj", "/CN=localhost"]
+            + ["-passout", "pass:secret", "-keyout", str(key), "-out", str(cert)],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
+        result = run_script("http_static.py", "0", "--tls-cert", str(cert), "--tls-key", str(key))
+        self.assertEqual(result.returncode, 1)
+        self.assertEqual(result.stderr.count("\n"), 1, result.stderr)
+        self.assertIn(f"the private key in {key} is encrypted", result.stderr)
+        self.assertIn(f"openssl pkey -in {key} -out ", result.stderr)
+        self.assertNotIn("pass phrase:", result.stderr + result.stdout)
+
 
 class HttpsStaticTest(ServerTestCase):
     """http_static.py with --tls-cert and --tls-key: a certificate made here with openssl."""
@@ -1931,7 +1981,9 @@ sys.exit(0 if unittest.TextTestRunner().run(tests).wasSuccessful() else 1)
 # of these tests must fail (an unexpected success fails the run: the entry
 # would be stale); every other test of the suite must pass. The security
 # promises (no open redirect, nothing outside the directory, dotfiles hidden)
-# win over what http.server does.
+# win over what http.server does. Not listed, because no test of the suite sees it (3.8 to
+# 3.15): text/* types carry "; charset=utf-8" here (HttpStaticTest.test_text_is_declared_utf_8),
+# where http.server sends a bare "text/plain" and browsers guess the encoding.
 PEER_DIFFERENCES = {
     "test_browser_cache_with_If_None_Match_header": "http.server has no ETags and ignores If-None-Match;"
     " here 'If-None-Match: *' matches the file, so 304, as RFC 9110 says",
