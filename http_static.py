@@ -77,7 +77,9 @@ import logging
 import math
 import os
 import posixpath
+import queue
 import re
+import selectors
 import signal
 import socket
 import socketserver
@@ -87,13 +89,25 @@ import sys
 import threading
 import time
 import urllib.parse
-import weakref
 from typing import Any, BinaryIO
 
 BACKLOG = max(socket.SOMAXCONN, 4096)  # a browser opens several connections at once
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 MAX_SECONDS = 24 * 60 * 60.0  # the most any option in seconds takes (see seconds())
 SMALL_BODY = 64 * 1024  # bodies up to this size go out with the headers, in one send()
+# A request head waits for its end in the selector up to this size (see
+# RequestBuffer); past it, the rest is read in a pool thread.
+HEAD_IN_SELECTOR = 64 * 1024
+ACCEPTS_AT_ONCE = 64  # per wake-up of the loop: a burst of thousands is taken in slices, between other work
+# The pool's size (see the module's docstring): with the GIL, a few threads,
+# enough to cover one that waits on a disk or a slow client; without it,
+# two per core.
+POOL_WITH_GIL = 4
+POOL_PER_CORE = 2
+# Selectors whose wait sees a socket that another thread registers meanwhile.
+SELECTORS_THAT_SEE_NEW_SOCKETS = tuple(
+    getattr(selectors, name) for name in ("EpollSelector", "KqueueSelector") if hasattr(selectors, name)
+)
 # After a response, how long and how much a client may go on sending before the
 # server closes anyway (see close_gracefully()): 2 s in all, enough for a client
 # that reads its reply, and soon enough to free the thread or process. (nginx
@@ -161,14 +175,20 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as exc:
             print(f"cannot read {files}: {exc.strerror or exc}", file=sys.stderr)
             return 1
+    raise_open_file_limit()  # a socket per connection, idle ones included
     try:
         server = make_server(args, tls)
     except (OSError, UnicodeError) as exc:
         print(f"cannot listen on {format_address(args.host, args.port)}: {reason(exc)}", file=sys.stderr)
         return 1
     # Leaving the with-block calls server_close(): it closes the listener and
-    # joins the connection threads, so responses in progress finish.
+    # stops the pool once the responses in progress have finished.
     with server:
+        try:
+            server.start_pool()
+        except RuntimeError as exc:  # "can't start new thread": a limit on tasks (ulimit -u, a cgroup's pids.max)
+            print(f"cannot start {server.pool_size} threads: {exc}", file=sys.stderr)
+            return 1
         stop_on_signals(server)
         scheme = "https" if tls else "http"
         print(f"Listening on {scheme}://{format_address(*server.server_address[:2])}/", flush=True)
@@ -206,6 +226,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--cors", action="store_true", help="let pages from any origin fetch these files (CORS)")
     parser.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS with this PEM certificate (chain)")
     parser.add_argument("--tls-key", metavar="FILE", help="its private key, if not in the certificate file")
+    parser.add_argument(
+        "--threads",
+        type=pool_threads,
+        default=0,
+        help="threads that serve requests (0: 4 with the GIL, 2 per core without it)",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="no per-request log lines")
     args = parser.parse_args(argv)
     if args.tls_key and not args.tls_cert:
@@ -227,6 +253,13 @@ def port_number(text: str) -> int:
     if not 0 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"port must be 0..65535, not {port}")
     return port
+
+
+def pool_threads(text: str) -> int:
+    count = int(text)
+    if not 0 <= count <= 1000:
+        raise argparse.ArgumentTypeError(f"threads must be 0..1000, not {count}")
+    return count
 
 
 def seconds(text: str) -> float:
@@ -270,16 +303,21 @@ def make_server(args: argparse.Namespace, tls: ssl.SSLContext | None) -> StaticS
     family, _, _, _, address = socket.getaddrinfo(args.host, args.port, flags=socket.AI_PASSIVE)[0]
     directory = os.path.realpath(args.directory)
     handler = functools.partial(StaticHandler, directory=directory)
-    return StaticServer(address[:2], handler, family, args.timeout, args.dotfiles, args.cors, tls)
+    return StaticServer(address[:2], handler, family, args.timeout, args.dotfiles, args.cors, tls, args.threads)
 
 
-class StaticServer(http.server.ThreadingHTTPServer):
-    """ThreadingHTTPServer with IPv6, a real backlog, and threads that finish their work."""
+class StaticServer(http.server.HTTPServer):
+    """HTTPServer with IPv6 and a real backlog, served as gunicorn's gthread worker serves.
+
+    serve_forever() is one loop in one thread: it accepts, and it waits in one
+    selector for every connection that is between two requests (waiting). A
+    connection that has sent something goes to the pool (ready); a pool
+    thread reads the request and answers it, then puts the connection back in
+    the selector (park()) or closes it. Only the connections with a request
+    in hand are busy in a thread.
+    """
 
     request_queue_size = BACKLOG  # socketserver's default is 5
-    # ThreadingHTTPServer makes daemon threads, which die mid-response when the
-    # process exits. Non-daemon threads are joined by server_close() instead.
-    daemon_threads = False
 
     def __init__(
         self,
@@ -290,114 +328,243 @@ class StaticServer(http.server.ThreadingHTTPServer):
         dotfiles: bool = False,
         cors: bool = False,
         tls: ssl.SSLContext | None = None,
+        threads: int = 0,
     ) -> None:
         self.address_family = family  # read by TCPServer.__init__ to make the socket
+        super().__init__(address, handler)  # binds and listens; closes its socket if it cannot
         self.idle_timeout = timeout
         self.dotfiles = dotfiles
         self.cors = cors
+        self.tls = tls  # accept() wraps each connection; the handshake is the pool's (StaticHandler.shake_hands)
         self.numbers = itertools.count(1)
-        self.connections: set[socket.socket] = set()  # every connection a thread serves
-        self.waiting: set[socket.socket] = set()  # those between two requests (or in a TLS handshake)
-        self.waiting_lock = threading.Lock()
-        self.threads: weakref.WeakSet[threading.Thread] = weakref.WeakSet()  # see process_request()
+        self.pool_size = threads or default_threads()
+        self.pool: list[threading.Thread] = []
+        self.ready: queue.SimpleQueue[StaticHandler | None] = queue.SimpleQueue()
+        self.selector = selectors.DefaultSelector()
+        # The loop takes connections out of the selector and the pool puts
+        # them back, each under this lock. epoll and kqueue see a socket
+        # registered by another thread while they wait; select() and poll()
+        # read their list once per call, and need a wake-up to see it.
+        self.lock = threading.Lock()
+        self.wake_on_park = not isinstance(self.selector, SELECTORS_THAT_SEE_NEW_SOCKETS)
+        self.waiting: dict[StaticHandler, None] = {}  # in the selector
+        self.busy: set[StaticHandler] = set()  # in the ready queue or a pool thread
+        self.wakeup, self.wakeup_sender = socket.socketpair()
+        self.wakeup.setblocking(False)
+        self.wakeup_sender.setblocking(False)
+        self.selector.register(self.wakeup, selectors.EVENT_READ)
         self.stopping = False
-        self.stop_requested = False
-        self.tls = tls  # get_request() wraps each connection; the handshake is its thread's (StaticHandler.setup)
-        super().__init__(address, handler)
+        self.stop_requested = False  # set by a stop signal (stop_on_signals())
+        self.shutdown_requested = False  # set by shutdown(), from another thread
+        self.serving = threading.Event()  # cleared while serve_forever() runs
+        self.serving.set()
+        self.accept_again = 0.0  # after a failed accept(), the listener rests until then
 
-    def get_request(self) -> tuple[Any, Any]:
-        try:
-            conn, address = super().get_request()
-        except OSError as exc:
-            if self.stop_requested:  # the listener is shut down (stop_on_signals())
-                raise StopServing from None
-            # EMFILE, or a client that gave up while queued. socketserver drops
-            # the error and selects again, and at the open-file limit the
-            # listener is readable at once: a core spent on nothing, silently.
-            # The pause keeps a full fd table from turning this into a busy spin.
-            log.warning("accept failed: %s", exc)
-            time.sleep(0.1)
-            raise
-        if self.tls is None:
-            return conn, address
-        # Wrapped here, its handshake left to the connection's own thread: done
-        # in accept(), one slow or hostile client would stall every other.
-        # That is what Python 3.14's own http.server.HTTPSServer does: it wraps
-        # the listener, and handshakes inside accept(), in the accepting
-        # thread; a client that connects and sends nothing stalls every other
-        # for good (seen on 3.14.10). So this script keeps its own TLS, on every
-        # Python. A listener wrapped whole also raised inside accept() for a
-        # client that had reset while queued, and was met as the open-file
-        # limit is: a log line and a pause of 0.1 s for every such client, so
-        # that a stream of them stopped all HTTPS.
-        try:
-            conn.getpeername()  # ENOTCONN for a client that reset while queued: no one to serve
-            return self.tls.wrap_socket(conn, server_side=True, do_handshake_on_connect=False), address
-        except OSError:
-            conn.close()
-            raise  # socketserver drops it, and accepts the next
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        """Serve the connection on a thread of its own; close it if no thread can start.
-
-        ThreadingMixIn's version records the thread before starting it. When
-        the start fails ("can't start new thread": a limit on tasks, such as
-        ulimit -u, a cgroup's pids.max or systemd's TasksMax, or no memory for
-        a stack), socketserver prints the traceback, and server_close() later
-        fails on that thread ("cannot join thread before it is started")
-        without waiting for the others.
-        """
-        thread = threading.Thread(target=self.process_request_thread, args=(request, client_address))
-        thread.daemon = self.daemon_threads
-        with self.waiting_lock:
-            self.connections.add(request)
-        try:
+    def start_pool(self) -> None:
+        """Start the pool's threads; RuntimeError if the system has no room for them."""
+        while len(self.pool) < self.pool_size:
+            thread = threading.Thread(target=self.work, name=f"pool-{len(self.pool) + 1}")
             thread.start()
-        except RuntimeError as exc:
-            log.warning("no thread for a new connection (%s): closed", exc)
-            self.shutdown_request(request)
-            return
-        self.threads.add(thread)  # weakly: a thread that has ended leaves the set
+            self.pool.append(thread)
 
-    def shutdown_request(self, request: Any) -> None:
-        with self.waiting_lock:
-            self.connections.discard(request)
-        super().shutdown_request(request)
+    def serve_forever(self, poll_interval: float = 0.5) -> None:
+        """Accept, wait for requests in the selector, and hand each connection with input to the pool."""
+        self.start_pool()
+        self.serving.clear()
+        self.socket.setblocking(False)  # accept() until the queue is empty, never waiting
+        self.selector.register(self.socket, selectors.EVENT_READ)
+        # Deadlines are checked by a sweep of the waiting connections, a few
+        # times per --timeout: a heap ordered by deadline would gain an entry
+        # per request (16,000 a second) and lose it only at its deadline.
+        sweep_interval = min(self.idle_timeout, 1.0) / 4
+        next_sweep = time.monotonic() + sweep_interval
+        try:
+            while not self.shutdown_requested:
+                if self.stop_requested:  # see stop_on_signals(): the listener has woken the selector
+                    raise StopServing
+                # poll_interval bounds the wait where a stop signal cannot wake
+                # the selector (stop_listening() does, on Linux only).
+                timeout = max(0.0, min(poll_interval, next_sweep - time.monotonic()))
+                for key, _ in self.selector.select(timeout):
+                    if key.fileobj is self.socket:
+                        self.accept()
+                    elif key.fileobj is self.wakeup:
+                        self.clear_wakeup()
+                    else:
+                        self.dispatch(key.data)
+                now = time.monotonic()
+                if now >= next_sweep:
+                    self.close_expired(now)
+                    next_sweep = now + sweep_interval
+                if self.accept_again and now >= self.accept_again:
+                    self.accept_again = 0.0
+                    self.selector.register(self.socket, selectors.EVENT_READ)
+        finally:
+            if not self.accept_again:
+                self.selector.unregister(self.socket)
+            self.serving.set()
+
+    def accept(self) -> None:
+        for _ in range(ACCEPTS_AT_ONCE):
+            try:
+                conn, address = self.socket.accept()
+            except (BlockingIOError, InterruptedError):  # none left in the queue
+                return
+            except OSError as exc:
+                if self.stop_requested:  # the listener is shut down (stop_listening())
+                    return
+                # EMFILE, or a client that gave up while queued. At the
+                # open-file limit the connection stays queued, and the listener
+                # readable: selecting again at once would spin on a core,
+                # silently. The listener rests a moment; the others are served.
+                log.warning("accept failed: %s", exc)
+                self.selector.unregister(self.socket)
+                self.accept_again = time.monotonic() + 0.1
+                return
+            if self.tls is not None:
+                # Wrapped here, its handshake left to the pool and the selector:
+                # done in accept(), one slow or hostile client would stall
+                # every other. That is what Python 3.14's own
+                # http.server.HTTPSServer does: it wraps the listener, and
+                # handshakes inside accept(); a client that connects and sends
+                # nothing stalls every other for good (seen on 3.14.10).
+                try:
+                    conn.getpeername()  # ENOTCONN for a client that reset while queued: no one to serve
+                    conn = self.tls.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
+                except OSError:
+                    conn.close()
+                    continue
+            handler = self.RequestHandlerClass(conn, address, self)
+            if not self.park(handler):
+                handler.close()
+
+    def dispatch(self, handler: StaticHandler) -> None:
+        """The connection has input: out of the selector, into the queue the pool serves."""
+        with self.lock:
+            self.selector.unregister(handler.connection)
+            del self.waiting[handler]
+            self.busy.add(handler)
+        self.ready.put(handler)
+
+    def work(self) -> None:
+        """A pool thread: serve ready connections until told to stop (None)."""
+        while True:
+            handler = self.ready.get()
+            if handler is None:
+                return
+            try:
+                wait = handler.serve()
+            except Exception:  # a bug: its traceback, and the thread serves on
+                self.handle_error(handler.request, handler.client_address)
+                wait = False
+            if not (wait and self.park(handler)):
+                handler.close()
+
+    def park(self, handler: StaticHandler) -> bool:
+        """Put a connection in the selector until it sends more; False if it must close (the stop)."""
+        with self.lock:
+            self.busy.discard(handler)
+            if self.stopping and not handler.reader.request_begun():
+                return False
+            self.selector.register(handler.connection, handler.awaiting, handler)
+            self.waiting[handler] = None
+        if self.wake_on_park:
+            self.wake()
+        return True
+
+    def forget(self, handler: StaticHandler) -> None:
+        """A connection has been closed."""
+        with self.lock:
+            self.busy.discard(handler)
+        if self.stopping:
+            self.wake()  # the stop waits for the busy ones (server_close())
+
+    def close_expired(self, now: float) -> None:
+        """Close the waiting connections whose request has not come within --timeout."""
+        with self.lock:
+            expired = [handler for handler in self.waiting if handler.reader.deadline <= now]
+            for handler in expired:
+                self.selector.unregister(handler.connection)
+                del self.waiting[handler]
+        for handler in expired:
+            handler.log_message("no request within --timeout (%gs): closed", self.idle_timeout)
+            handler.close()
+
+    def wake(self) -> None:
+        try:
+            self.wakeup_sender.send(b"\0")
+        except OSError:  # its buffer is full: a wake-up is on its way already
+            pass
+
+    def clear_wakeup(self) -> None:
+        try:
+            while self.wakeup.recv(4096):
+                pass
+        except OSError:  # BlockingIOError: empty
+            pass
+
+    def shutdown(self) -> None:
+        """Stop serve_forever() from another thread, and wait for it to return (socketserver's promise)."""
+        self.shutdown_requested = True
+        self.wake()
+        self.serving.wait()
 
     def server_close(self) -> None:
-        """Close the idle keep-alive connections at once, then join the threads.
+        """Close the idle connections at once, let the requests begun finish, then stop the pool.
 
-        A browser keeps spare connections open; without this, shutdown waits
-        for each to time out (--timeout) before its thread ends. Shutting a
-        socket down wakes the thread blocked reading it, which sees the end of
-        the stream and finishes. A request that arrives in the same instant is
-        lost, as with nginx: clients retry a request that fails on a reused
-        keep-alive connection.
+        A browser keeps spare connections open; without this, the stop waits
+        for each to time out (--timeout). A request that arrives in the same
+        instant is lost, as with nginx: clients retry a request that fails on
+        a reused keep-alive connection. A connection whose request line has
+        come, but not yet the rest of its request, is not idle: it is served,
+        with Connection: close.
 
         A response in progress goes on, for --timeout at most. Each send()
         has --timeout, but a client that reads a little now and then (a large
         file over a slow link, or on purpose) resets it with every read, and
         held the stop for as long as its download lasted. Past the bound its
-        connection is shut down too, and that client gets part of the file:
-        the one case where a response is cut.
+        connection is shut down, and that client gets part of the file: the
+        one case where a response is cut.
         """
-        with self.waiting_lock:
+        super().server_close()  # the listener: new connections are refused
+        if not hasattr(self, "selector"):  # TCPServer.__init__() could not listen, and closes its socket this way
+            return
+        with self.lock:
             self.stopping = True
-            for conn in self.waiting:
-                wake(conn)
-        super().server_close()
+            idle = [handler for handler in self.waiting if not handler.reader.request_begun()]
+            for handler in idle:
+                self.selector.unregister(handler.connection)
+                del self.waiting[handler]
+        for handler in idle:
+            handler.close()
         deadline = time.monotonic() + self.idle_timeout
-        for thread in list(self.threads):
-            thread.join(max(0.0, deadline - time.monotonic()))
-        with self.waiting_lock:
-            for conn in self.connections:
-                wake(conn)
-        for thread in list(self.threads):
+        while self.waiting or self.busy:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            for key, _ in self.selector.select(min(remaining, 0.1)):
+                if key.fileobj is self.wakeup:
+                    self.clear_wakeup()
+                else:
+                    self.dispatch(key.data)
+            self.close_expired(time.monotonic())
+        with self.lock:
+            late = list(self.busy)
+            left = list(self.waiting)
+            for handler in left:
+                self.selector.unregister(handler.connection)
+            self.waiting.clear()
+        for handler in late:
+            wake(handler.connection)
+        for handler in left:
+            handler.close()
+        for _ in self.pool:
+            self.ready.put(None)
+        for thread in self.pool:
             thread.join()
-
-    def service_actions(self) -> None:
-        if self.stop_requested:  # see stop_on_signals()
-            raise StopServing
+        self.selector.close()
+        self.wakeup.close()
+        self.wakeup_sender.close()
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind() looks up socket.getfqdn(host), a reverse DNS
@@ -405,6 +572,14 @@ class StaticServer(http.server.ThreadingHTTPServer):
         # name this server never uses. Skip it.
         socketserver.TCPServer.server_bind(self)
         self.server_name, self.server_port = self.server_address[:2]
+
+
+def default_threads() -> int:
+    """The pool's size when --threads is not given (see the module's docstring)."""
+    cores = os.cpu_count() or 1
+    if getattr(sys, "_is_gil_enabled", lambda: True)():
+        return POOL_WITH_GIL
+    return POOL_PER_CORE * cores
 
 
 def wake(conn: socket.socket) -> None:
@@ -426,6 +601,23 @@ def reason(exc: OSError | UnicodeError) -> str:
         return f"not a host name ({exc})"
     # create_server() appends the address to strerror; the caller names it already.
     return exc.strerror.split(" (while attempting")[0] if exc.strerror else str(exc)
+
+
+def raise_open_file_limit() -> None:
+    """Let the process hold as many sockets as the hard limit allows.
+
+    Every connected client holds a file descriptor, and the usual soft limit is
+    1024: without this, client number 1,021 or so fails in accept() (EMFILE).
+    """
+    try:
+        import resource  # Unix only; Windows has no such limit to raise
+    except ImportError:
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError):  # macOS refuses an unlimited hard limit
+        log.warning("open files limited to %d", soft)
 
 
 class StopServing(Exception):
@@ -490,45 +682,119 @@ def ignore_stop_signals() -> None:
         signal.signal(signum, signal.SIG_IGN)
 
 
-class RequestReader(io.RawIOBase):
-    """What a client sends, under one deadline per request instead of one per recv().
+class RequestBuffer:
+    """What a client has sent that no request has read yet: a connection's rfile.
 
-    A socket's timeout bounds each recv(), and http.server reads a request a
-    line at a time: a client that sent a byte every few seconds (slowloris)
-    held its thread for as long as it liked, and four such clients held every
-    thread of wsgi_app.py's pool. Here the request line, the headers and any
-    body read through this reader must all arrive within --timeout of start().
+    A connection waits in the selector between requests, so its reads must
+    not wait: a pool thread takes in what has arrived (receive()) and serves
+    a request only once its head is all there (request_ready()). A client
+    that sends its request a byte at a time (slowloris) then holds no thread:
+    it waits in the selector, under the deadline of its request. Past
+    HEAD_IN_SELECTOR bytes without the end of the head, and for a body, the
+    rest is read in the pool thread, still under that deadline: each request
+    must arrive within --timeout of start(), whatever the pace of its bytes.
+    The head is searched only in the new bytes: a head of n bytes costs O(n).
     """
 
     def __init__(self, conn: socket.socket, timeout: float) -> None:
         self.conn = conn
         self.timeout = timeout
-        self.deadline = time.monotonic() + timeout
+        self.tls = isinstance(conn, ssl.SSLSocket)
+        self.buffer = bytearray()
+        self.ended = False  # the client has closed its side
+        self.start()
 
     def start(self) -> None:
-        """A new request may come: it has --timeout from now."""
+        """A new request may come: it has --timeout from now, idle time included."""
         self.deadline = time.monotonic() + self.timeout
+        self.searched = 0  # the head's end is not in buffer[:searched]
+        self.line_checked = False  # the request line has come, and may be valid
 
-    def readable(self) -> bool:
-        return True
+    def receive(self) -> None:
+        """Take in what has arrived, without waiting for more (the selector has seen some)."""
+        if not self.tls:
+            self.take(self.conn.recv(CHUNK_SIZE))
+            return
+        # A readable TLS socket may hold part of a record, which decrypts to
+        # nothing yet; and a record read may leave bytes decrypted inside
+        # the SSL object (pending()), where the selector cannot see them.
+        # So: read without waiting until TLS has nothing more.
+        self.conn.settimeout(0)
+        try:
+            while len(self.buffer) < HEAD_IN_SELECTOR and not self.ended:
+                self.take(self.conn.recv(CHUNK_SIZE))
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            pass
+        finally:
+            self.conn.settimeout(self.timeout)
 
-    def readinto(self, buffer: Any) -> int:
+    def take(self, chunk: bytes) -> None:
+        if chunk:
+            self.buffer += chunk
+        else:
+            self.ended = True
+
+    def has_more(self) -> bool:
+        """Whether TLS holds bytes the selector cannot see (pending())."""
+        return self.tls and self.conn.pending() > 0
+
+    def request_begun(self) -> bool:
+        """Whether a request line has come: from then on the connection is not idle (the stop serves it)."""
+        return self.buffer.find(b"\n") >= 0
+
+    def request_ready(self) -> bool:
+        """Whether the buffer holds a whole request head, or enough to refuse it, or the end of the stream."""
+        if self.ended or len(self.buffer) >= HEAD_IN_SELECTOR:
+            return True
+        if self.buffer.find(b"\n\r\n", self.searched) >= 0 or self.buffer.find(b"\n\n", self.searched) >= 0:
+            return True
+        if not self.line_checked:
+            end = self.buffer.find(b"\n", self.searched)
+            if end >= 0:
+                if REQUEST_LINE.fullmatch(self.buffer, 0, end + 1) is None:
+                    return True  # a bad request line: its 400 goes out now
+                self.line_checked = True
+        self.searched = max(0, len(self.buffer) - 2)  # the end may straddle the next bytes
+        return False
+
+    def readline(self, limit: int = -1) -> bytes:
+        searched = 0
+        while True:
+            end = self.buffer.find(b"\n", searched, limit if limit >= 0 else len(self.buffer))
+            if end >= 0:
+                return self.pop(end + 1)
+            if 0 <= limit <= len(self.buffer):
+                return self.pop(limit)
+            searched = len(self.buffer)
+            if not self.fill():
+                return self.pop(len(self.buffer))
+
+    def read(self, size: int) -> bytes:
+        while len(self.buffer) < size and self.fill():
+            pass
+        return self.pop(min(size, len(self.buffer)))
+
+    def pop(self, count: int) -> bytes:
+        data = bytes(self.buffer[:count])
+        del self.buffer[:count]  # from the front of a bytearray: no copy of the rest
+        return data
+
+    def fill(self) -> bool:
+        """Wait for more bytes, until the request's deadline; False at the end of the stream."""
+        if self.ended:
+            return False
         remaining = self.deadline - time.monotonic()
-        if remaining > self.timeout - 0.01:
-            # Right after start(), which is when most requests arrive whole:
-            # the socket's own timeout ends within 10 ms of the deadline.
-            return self.conn.recv_into(buffer)
         if remaining <= 0:
             raise socket.timeout("timed out")
-        # settimeout() is a system call (an ioctl) that releases the GIL, and
-        # with 20 connections each release is a chance to switch threads: done
-        # for every recv(), it cost 10% of the requests/s. Only a request
-        # that comes in pieces pays it.
         self.conn.settimeout(remaining)
         try:
-            return self.conn.recv_into(buffer)
+            self.take(self.conn.recv(CHUNK_SIZE))
         finally:
             self.conn.settimeout(self.timeout)  # the bound of each write that follows
+        return not self.ended
+
+    def close(self) -> None:
+        """StreamRequestHandler.finish() closes its rfile; the socket is closed by its owner."""
 
 
 class StrictRequest(http.server.BaseHTTPRequestHandler):
@@ -647,39 +913,63 @@ class StaticHandler(StrictRequest, http.server.SimpleHTTPRequestHandler):
     extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map, **MODERN_TYPES}
     server: StaticServer
 
+    def __init__(self, request: Any, client_address: Any, server: StaticServer, directory: str | None = None) -> None:
+        # BaseRequestHandler.__init__() serves the connection to its end
+        # (setup(), handle(), finish()), holding a thread all along. Here the
+        # server calls serve() each time the connection has input, and
+        # close() at its end.
+        self.directory = os.fspath(directory) if directory is not None else os.getcwd()
+        self.request = request
+        self.client_address = client_address
+        self.server = server
+        self.setup()
+
     def setup(self) -> None:
-        # StreamRequestHandler applies self.timeout to the socket: a connection
-        # idle this long between requests is closed, so a browser's spare
-        # connections cannot hold threads forever.
+        # StreamRequestHandler applies self.timeout to the socket: the bound
+        # of each send(), and of each wait for a request's later bytes.
         self.timeout = self.server.idle_timeout
         self.number = next(self.server.numbers)
         self.responded = False
+        self.close_connection = False
+        self.awaiting = selectors.EVENT_READ  # what the selector waits for (a TLS handshake may need EVENT_WRITE)
+        self.handshaken = self.tls = False
+        if not isinstance(self.request, ssl.SSLSocket):
+            self.handshaken = True
         super().setup()
-        self.rfile.close()  # socketserver's, whose reads the socket's timeout bounds one by one
-        self.reader = RequestReader(self.connection, self.server.idle_timeout)
-        self.rfile = io.BufferedReader(self.reader)
-        self.tls = self.tls_failed = False
-        if isinstance(self.connection, ssl.SSLSocket):
-            # A client still in its handshake has asked for nothing yet: it
-            # is idle, and shutdown closes it at once. (Left out, one that
-            # never sent its ClientHello held the stop for --timeout.)
-            self.tls_failed = not self.wait_idle()
-            try:
-                if not self.tls_failed:
-                    self.connection.do_handshake()  # bounded by the socket's --timeout
-                    self.tls = True
-            except (OSError, ValueError) as exc:  # ssl.SSLError, a time-out, a reset
-                if not self.server.stopping:
-                    log.info("#%d TLS handshake failed: %s", self.number, exc)
-                self.tls_failed = True
-            with self.server.waiting_lock:
-                self.server.waiting.discard(self.connection)
+        self.rfile.close()  # socketserver's, whose reads wait
+        self.reader = self.rfile = RequestBuffer(self.connection, self.server.idle_timeout)
 
-    def handle(self) -> None:
-        if self.tls_failed:  # nothing to read on a connection whose handshake failed
-            return
+    def serve(self) -> bool:
+        """Answer what the client has sent; True to wait in the selector for more, False to close.
+
+        Requests that came together (pipelined) are answered in turn. A
+        request still coming, or the next one, waits in the selector.
+        """
         try:
-            super().handle()
+            if not self.handshaken:
+                done = self.shake_hands()
+                if done is not True:
+                    return done is None
+            self.reader.receive()
+            while self.reader.request_ready():
+                self.handle_one_request()
+                if self.close_connection:
+                    return False
+                if self.server.stopping:
+                    # The response just sent was the last. The client may
+                    # have sent its next request already (pipelining): left
+                    # unread, close() would reset the connection, and the
+                    # reset destroys the end of that response in the
+                    # client's buffers (a client reading 8 MB got 5.3 MB,
+                    # then ECONNRESET). Then close() lingers. Otherwise it
+                    # closes at once: the linger would hold up the stop 2 s.
+                    self.responded = bool(self.reader.buffer) or has_input(self.connection)
+                    return False
+                self.reader.start()  # idle, then sending: --timeout for both together
+                self.responded = False  # answered in full: closed idle, nothing is owed a linger
+                if self.reader.has_more():
+                    self.reader.receive()
+            return True
         except (ConnectionError, ssl.SSLError) as exc:
             # A reset or a broken pipe: the client went away, as a browser
             # does when a tab closes mid-download. No error, and no traceback
@@ -689,35 +979,43 @@ class StaticHandler(StrictRequest, http.server.SimpleHTTPRequestHandler):
             else:
                 log.info("#%d went away: %s", self.number, exc.strerror or exc)
             self.responded = False  # nobody to linger for
+            return False
 
-    def wait_idle(self) -> bool:
-        """Count this connection as idle, so that shutdown may close it; False if shutdown has begun."""
-        with self.server.waiting_lock:
-            if self.server.stopping:
-                return False
-            self.server.waiting.add(self.connection)
-            return True
+    def shake_hands(self) -> bool | None:
+        """One step of the TLS handshake, without waiting: True when done, None for more input, False if it failed.
 
-    def handle_one_request(self) -> None:
-        if not self.wait_idle():
-            # The response just sent was the last. The client may have sent
-            # its next request already (pipelining): left unread, close()
-            # would reset the connection, and the reset destroys the end of
-            # that response in the client's buffers (a client reading 8 MB
-            # got 5.3 MB, then ECONNRESET). Then finish() closes gracefully.
-            # Otherwise at once: a browser keeps an idle connection open, and
-            # the linger would hold up shutdown for 2 s.
-            self.close_connection = True
-            self.responded = has_input(self.connection)
-            return
-        self.responded = False
-        self.reader.start()  # idle, then sending: --timeout for both together
-        super().handle_one_request()
+        A client still in its handshake has asked for nothing: it waits in
+        the selector, idle, and the stop closes it at once. Done in one go, a
+        client that never sent its ClientHello held a thread for --timeout.
+        """
+        self.connection.settimeout(0)
+        try:
+            self.connection.do_handshake()
+        except ssl.SSLWantReadError:
+            self.awaiting = selectors.EVENT_READ
+            return None
+        except ssl.SSLWantWriteError:  # the socket's buffer is full: the client reads slowly
+            self.awaiting = selectors.EVENT_WRITE
+            return None
+        except (OSError, ValueError) as exc:  # ssl.SSLError, a reset
+            if not self.server.stopping:
+                log.info("#%d TLS handshake failed: %s", self.number, exc)
+            return False
+        finally:
+            self.connection.settimeout(self.timeout)
+        self.handshaken = self.tls = True
+        self.awaiting = selectors.EVENT_READ
+        return True
+
+    def close(self) -> None:
+        """The end of the connection: what socketserver does after handle()."""
+        try:
+            self.finish()
+        finally:
+            self.server.shutdown_request(self.request)
+            self.server.forget(self)
 
     def parse_request(self) -> bool:
-        # The request line has arrived: busy until the response is sent.
-        with self.server.waiting_lock:
-            self.server.waiting.discard(self.connection)
         if not super().parse_request():
             return False
         if self.content_length and hasattr(self, "do_" + self.command):
@@ -761,8 +1059,6 @@ class StaticHandler(StrictRequest, http.server.SimpleHTTPRequestHandler):
         self.end_headers()
 
     def finish(self) -> None:
-        with self.server.waiting_lock:
-            self.server.waiting.discard(self.connection)
         try:
             super().finish()  # sends what is still buffered
         except OSError:  # the client has gone: what was buffered is lost, and nothing more is owed
