@@ -68,6 +68,7 @@ from __future__ import annotations
 
 import argparse
 import email.utils
+import errno
 import functools
 import html
 import http.server
@@ -77,8 +78,8 @@ import logging
 import math
 import os
 import posixpath
-import queue
 import re
+import select
 import selectors
 import signal
 import socket
@@ -104,10 +105,7 @@ ACCEPTS_AT_ONCE = 64  # per wake-up of the loop: a burst of thousands is taken i
 # two per core.
 POOL_WITH_GIL = 4
 POOL_PER_CORE = 2
-# Selectors whose wait sees a socket that another thread registers meanwhile.
-SELECTORS_THAT_SEE_NEW_SOCKETS = tuple(
-    getattr(selectors, name) for name in ("EpollSelector", "KqueueSelector") if hasattr(selectors, name)
-)
+POOL_WAIT = 1.0  # seconds a pool thread waits in the selector before it looks whether the pool is stopping
 # After a response, how long and how much a client may go on sending before the
 # server closes anyway (see close_gracefully()): 2 s in all, enough for a client
 # that reads its reply, and soon enough to free the thread or process. (nginx
@@ -306,15 +304,122 @@ def make_server(args: argparse.Namespace, tls: ssl.SSLContext | None) -> StaticS
     return StaticServer(address[:2], handler, family, args.timeout, args.dotfiles, args.cors, tls, args.threads)
 
 
-class StaticServer(http.server.HTTPServer):
-    """HTTPServer with IPv6 and a real backlog, served as gunicorn's gthread worker serves.
+class Poller:
+    """One selector that every pool thread waits in at once; each event goes to one of them.
 
-    serve_forever() is one loop in one thread: it accepts, and it waits in one
-    selector for every connection that is between two requests (waiting). A
-    connection that has sent something goes to the pool (ready); a pool
-    thread reads the request and answers it, then puts the connection back in
-    the selector (park()) or closes it. Only the connections with a request
-    in hand are busy in a thread.
+    Linux's epoll does this itself: with EPOLLONESHOT a socket is disarmed as
+    its event is reported, so exactly one waiting thread gets it, and it stays
+    quiet until arm() again. No thread hands a connection to another, and
+    none waits on a lock to select. Elsewhere (kqueue, poll, select) the
+    threads take turns: one waits in a selectors selector, under a lock, and
+    takes the socket of an event out before it lets the next thread in.
+    """
+
+    def __init__(self) -> None:
+        self.epoll = select.epoll() if hasattr(select, "epoll") else None
+        self.selector = selectors.DefaultSelector() if self.epoll is None else None
+        self.turn = threading.Lock()  # without epoll: the thread whose turn it is to select
+        self.owners: dict[int, Any] = {}  # descriptor -> what waits on it
+        self.closing = False
+        # Readable for good once close() writes to it: it wakes every thread.
+        self.wakeup, self.wakeup_sender = socket.socketpair()
+        self.wakeup.setblocking(False)
+        self.wakeup_sender.setblocking(False)
+        if self.epoll is not None:
+            self.epoll.register(self.wakeup.fileno(), select.EPOLLIN)  # not one-shot
+        else:
+            assert self.selector is not None
+            self.selector.register(self.wakeup, selectors.EVENT_READ)
+
+    def arm(self, sock: socket.socket, owner: Any, events: int = selectors.EVENT_READ) -> None:
+        """Report sock's next event (once) to one waiting thread, as owner."""
+        fd = sock.fileno()
+        if self.epoll is not None:
+            mask = (select.EPOLLIN if events & selectors.EVENT_READ else select.EPOLLOUT) | select.EPOLLONESHOT
+            if fd in self.owners:
+                self.epoll.modify(fd, mask)
+            else:
+                self.owners[fd] = owner
+                self.epoll.register(fd, mask)
+            return
+        assert self.selector is not None
+        self.owners[fd] = owner
+        self.selector.register(fd, events)
+        # select() and poll() read their list once per call: the thread
+        # waiting now must start again to see this socket.
+        self.wake()
+
+    def remove(self, sock: socket.socket) -> None:
+        """Forget sock, before it is closed (its number may then name another socket)."""
+        fd = sock.fileno()
+        if self.owners.pop(fd, None) is None:
+            return
+        try:
+            if self.epoll is not None:
+                self.epoll.unregister(fd)
+            else:
+                assert self.selector is not None
+                self.selector.unregister(fd)
+        except (KeyError, OSError):  # disarmed without epoll: not in the selector
+            pass
+
+    def wait(self, timeout: float) -> list[Any]:
+        """The owners of the sockets that have had an event, each reported to this thread alone."""
+        if self.closing:
+            return []
+        if self.epoll is not None:
+            # One event at a time: a thread that took several would serve them
+            # one after another while the other threads waited.
+            return [self.owners.get(fd) for fd, _ in self.epoll.poll(timeout, 1)]
+        assert self.selector is not None
+        with self.turn:
+            for key, _ in self.selector.select(timeout):
+                if key.fileobj is self.wakeup:
+                    if not self.closing:
+                        self.clear_wakeup()
+                    continue
+                self.selector.unregister(key.fd)  # one-shot, by hand
+                return [self.owners.get(key.fd)]
+        return []
+
+    def wake(self) -> None:
+        try:
+            self.wakeup_sender.send(b"\0")
+        except OSError:  # its buffer is full: a wake-up is there already
+            pass
+
+    def clear_wakeup(self) -> None:
+        try:
+            while self.wakeup.recv(4096):
+                pass
+        except OSError:  # BlockingIOError: empty
+            pass
+
+    def close(self) -> None:
+        """Wake every waiting thread, for good."""
+        self.closing = True
+        self.wake()
+
+    def release(self) -> None:
+        """Free the selector, once no thread waits in it."""
+        if self.epoll is not None:
+            self.epoll.close()
+        else:
+            assert self.selector is not None
+            self.selector.close()
+        self.wakeup.close()
+        self.wakeup_sender.close()
+
+
+class StaticServer(http.server.HTTPServer):
+    """HTTPServer with IPv6 and a real backlog, served by a pool of threads that wait in one selector.
+
+    Every connection between two requests waits in the selector (waiting).
+    The pool's threads wait in it too, all at once; a connection with input
+    wakes one of them, which reads the request and answers it, then puts
+    the connection back in the selector (park()) or closes it. Only the
+    connections with a request in hand are busy in a thread. The main thread
+    keeps the time: it closes connections idle past --timeout, and stops.
     """
 
     request_queue_size = BACKLOG  # socketserver's default is 5
@@ -339,126 +444,130 @@ class StaticServer(http.server.HTTPServer):
         self.numbers = itertools.count(1)
         self.pool_size = threads or default_threads()
         self.pool: list[threading.Thread] = []
-        self.ready: queue.SimpleQueue[StaticHandler | None] = queue.SimpleQueue()
-        self.selector = selectors.DefaultSelector()
-        # The loop takes connections out of the selector and the pool puts
-        # them back, each under this lock. epoll and kqueue see a socket
-        # registered by another thread while they wait; select() and poll()
-        # read their list once per call, and need a wake-up to see it.
+        self.poller = Poller()
+        self.socket.setblocking(False)  # accept() until the queue is empty, never waiting
+        # Who owns a connection: a connection in `waiting` belongs to the
+        # selector, and the thread that takes it out (claim()) serves it;
+        # nothing else closes it, so its descriptor cannot be reused while an
+        # event for it is on its way to a thread. The time-out and the stop
+        # only shut its reading side down, which wakes a thread to close it.
         self.lock = threading.Lock()
-        self.wake_on_park = not isinstance(self.selector, SELECTORS_THAT_SEE_NEW_SOCKETS)
-        self.waiting: dict[StaticHandler, None] = {}  # in the selector
-        self.busy: set[StaticHandler] = set()  # in the ready queue or a pool thread
-        self.wakeup, self.wakeup_sender = socket.socketpair()
-        self.wakeup.setblocking(False)
-        self.wakeup_sender.setblocking(False)
-        self.selector.register(self.wakeup, selectors.EVENT_READ)
+        self.waiting: dict[StaticHandler, None] = {}
+        self.busy: set[StaticHandler] = set()
+        self.listening = True  # the listener is in the selector, and will be again after each accept()
         self.stopping = False
         self.stop_requested = False  # set by a stop signal (stop_on_signals())
-        self.shutdown_requested = False  # set by shutdown(), from another thread
+        self.shutdown_requested = threading.Event()  # set by shutdown(), from another thread
         self.serving = threading.Event()  # cleared while serve_forever() runs
         self.serving.set()
-        self.accept_again = 0.0  # after a failed accept(), the listener rests until then
 
     def start_pool(self) -> None:
-        """Start the pool's threads; RuntimeError if the system has no room for them."""
+        """Start the pool's threads, which serve from then on; RuntimeError if the system has no room for them."""
+        if not self.pool:
+            self.poller.arm(self.socket, self.socket)
         while len(self.pool) < self.pool_size:
             thread = threading.Thread(target=self.work, name=f"pool-{len(self.pool) + 1}")
             thread.start()
             self.pool.append(thread)
 
     def serve_forever(self, poll_interval: float = 0.5) -> None:
-        """Accept, wait for requests in the selector, and hand each connection with input to the pool."""
+        """Keep the time while the pool serves: close idle connections, and return at a stop."""
         self.start_pool()
         self.serving.clear()
-        self.socket.setblocking(False)  # accept() until the queue is empty, never waiting
-        self.selector.register(self.socket, selectors.EVENT_READ)
         # Deadlines are checked by a sweep of the waiting connections, a few
         # times per --timeout: a heap ordered by deadline would gain an entry
-        # per request (16,000 a second) and lose it only at its deadline.
-        sweep_interval = min(self.idle_timeout, 1.0) / 4
-        next_sweep = time.monotonic() + sweep_interval
+        # per request (thousands a second), each kept until its deadline.
+        interval = min(poll_interval, self.idle_timeout / 4)
         try:
-            while not self.shutdown_requested:
-                if self.stop_requested:  # see stop_on_signals(): the listener has woken the selector
+            while not self.shutdown_requested.wait(interval):
+                if self.stop_requested:  # see stop_on_signals(); a signal ends the wait early
                     raise StopServing
-                # poll_interval bounds the wait where a stop signal cannot wake
-                # the selector (stop_listening() does, on Linux only).
-                timeout = max(0.0, min(poll_interval, next_sweep - time.monotonic()))
-                for key, _ in self.selector.select(timeout):
-                    if key.fileobj is self.socket:
-                        self.accept()
-                    elif key.fileobj is self.wakeup:
-                        self.clear_wakeup()
-                    else:
-                        self.dispatch(key.data)
-                now = time.monotonic()
-                if now >= next_sweep:
-                    self.close_expired(now)
-                    next_sweep = now + sweep_interval
-                if self.accept_again and now >= self.accept_again:
-                    self.accept_again = 0.0
-                    self.selector.register(self.socket, selectors.EVENT_READ)
+                self.close_expired()
         finally:
-            if not self.accept_again:
-                self.selector.unregister(self.socket)
             self.serving.set()
 
+    def work(self) -> None:
+        """A pool thread: wait in the selector, serve the connection that wakes it, again."""
+        while not self.poller.closing:
+            for owner in self.poller.wait(POOL_WAIT):
+                if owner is self.socket:
+                    self.accept()
+                elif self.claim(owner):
+                    self.serve(owner)
+
+    def claim(self, handler: StaticHandler) -> bool:
+        """Take a connection out of `waiting`; False if it is not there (the wake-up, or one already closed)."""
+        with self.lock:
+            if handler not in self.waiting:
+                return False
+            del self.waiting[handler]
+            self.busy.add(handler)
+        return True
+
+    def serve(self, handler: StaticHandler) -> None:
+        try:
+            keep = handler.serve() and self.park(handler)
+        except Exception:  # a bug: its traceback, and the thread serves on
+            self.handle_error(handler.request, handler.client_address)
+            keep = False
+        if not keep:
+            handler.close()
+
     def accept(self) -> None:
-        for _ in range(ACCEPTS_AT_ONCE):
-            try:
-                conn, address = self.socket.accept()
-            except (BlockingIOError, InterruptedError):  # none left in the queue
-                return
-            except OSError as exc:
-                if self.stop_requested:  # the listener is shut down (stop_listening())
-                    return
-                # EMFILE, or a client that gave up while queued. At the
-                # open-file limit the connection stays queued, and the listener
-                # readable: selecting again at once would spin on a core,
-                # silently. The listener rests a moment; the others are served.
-                log.warning("accept failed: %s", exc)
-                self.selector.unregister(self.socket)
-                self.accept_again = time.monotonic() + 0.1
-                return
+        try:
+            for _ in range(ACCEPTS_AT_ONCE):
+                if not self.accept_one():
+                    break
+        finally:
+            if self.listening:
+                self.poller.arm(self.socket, self.socket)
+
+    def accept_one(self) -> bool:
+        """Accept a connection and put it in the selector; False when there is none to accept now."""
+        try:
+            conn, address = self.socket.accept()
+        except (BlockingIOError, InterruptedError):  # none left in the queue
+            return False
+        except OSError as exc:
+            # EINVAL: the listener is shut down (stop_listening()), maybe a
+            # moment before the signal's handler has said so.
+            if exc.errno == errno.EINVAL or self.stop_requested or self.stopping:
+                self.listening = False
+                return False
+            # EMFILE, or a client that gave up while queued. At the open-file
+            # limit the connection stays queued, and the listener readable:
+            # selecting again at once would spin on a core, silently. This
+            # thread pauses before it listens again; the others serve on.
+            log.warning("accept failed: %s", exc)
+            time.sleep(0.1)
+            return False
+        try:
             if self.tls is not None:
-                # Wrapped here, its handshake left to the pool and the selector:
-                # done in accept(), one slow or hostile client would stall
-                # every other. That is what Python 3.14's own
+                # Wrapped here, its handshake left to the pool and the
+                # selector: done in accept(), one slow or hostile client would
+                # stall every other. That is what Python 3.14's own
                 # http.server.HTTPSServer does: it wraps the listener, and
                 # handshakes inside accept(); a client that connects and sends
                 # nothing stalls every other for good (seen on 3.14.10).
-                try:
-                    conn.getpeername()  # ENOTCONN for a client that reset while queued: no one to serve
-                    conn = self.tls.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
-                except OSError:
-                    conn.close()
-                    continue
-            handler = self.RequestHandlerClass(conn, address, self)
-            if not self.park(handler):
-                handler.close()
-
-    def dispatch(self, handler: StaticHandler) -> None:
-        """The connection has input: out of the selector, into the queue the pool serves."""
+                conn.getpeername()  # ENOTCONN for a client that reset while queued: no one to serve
+                conn = self.tls.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
+            handler = self.RequestHandlerClass(conn, address, self)  # setup(): OSError after a reset
+        except OSError:
+            conn.close()
+            return True
         with self.lock:
-            self.selector.unregister(handler.connection)
-            del self.waiting[handler]
             self.busy.add(handler)
-        self.ready.put(handler)
+        self.serve_later(handler)
+        return True
 
-    def work(self) -> None:
-        """A pool thread: serve ready connections until told to stop (None)."""
-        while True:
-            handler = self.ready.get()
-            if handler is None:
-                return
-            try:
-                wait = handler.serve()
-            except Exception:  # a bug: its traceback, and the thread serves on
-                self.handle_error(handler.request, handler.client_address)
-                wait = False
-            if not (wait and self.park(handler)):
-                handler.close()
+    def serve_later(self, handler: StaticHandler) -> None:
+        try:
+            keep = self.park(handler)
+        except Exception:
+            self.handle_error(handler.request, handler.client_address)
+            keep = False
+        if not keep:
+            handler.close()
 
     def park(self, handler: StaticHandler) -> bool:
         """Put a connection in the selector until it sends more; False if it must close (the stop)."""
@@ -466,47 +575,27 @@ class StaticServer(http.server.HTTPServer):
             self.busy.discard(handler)
             if self.stopping and not handler.reader.request_begun():
                 return False
-            self.selector.register(handler.connection, handler.awaiting, handler)
             self.waiting[handler] = None
-        if self.wake_on_park:
-            self.wake()
+        self.poller.arm(handler.connection, handler, handler.awaiting)
         return True
 
     def forget(self, handler: StaticHandler) -> None:
         """A connection has been closed."""
         with self.lock:
             self.busy.discard(handler)
-        if self.stopping:
-            self.wake()  # the stop waits for the busy ones (server_close())
 
-    def close_expired(self, now: float) -> None:
-        """Close the waiting connections whose request has not come within --timeout."""
+    def close_expired(self) -> None:
+        """Wake the waiting connections whose request has not come within --timeout: their thread closes them."""
+        now = time.monotonic()
         with self.lock:
-            expired = [handler for handler in self.waiting if handler.reader.deadline <= now]
-            for handler in expired:
-                self.selector.unregister(handler.connection)
-                del self.waiting[handler]
-        for handler in expired:
-            handler.log_message("no request within --timeout (%gs): closed", self.idle_timeout)
-            handler.close()
-
-    def wake(self) -> None:
-        try:
-            self.wakeup_sender.send(b"\0")
-        except OSError:  # its buffer is full: a wake-up is on its way already
-            pass
-
-    def clear_wakeup(self) -> None:
-        try:
-            while self.wakeup.recv(4096):
-                pass
-        except OSError:  # BlockingIOError: empty
-            pass
+            for handler in self.waiting:
+                if handler.reader.deadline <= now and not handler.expired:
+                    handler.expired = True
+                    end_reading(handler.connection)
 
     def shutdown(self) -> None:
         """Stop serve_forever() from another thread, and wait for it to return (socketserver's promise)."""
-        self.shutdown_requested = True
-        self.wake()
+        self.shutdown_requested.set()
         self.serving.wait()
 
     def server_close(self) -> None:
@@ -526,45 +615,34 @@ class StaticServer(http.server.HTTPServer):
         connection is shut down, and that client gets part of the file: the
         one case where a response is cut.
         """
-        super().server_close()  # the listener: new connections are refused
-        if not hasattr(self, "selector"):  # TCPServer.__init__() could not listen, and closes its socket this way
+        if not hasattr(self, "poller"):  # TCPServer.__init__() could not listen, and closes its socket this way
+            super().server_close()
             return
         with self.lock:
             self.stopping = True
-            idle = [handler for handler in self.waiting if not handler.reader.request_begun()]
-            for handler in idle:
-                self.selector.unregister(handler.connection)
-                del self.waiting[handler]
-        for handler in idle:
-            handler.close()
+            self.listening = False
+            for handler in self.waiting:
+                if not handler.reader.request_begun():
+                    end_reading(handler.connection)  # its thread closes it
         deadline = time.monotonic() + self.idle_timeout
+        woken = False
         while self.waiting or self.busy:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            for key, _ in self.selector.select(min(remaining, 0.1)):
-                if key.fileobj is self.wakeup:
-                    self.clear_wakeup()
-                else:
-                    self.dispatch(key.data)
-            self.close_expired(time.monotonic())
-        with self.lock:
-            late = list(self.busy)
-            left = list(self.waiting)
-            for handler in left:
-                self.selector.unregister(handler.connection)
-            self.waiting.clear()
-        for handler in late:
-            wake(handler.connection)
-        for handler in left:
-            handler.close()
-        for _ in self.pool:
-            self.ready.put(None)
+            if time.monotonic() >= deadline:
+                if woken:  # a second past the bound, and still there: left to the end of the process
+                    break
+                with self.lock:
+                    for handler in (*self.waiting, *self.busy):
+                        wake(handler.connection)
+                woken = True
+                deadline = time.monotonic() + 1.0
+            self.close_expired()
+            time.sleep(0.01)  # a poll: the pool's threads are closing them
+        self.poller.close()
         for thread in self.pool:
             thread.join()
-        self.selector.close()
-        self.wakeup.close()
-        self.wakeup_sender.close()
+        self.poller.remove(self.socket)
+        self.poller.release()
+        super().server_close()  # the listener
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind() looks up socket.getfqdn(host), a reverse DNS
@@ -580,6 +658,18 @@ def default_threads() -> int:
     if getattr(sys, "_is_gil_enabled", lambda: True)():
         return POOL_WITH_GIL
     return POOL_PER_CORE * cores
+
+
+def end_reading(conn: socket.socket) -> None:
+    """Shut a waiting connection's reading side down: the selector reports it, and the thread it wakes closes it.
+
+    Its writing side stays open, so that a TLS connection can still send
+    close_notify.
+    """
+    try:
+        socket.socket.shutdown(conn, socket.SHUT_RD)  # the socket's own: SSLSocket's drops the session
+    except OSError:  # closed already
+        pass
 
 
 def wake(conn: socket.socket) -> None:
@@ -932,6 +1022,7 @@ class StaticHandler(StrictRequest, http.server.SimpleHTTPRequestHandler):
         self.responded = False
         self.close_connection = False
         self.awaiting = selectors.EVENT_READ  # what the selector waits for (a TLS handshake may need EVENT_WRITE)
+        self.expired = False  # no request within --timeout: close_expired() has shut its reading side down
         self.handshaken = self.tls = False
         if not isinstance(self.request, ssl.SSLSocket):
             self.handshaken = True
@@ -945,6 +1036,9 @@ class StaticHandler(StrictRequest, http.server.SimpleHTTPRequestHandler):
         Requests that came together (pipelined) are answered in turn. A
         request still coming, or the next one, waits in the selector.
         """
+        if self.expired:
+            self.log_message("no request within --timeout (%gs): closed", self.timeout)
+            return False
         try:
             if not self.handshaken:
                 done = self.shake_hands()
@@ -1009,6 +1103,9 @@ class StaticHandler(StrictRequest, http.server.SimpleHTTPRequestHandler):
 
     def close(self) -> None:
         """The end of the connection: what socketserver does after handle()."""
+        # Out of the selector first: once closed, its number may name the
+        # next connection accepted, in another thread, at once.
+        self.server.poller.remove(self.connection)
         try:
             self.finish()
         finally:
