@@ -1877,6 +1877,14 @@ class HttpStaticPoolTest(ServerTestCase):
             self.assertRegex(slow.recv(4096), rb"^HTTP/1\.1 200 ")
         self.assertEqual(server.stop(), 0, server.log())
 
+    @unittest.skipIf(shutil.which("wrk") is None, "needs wrk (Debian's wrk package)")
+    def test_bench_http_static_prints_its_table(self) -> None:
+        quick = ("--rounds", "1", "--http-seconds", "1", "--http-static-connections", "1", "2")
+        result = run_script("bench.py", "--http-static", *quick, timeout=60)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertRegex(result.stdout, r"load average \(1, 5, 15 minutes\) at the end: [\d.]+ [\d.]+ [\d.]+")
+        self.assertRegex(result.stdout, r"\| 2 \| [\d,]+ \| [\d,]+ \| .*\| [\d.]+x \|\n")
+
 
 class HttpStaticKeyTest(unittest.TestCase):
     @unittest.skipIf(shutil.which("openssl") is None, "no openssl command to make a key")
