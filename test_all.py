@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import argparse
 import ast
+import base64
 import collections
 import concurrent.futures
 import contextlib
+import html.parser
 import http.client
 import importlib
 import io
@@ -1884,6 +1886,158 @@ class HttpStaticPoolTest(ServerTestCase):
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertRegex(result.stdout, r"load average \(1, 5, 15 minutes\) at the end: [\d.]+ [\d.]+ [\d.]+")
         self.assertRegex(result.stdout, r"\| 2 \| [\d,]+ \| [\d,]+ \| .*\| [\d.]+x \|\n")
+
+
+class PageParser(html.parser.HTMLParser):
+    """A page as Python's HTML parser reads it: its links, its table's rows, and any tag left open or misclosed."""
+
+    VOID = {"meta", "hr", "br", "img", "input", "link"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.open: list[str] = []
+        self.errors: list[str] = []
+        self.links: list[str] = []
+        self.rows: list[list[str]] = []
+        self.cell: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag not in self.VOID:
+            self.open.append(tag)
+        if tag == "a":
+            self.links.append(dict(attrs).get("href") or "")
+        elif tag == "tr":
+            self.rows.append([])
+        elif tag in ("td", "th"):
+            self.cell = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if not self.open or self.open[-1] != tag:
+            self.errors.append(f"</{tag}> closes {self.open[-1:] or 'nothing'}")
+            return
+        self.open.pop()
+        if tag in ("td", "th") and self.cell is not None:
+            self.rows[-1].append("".join(self.cell))
+            self.cell = None
+
+    def handle_data(self, data: str) -> None:
+        if self.cell is not None:
+            self.cell.append(data)
+
+
+class HttpStaticListingTest(ServerTestCase):
+    """The directory listing: size, modification time, a sort, the parent folder; in Python's parser and in Chromium."""
+
+    script = "http_static.py"
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        cls.site = Path(tempfile.mkdtemp())
+        cls.addClassCleanup(shutil.rmtree, cls.site)
+        files = {"small.txt": 10, "big.bin": 300 * 1024, "Grüße aus Köln.txt": 2000, 'a&b <c> "d".txt': 5}
+        for number, (name, size) in enumerate(files.items()):
+            path = cls.site / "docs" / name
+            path.parent.mkdir(exist_ok=True)
+            path.write_bytes(b"x" * size)
+            os.utime(path, (1_700_000_000 + number * 86400,) * 2)  # a day apart, in the order above
+        (cls.site / "docs" / "sub").mkdir()
+
+    def setUp(self) -> None:
+        self.server = self.start("--directory", str(self.site))
+
+    def page(self, path: str) -> PageParser:
+        conn = http.client.HTTPConnection(self.server.host, self.server.port, timeout=10)
+        self.addCleanup(conn.close)
+        conn.request("GET", path)
+        response = conn.getresponse()
+        self.assertEqual(response.status, 200)
+        parser = PageParser()
+        parser.feed(response.read().decode("utf-8"))
+        parser.close()
+        self.assertEqual((parser.errors, parser.open), ([], []), "the page does not parse")
+        return parser
+
+    def names(self, path: str) -> list[str]:
+        return [row[0] for row in self.page(path).rows[1:]]  # the first row: the column heads
+
+    def test_the_listing_shows_size_and_time_sorts_and_links_the_parent(self) -> None:
+        page = self.page("/docs/")
+        self.assertEqual(page.rows[0], ["Name", "Size", "Modified"])
+        rows = {row[0]: row[1:] for row in page.rows[1:]}
+        self.assertEqual(rows["small.txt"][0], "10 B")
+        self.assertEqual(rows["big.bin"][0], "300.0 KiB")
+        self.assertEqual(rows["sub/"][0], "")  # a folder has no size
+        self.assertEqual(rows["small.txt"][1], time.strftime("%Y-%m-%d %H:%M", time.localtime(1_700_000_000)))
+        files = ['a&b <c> "d".txt', "big.bin", "Grüße aus Köln.txt", "small.txt"]
+        self.assertEqual(self.names("/docs/"), ["../", *files[:3], "small.txt", "sub/"])
+        self.assertEqual(
+            self.names("/docs/?sort=size"), ["../", "big.bin", "Grüße aus Köln.txt", "small.txt"] + [files[0], "sub/"]
+        )
+        newest = ["sub/", files[0], "Grüße aus Köln.txt", "big.bin", "small.txt"]  # sub/ was made just now
+        self.assertEqual(self.names("/docs/?sort=mtime"), ["../", *newest])
+        self.assertNotIn("../", self.names("/"))  # the top has no parent to offer
+
+    def test_every_link_of_the_listing_resolves(self) -> None:
+        base = f"http://{self.server.host}:{self.server.port}/docs/"
+        links = self.page("/docs/").links
+        self.assertIn("a%26b%20%3Cc%3E%20%22d%22.txt", links)  # percent-encoded in its link, escaped in the page
+        for link in links:
+            with self.subTest(link=link):
+                target = urllib.parse.urlsplit(urllib.parse.urljoin(base, link))
+                conn = http.client.HTTPConnection(target.hostname, target.port, timeout=10)
+                self.addCleanup(conn.close)
+                conn.request("GET", target.path + ("?" + target.query if target.query else ""))
+                response = conn.getresponse()
+                response.read()
+                self.assertEqual(response.status, 200, link)
+
+    def test_the_listing_in_chromium(self) -> None:
+        driver = start_chromium(self)
+        driver.call("POST", "/url", {"url": f"http://{self.server.host}:{self.server.port}/docs/"})
+        folder = Path(tempfile.mkdtemp(prefix="listing-"))
+        if not os.environ.get("TEST_KEEP_SCREENSHOTS"):  # set, the screenshots stay, to be looked at
+            self.addCleanup(shutil.rmtree, folder)
+        (folder / "listing.png").write_bytes(base64.b64decode(driver.call("GET", "/screenshot")))
+        self.assertEqual(driver.call("GET", "/title"), "Directory listing for /docs/")
+        script = "return [...document.querySelectorAll('tbody td.name')].map(cell => cell.textContent)"
+        shown = driver.call("POST", "/execute/sync", {"script": script, "args": []})
+        self.assertEqual(shown[0], "../")
+        self.assertIn('a&b <c> "d".txt', shown)  # as text: escaped, not markup
+        self.assertIn("Grüße aus Köln.txt", shown)
+        driver.call("POST", "/url", {"url": f"http://{self.server.host}:{self.server.port}/docs/?sort=size"})
+        shown = driver.call("POST", "/execute/sync", {"script": script, "args": []})
+        self.assertEqual(shown[1], "big.bin")
+        (folder / "listing-by-size.png").write_bytes(base64.b64decode(driver.call("GET", "/screenshot")))
+        self.assertGreater((folder / "listing.png").stat().st_size, 1000)
+
+
+def start_chromium(test: unittest.TestCase) -> WebDriver:
+    """Headless Chromium through chromedriver, both ended when the test is; skipped where they are missing."""
+    chromium = require_program("chromium")
+    chromedriver = require_program("chromedriver")
+    profile = tempfile.mkdtemp(prefix="chromium-")
+    test.addCleanup(shutil.rmtree, profile, ignore_errors=True)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    driver_process = subprocess.Popen(
+        [chromedriver, f"--port={port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    test.addCleanup(lambda: (os.killpg(driver_process.pid, signal.SIGKILL), driver_process.wait()))
+    driver = WebDriver(port)
+    wait_for(lambda: WebSocketBrowserTest.driver_ready(driver), timeout=10, message="chromedriver did not start")
+    options = {
+        "binary": chromium,
+        "args": [
+            "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={profile}",
+            "--window-size=900,500",
+        ],
+    }  # fmt: skip
+    capabilities = {"capabilities": {"alwaysMatch": {"goog:chromeOptions": options}}}
+    driver.session = driver.call("POST", "/session", capabilities)["sessionId"]
+    test.addCleanup(driver.call, "DELETE", "")  # quits the browser
+    return driver
 
 
 class HttpStaticKeyTest(unittest.TestCase):
