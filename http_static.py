@@ -11,6 +11,8 @@ http.server` gets wrong for real use:
   socket without passing through Python (zero copy), falling back to send()
   where the platform has no sendfile;
 - single byte ranges (206, 416), so video seeking and resumed downloads work;
+- text as UTF-8 (charset=utf-8 on text/*: without it, browsers guess);
+- a listing with sizes, modification times, a sort and the parent folder;
 - modern types: .wasm as application/wasm (WebAssembly.instantiateStreaming
   refuses anything else), .js and .mjs as text/javascript;
 - nothing outside --directory is reachable, whatever the path encodes (..,
@@ -37,12 +39,41 @@ http.server` gets wrong for real use:
   --timeout to finish; a client that goes away is no error; and the server
   never does a reverse DNS lookup at start.
 
-Concurrency: a thread per connection (ThreadingHTTPServer). It is NOT a
-production server: no HTTP/2, no compression, a thread per keep-alive
-connection (a few hundred idle browsers hold a few hundred threads), and a
-strict parser is still not a hardened one: it has been fuzzed against h11, not
-attacked for years as nginx has. For the internet, put the files behind nginx,
-Caddy or a CDN; use this for local development and trusted networks.
+Concurrency: gunicorn's gthread design. A connection between two requests
+waits in one selector (epoll), with no thread of its own; a small pool of
+threads waits in that selector too, and a connection with a request ready
+wakes one of them (EPOLLONESHOT hands each event to exactly one thread),
+which reads the request, answers it, and puts the connection back in the
+selector. gthread has one thread wait and hand each ready connection to the
+pool; here the pool's threads wait themselves, which saves a hand-off per
+request (a first version that handed connections over served, on 3.13t at 20
+connections, half of what a thread per connection did: a loaded 2-core
+machine, 3 alternating rounds). Where there is no epoll, the threads take
+turns at a selectors selector.
+
+Against a thread per connection (ThreadingHTTPServer, this script's earlier
+design): a browser opens several connections and keeps them idle, and each
+held a thread; with 20 busy connections, 20 runnable threads handed the GIL
+to one another at every system call, and the server served 0.6x the blog
+post's one-client-at-a-time server (CPython 3.11). Here the threads follow
+the requests in progress: 2,000 idle connections cost 2,000 sockets and the
+pool. A request head that trickles in waits in the selector too, holding no
+thread. The price: a thread busy with one client (a large file to a slow
+reader, a head past 64 KiB or a body, each within --timeout) serves nobody
+else meanwhile, so as many such clients as the pool has threads make the
+others wait, where a thread each would have served them all.
+
+The pool's size (--threads): with the GIL, one thread runs Python at a time,
+and each thread more is one more to hand the GIL to; 4 leave room for some
+waiting on a disk or a full socket buffer. Without the GIL (the free-threaded
+3.13t) the threads run on every core at once: 2 per core keep each core busy
+while a thread waits in a system call.
+
+It is NOT a production server: no HTTP/2, no compression, a few threads that
+a few slow clients can hold (see above), and a strict parser is still not a
+hardened one: it has been fuzzed against h11, not attacked for years as
+nginx has. For the internet, put the files behind nginx, Caddy or a CDN; use
+this for local development and trusted networks.
 
 HTTPS for local use, such as a phone on the LAN that needs a secure context
 (service workers, the camera): make a self-signed certificate that names this

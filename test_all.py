@@ -1879,6 +1879,24 @@ class HttpStaticPoolTest(ServerTestCase):
             self.assertRegex(slow.recv(4096), rb"^HTTP/1\.1 200 ")
         self.assertEqual(server.stop(), 0, server.log())
 
+    def test_without_epoll_the_threads_take_turns_at_a_selector(self) -> None:
+        # As on macOS or Windows: selectors' own choice, and the same promises.
+        args = ("--directory", str(self.site), "--timeout", "5", "--threads", "2")
+        server = Server(self.script, args, self.addCleanup, prefix=after("import select; del select.epoll"))
+        connections = [http.client.HTTPConnection(server.host, server.port, timeout=10) for _ in range(5)]
+        for _ in range(2):  # keep-alive: each connection back in the selector, and out again
+            for conn in connections:
+                conn.request("GET", "/notes.txt")
+                self.assertEqual(conn.getresponse().read(), b"0123456789")
+        with server.connect() as slow:
+            slow.sendall(b"GET /notes.txt HT")  # a request begun: waits in the selector, and holds nobody up
+            self.assertEqual(self.get(server), b"0123456789")
+        stopped = time.monotonic()
+        self.assertEqual(server.stop(), 0, server.log())  # the idle ones closed at once
+        self.assertLess(time.monotonic() - stopped, 2.0)
+        for conn in connections:
+            conn.close()
+
     @unittest.skipIf(shutil.which("wrk") is None, "needs wrk (Debian's wrk package)")
     def test_bench_http_static_prints_its_table(self) -> None:
         quick = ("--rounds", "1", "--http-seconds", "1", "--http-static-connections", "1", "2")
