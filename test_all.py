@@ -4429,7 +4429,7 @@ DIFFERENCES = {
         "socketserver_variants.py": "adds --variant",
         "asyncio_server.py": "adds --cpu-workers",
         "asyncio_protocol_server.py": "adds --cpu-workers",
-        "http_static.py": "HTTP: --directory, and --timeout is the idle time",
+        "http_static.py": "HTTP: --directory, --threads (the pool), and --timeout is the idle time",
         "wsgi_app.py": "HTTP: no --delay or --max-request",
         "websocket_server.py": "WebSocket: --max-message, --ping-interval, --allow-origin, ...",
     },
