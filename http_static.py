@@ -516,7 +516,10 @@ class StaticServer(http.server.HTTPServer):
         # Deadlines are checked by a sweep of the waiting connections, a few
         # times per --timeout: a heap ordered by deadline would gain an entry
         # per request (thousands a second), each kept until its deadline.
-        interval = min(poll_interval, self.idle_timeout / 4)
+        # Not below 10 ms: a --timeout of a millisecond would wake this
+        # thread thousands of times a second, for one more millisecond of
+        # precision.
+        interval = min(poll_interval, max(0.01, self.idle_timeout / 4))
         try:
             while not self.shutdown_requested.wait(interval):
                 if self.stop_requested:  # see stop_on_signals(); a signal ends the wait early
