@@ -76,6 +76,8 @@ Run:  python bench.py                        # about 1.5 minutes on 2 cores: qui
       python bench.py --websocket            # websocket_server.py against websockets, then across processes: 1.5 min
       python bench.py --http                 # the HTTP servers, from wrk: about 1 minute
       python bench.py --asgi                 # asgi_server.py against uvicorn, from wrk: about 1 minute
+      python bench.py --http-static --seed-dir DIR   # http_static.py at 1, 20, 50 connections against
+                                             # the blog post's server, http.server and nginx: 2 minutes
 """
 
 from __future__ import annotations
@@ -177,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
         return measure_http(args, pythons)
     if args.asgi:
         return measure_asgi(args)
+    if args.http_static:
+        return measure_http_static(args)
     for round_number in range(args.rounds):
         order = chosen if round_number % 2 == 0 else chosen[::-1]
         for approach in order:
@@ -219,6 +223,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--asgi", action="store_true", help="measure asgi_server.py with wrk, against uvicorn with h11 and httptools"
     )
     parser.add_argument("--asgi-connections", type=int, default=50, help="--asgi: wrk's connections")
+    parser.add_argument(
+        "--http-static",
+        action="store_true",
+        help="measure http_static.py with wrk, against the blog post's server, python -m http.server and nginx",
+    )
+    parser.add_argument(
+        "--http-static-connections",
+        type=int,
+        nargs="+",
+        default=[1, 20, 50],
+        metavar="N",
+        help="--http-static: wrk's connections, one table row each (ratios to own rate at the first)",
+    )
     parser.add_argument("--http-seconds", type=int, default=3, help="--http: seconds per wrk run (whole: wrk's unit)")
     parser.add_argument("--ws-connections", type=int, default=100, help="--websocket: echo connections")
     parser.add_argument("--ws-seconds", type=float, default=2.0, help="--websocket: seconds of echo per sample")
@@ -1134,6 +1151,126 @@ def raise_open_file_limit() -> None:
         return
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+# http_static.py (--http-static): against the blog post's server, python -m http.server and nginx, from wrk.
+
+NGINX_CONFIG = """
+daemon off;
+master_process off;
+worker_processes 1;
+pid {folder}/nginx.pid;
+error_log {folder}/error.log;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    sendfile on;
+    keepalive_requests 1000000;
+    client_body_temp_path {folder}/client;
+    proxy_temp_path {folder}/proxy;
+    fastcgi_temp_path {folder}/fastcgi;
+    uwsgi_temp_path {folder}/uwsgi;
+    scgi_temp_path {folder}/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        root {site};
+    }}
+}}
+"""
+
+
+def measure_http_static(args: argparse.Namespace) -> int:
+    """http_static.py's requests/s at each of --http-static-connections, against its yardsticks, from wrk.
+
+    The yardsticks, in the same alternating rounds: the blog post's server (a
+    TCPServer with SimpleHTTPRequestHandler: one client at a time, a
+    connection per request; with --seed-dir), python -m http.server (a thread
+    per connection), and nginx (Debian's nginx-light, one worker process,
+    from a config written here), the limit of this machine. Each ratio is the
+    median of the rounds' ratios; "own 1" is each rate against http_static.py's
+    own at one connection in the same round.
+    """
+    if shutil.which("wrk") is None:
+        print("--http-static needs wrk (Debian: apt-get install wrk)", file=sys.stderr)
+        return 2
+    seed = args.seed_dir.resolve() / "seed_http_static.py" if args.seed_dir else None
+    nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
+    with tempfile.TemporaryDirectory() as folder:
+        site = Path(folder, "site")
+        site.mkdir()
+        Path(site, "1k.txt").write_bytes(b"x" * 1024)
+        config = Path(folder, "nginx.conf")
+
+        def configure_nginx(port: int) -> None:
+            config.write_text(NGINX_CONFIG.format(folder=folder, site=site, port=port))
+
+        # name, the command (PORT: a free port), the folder it runs in, what to do with the port first
+        servers: list[tuple[str, list[str], str | None, Callable[[int], None] | None]] = []
+        ours = [sys.executable, str(HERE / "http_static.py"), "PORT", "-q", "--directory", str(site)]
+        servers.append(("http_static.py", ours, None, None))
+        if seed is not None and seed.exists():
+            servers.append(("the blog post's server", [sys.executable, str(seed), "PORT"], str(site), None))
+        stdlib = [sys.executable, "-m", "http.server", "PORT", "-b", "127.0.0.1"]
+        servers.append(("python -m http.server", stdlib, str(site), None))
+        if nginx is not None:
+            servers.append(("nginx", [nginx, "-p", folder, "-c", str(config)], None, configure_nginx))
+        rates: dict[tuple[str, int], list[float]] = {}
+        for round_number in range(args.rounds):
+            for connections in args.http_static_connections:
+                order = servers if round_number % 2 == 0 else servers[::-1]
+                for name, command, cwd, configure in order:
+                    rate = wrk_rate_at(command, cwd, configure, connections, args)
+                    rates.setdefault((name, connections), []).append(rate)
+            print(f"round {round_number + 1} of {args.rounds} done", file=sys.stderr, flush=True)
+    print(f"\nhttp_static.py: requests/s from wrk (-t1), a 1 KiB file, {args.http_seconds} s a run, keep-alive;")
+    print(f"median of {args.rounds} alternating rounds; each ratio the median of the rounds' ratios")
+    load = " ".join(f"{value:.2f}" for value in os.getloadavg())
+    print(f"load average (1, 5, 15 minutes) at the end: {load}, on {CORES} cores\n")
+    names = [name for name, _, _, _ in servers]
+    first = args.http_static_connections[0]
+    against = [f"ours / {name}" for name in names[1:]] + [f"ours / own at {first}"]
+    print("| connections | " + " | ".join(names + against) + " |")
+    print("|---:|" + "---:|" * (2 * len(names)))
+    for connections in args.http_static_connections:
+        ours = rates[("http_static.py", connections)]
+        cells = [f"{statistics.median(rates[(name, connections)]):,.0f}" for name in names]
+        for name in names[1:]:
+            cells.append(f"{statistics.median(a / b for a, b in zip(ours, rates[(name, connections)]) if b):.2f}x")
+        own = rates[("http_static.py", first)]
+        cells.append(f"{statistics.median(a / b for a, b in zip(ours, own) if b):.2f}x")
+        print(f"| {connections} | " + " | ".join(cells) + " |")
+    return 0
+
+
+def wrk_rate_at(
+    command: list[str],
+    cwd: str | None,
+    configure: Callable[[int], None] | None,
+    connections: int,
+    args: argparse.Namespace,
+) -> float:
+    """requests/s of one wrk run against a server the command starts, on a free port."""
+    port = free_port()
+    argv = [part.replace("PORT", str(port)) for part in command]
+    if configure is not None:
+        configure(port)
+    process = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: accepts("127.0.0.1", port), f"{' '.join(argv)} did not start")
+        url = f"http://127.0.0.1:{port}/1k.txt"
+        wrk = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, args.http_seconds)}s", url]
+        output = subprocess.run(wrk, capture_output=True, text=True, timeout=args.http_seconds + 30).stdout
+        match = re.search(r"Requests/sec:\s+([\d.]+)", output)
+        if not match or "Non-2xx" in output:
+            raise SystemExit(f"wrk against {' '.join(argv)}: {output.strip()[-300:]!r}")
+        return float(match.group(1))
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 if __name__ == "__main__":

@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import argparse
 import ast
+import base64
 import collections
 import concurrent.futures
 import contextlib
 import email.utils
 import functools
+import html.parser
 import http.client
 import importlib
 import io
@@ -1389,9 +1391,9 @@ class HttpStaticTest(HttpServerTests):
     def test_types_browsers_insist_on(self) -> None:
         for path, expected in (
             ("/app.wasm", "application/wasm"),
-            ("/module.mjs", "text/javascript"),
-            ("/script.js", "text/javascript"),
-            ("/index.html", "text/html"),
+            ("/module.mjs", "text/javascript; charset=utf-8"),
+            ("/script.js", "text/javascript; charset=utf-8"),
+            ("/index.html", "text/html; charset=utf-8"),
         ):
             with self.subTest(path=path):
                 response, body = self.http("GET", path)
@@ -1509,6 +1511,7 @@ class HttpStaticTest(HttpServerTests):
         last_modified = response.getheader("Last-Modified")
         response, body = self.http("GET", "/docs/notes.txt", headers={"If-Modified-Since": last_modified})
         self.assertEqual((response.status, body), (304, b""))
+        self.assertIsNone(response.getheader("Content-Length"))  # the contract: none on a 304
 
     def test_byte_ranges(self) -> None:
         cases = [
@@ -1521,8 +1524,8 @@ class HttpStaticTest(HttpServerTests):
             ("bytes=0-1,4-5", 200, b"0123456789", None),  # several ranges: ignored
             ("pages=1-2", 200, b"0123456789", None),
             ("bytes=5-2", 200, b"0123456789", None),
-            ("bytes=0-" + "9" * 5000, 200, b"0123456789", None),  # a number no file reaches: ignored
-            ("bytes=-" + "9" * 5000, 200, b"0123456789", None),
+            ("bytes=0-" + "9" * 5000, 206, b"0123456789", "bytes 0-9/10"),  # past any file: to its end
+            ("bytes=-" + "9" * 5000, 206, b"0123456789", "bytes 0-9/10"),
         ]
         for header, status, body, content_range in cases:
             with self.subTest(range=header):
@@ -1625,6 +1628,7 @@ class HttpStaticTest(HttpServerTests):
         }
         response, body = self.http("OPTIONS", "/script.js", headers=preflight, server=server)
         self.assertEqual((response.status, body), (204, b""))
+        self.assertIsNone(response.getheader("Content-Length"))  # RFC 9110 8.6 forbids it on a 204
         self.assertEqual(response.getheader("Access-Control-Allow-Origin"), "*")
         self.assertEqual(response.getheader("Access-Control-Allow-Methods"), "GET, HEAD, OPTIONS")
         self.assertEqual(response.getheader("Access-Control-Allow-Headers"), "x-requested-with, content-type")
@@ -1798,6 +1802,289 @@ class HttpStaticTest(HttpServerTests):
         result = run_script(self.script, "0", "--directory", "/no/such/dir")
         self.assertEqual((result.returncode, result.stderr), (1, "not a directory: /no/such/dir\n"))
 
+    def test_text_is_declared_utf_8(self) -> None:
+        # Without a charset, Chromium showed "Grüße aus Köln" as "GrÃ¼ÃŸe aus KÃ¶ln".
+        self.scratch_file("greeting.txt", "Grüße aus Köln".encode())
+        response, body = self.http("GET", "/greeting.txt")
+        self.assertEqual(response.getheader("Content-Type"), "text/plain; charset=utf-8")
+        self.assertEqual(body.decode("utf-8"), "Grüße aus Köln")
+        response, _ = self.http("GET", "/app.wasm")
+        self.assertEqual(response.getheader("Content-Type"), "application/wasm")  # not text: no charset
+
+    def test_range_units_are_case_insensitive_and_any_position_is_read_by_rfc_9110(self) -> None:
+        nines = "9" * 19  # past 18 digits, where the old pattern stopped
+        cases = [
+            ("Bytes=0-1", 206, b"01", "bytes 0-1/10"),
+            ("BYTES=-2", 206, b"89", "bytes 8-9/10"),
+            ("bytes=0000000000000000002-3", 206, b"23", "bytes 2-3/10"),  # 19 digits, and valid
+            (f"bytes={nines}-", 416, b"", "bytes */10"),  # past the end: unsatisfiable
+            (f"bytes={nines}-{nines}9", 416, b"", "bytes */10"),
+            (f"bytes=5-{nines}", 206, b"56789", "bytes 5-9/10"),
+            (f"bytes={nines}9-{nines}", 200, b"0123456789", None),  # last before first: invalid, ignored
+        ]
+        for header, status, body, content_range in cases:
+            with self.subTest(range=header):
+                response, got = self.http("GET", "/docs/notes.txt", headers={"Range": header})
+                self.assertEqual(
+                    (response.status, got, response.getheader("Content-Range")), (status, body, content_range)
+                )
+
+
+class HttpStaticPoolTest(ServerTestCase):
+    """http_static.py's connections wait in one selector: threads follow the requests, not the connections."""
+
+    script = "http_static.py"
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        cls.site = Path(tempfile.mkdtemp())
+        cls.addClassCleanup(shutil.rmtree, cls.site)
+        (cls.site / "notes.txt").write_bytes(b"0123456789")
+
+    def get(self, server: Server) -> bytes:
+        conn = http.client.HTTPConnection(server.host, server.port, timeout=10)
+        try:
+            conn.request("GET", "/notes.txt")
+            return conn.getresponse().read()
+        finally:
+            conn.close()
+
+    @unittest.skipUnless(os.path.isdir("/proc/self/task"), "counts threads in /proc")
+    def test_two_thousand_idle_keep_alive_connections_hold_no_thread_and_nobody_up(self) -> None:
+        raise_open_file_limit(2300)  # before the server starts: it inherits the limit
+        server = self.start("--directory", str(self.site), "--timeout", "60", "--threads", "4")
+        with contextlib.ExitStack() as stack:
+            idle = []
+            for _ in range(2000):
+                conn = stack.enter_context(socket.create_connection((server.host, server.port), timeout=10))
+                conn.sendall(b"GET /notes.txt HTTP/1.1\r\nHost: test\r\n\r\n")
+                idle.append(conn)
+            for conn in idle:  # each has had its answer, and waits with its connection open
+                reply = b""
+                while not reply.endswith(b"0123456789"):
+                    chunk = conn.recv(4096)
+                    self.assertTrue(chunk, "closed before its answer")
+                    reply += chunk
+            threads = len(os.listdir(f"/proc/{server.process.pid}/task"))
+            self.assertLessEqual(threads, 4 + 1 + 2, "the pool, the loop, and no thread per connection")
+            # A newcomer is served at once; the best of three, for a loaded machine.
+            self.assertLess(
+                min(timed(lambda: self.assertEqual(self.get(server), b"0123456789")) for _ in range(3)), 0.05
+            )
+            self.assertEqual(server.stop(), 0, server.log())
+
+    def test_a_request_trickled_in_holds_no_thread(self) -> None:
+        # Its bytes wait in the selector until the head is whole: with one
+        # thread in the pool, the others are still served meanwhile.
+        server = self.start("--directory", str(self.site), "--timeout", "5", "--threads", "1")
+        with server.connect() as slow:
+            for byte in b"GET /notes.txt HTTP/1.1\r\nHost: te":
+                slow.sendall(bytes([byte]))
+            self.assertEqual(self.get(server), b"0123456789")
+            slow.sendall(b"st\r\n\r\n")
+            slow.settimeout(10)
+            self.assertRegex(slow.recv(4096), rb"^HTTP/1\.1 200 ")
+        self.assertEqual(server.stop(), 0, server.log())
+
+    def test_without_epoll_the_threads_take_turns_at_a_selector(self) -> None:
+        # As on macOS or Windows: selectors' own choice, and the same promises.
+        args = ("--directory", str(self.site), "--timeout", "5", "--threads", "2")
+        server = Server(self.script, args, self.addCleanup, prefix=after("import select; del select.epoll"))
+        connections = [http.client.HTTPConnection(server.host, server.port, timeout=10) for _ in range(5)]
+        for _ in range(2):  # keep-alive: each connection back in the selector, and out again
+            for conn in connections:
+                conn.request("GET", "/notes.txt")
+                self.assertEqual(conn.getresponse().read(), b"0123456789")
+        with server.connect() as slow:
+            slow.sendall(b"GET /notes.txt HT")  # a request begun: waits in the selector, and holds nobody up
+            self.assertEqual(self.get(server), b"0123456789")
+        stopped = time.monotonic()
+        self.assertEqual(server.stop(), 0, server.log())  # the idle ones closed at once
+        self.assertLess(time.monotonic() - stopped, 2.0)
+        for conn in connections:
+            conn.close()
+
+    @unittest.skipIf(shutil.which("wrk") is None, "needs wrk (Debian's wrk package)")
+    def test_bench_http_static_prints_its_table(self) -> None:
+        quick = ("--rounds", "1", "--http-seconds", "1", "--http-static-connections", "2")
+        result = run_script("bench.py", "--http-static", *quick, timeout=60)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertRegex(result.stdout, r"load average \(1, 5, 15 minutes\) at the end: [\d.]+ [\d.]+ [\d.]+")
+        self.assertRegex(result.stdout, r"\| 2 \| [\d,]+ \| [\d,]+ \| .*\| [\d.]+x \|\n")
+
+
+class PageParser(html.parser.HTMLParser):
+    """A page as Python's HTML parser reads it: its links, its table's rows, and any tag left open or misclosed."""
+
+    VOID = {"meta", "hr", "br", "img", "input", "link"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.open: list[str] = []
+        self.errors: list[str] = []
+        self.links: list[str] = []
+        self.rows: list[list[str]] = []
+        self.cell: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag not in self.VOID:
+            self.open.append(tag)
+        if tag == "a":
+            self.links.append(dict(attrs).get("href") or "")
+        elif tag == "tr":
+            self.rows.append([])
+        elif tag in ("td", "th"):
+            self.cell = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if not self.open or self.open[-1] != tag:
+            self.errors.append(f"</{tag}> closes {self.open[-1:] or 'nothing'}")
+            return
+        self.open.pop()
+        if tag in ("td", "th") and self.cell is not None:
+            self.rows[-1].append("".join(self.cell))
+            self.cell = None
+
+    def handle_data(self, data: str) -> None:
+        if self.cell is not None:
+            self.cell.append(data)
+
+
+class HttpStaticListingTest(ServerTestCase):
+    """The directory listing: size, modification time, a sort, the parent folder; in Python's parser and in Chromium."""
+
+    script = "http_static.py"
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        cls.site = Path(tempfile.mkdtemp())
+        cls.addClassCleanup(shutil.rmtree, cls.site)
+        files = {"small.txt": 10, "big.bin": 300 * 1024, "Grüße aus Köln.txt": 2000, 'a&b <c> "d".txt': 5}
+        for number, (name, size) in enumerate(files.items()):
+            path = cls.site / "docs" / name
+            path.parent.mkdir(exist_ok=True)
+            path.write_bytes(b"x" * size)
+            os.utime(path, (1_700_000_000 + number * 86400,) * 2)  # a day apart, in the order above
+        (cls.site / "docs" / "sub").mkdir()
+
+    def setUp(self) -> None:
+        self.server = self.start("--directory", str(self.site))
+
+    def page(self, path: str) -> PageParser:
+        conn = http.client.HTTPConnection(self.server.host, self.server.port, timeout=10)
+        self.addCleanup(conn.close)
+        conn.request("GET", path)
+        response = conn.getresponse()
+        self.assertEqual(response.status, 200)
+        parser = PageParser()
+        parser.feed(response.read().decode("utf-8"))
+        parser.close()
+        self.assertEqual((parser.errors, parser.open), ([], []), "the page does not parse")
+        return parser
+
+    def names(self, path: str) -> list[str]:
+        return [row[0] for row in self.page(path).rows[1:]]  # the first row: the column heads
+
+    def test_the_listing_shows_size_and_time_sorts_and_links_the_parent(self) -> None:
+        page = self.page("/docs/")
+        self.assertEqual(page.rows[0], ["Name", "Size", "Modified"])
+        rows = {row[0]: row[1:] for row in page.rows[1:]}
+        self.assertEqual(rows["small.txt"][0], "10 B")
+        self.assertEqual(rows["big.bin"][0], "300.0 KiB")
+        self.assertEqual(rows["sub/"][0], "")  # a folder has no size
+        self.assertEqual(rows["small.txt"][1], time.strftime("%Y-%m-%d %H:%M", time.localtime(1_700_000_000)))
+        files = ['a&b <c> "d".txt', "big.bin", "Grüße aus Köln.txt", "small.txt"]
+        self.assertEqual(self.names("/docs/"), ["../", *files[:3], "small.txt", "sub/"])
+        self.assertEqual(
+            self.names("/docs/?sort=size"), ["../", "big.bin", "Grüße aus Köln.txt", "small.txt"] + [files[0], "sub/"]
+        )
+        newest = ["sub/", files[0], "Grüße aus Köln.txt", "big.bin", "small.txt"]  # sub/ was made just now
+        self.assertEqual(self.names("/docs/?sort=mtime"), ["../", *newest])
+        self.assertNotIn("../", self.names("/"))  # the top has no parent to offer
+
+    def test_every_link_of_the_listing_resolves(self) -> None:
+        base = f"http://{self.server.host}:{self.server.port}/docs/"
+        links = self.page("/docs/").links
+        self.assertIn("a%26b%20%3Cc%3E%20%22d%22.txt", links)  # percent-encoded in its link, escaped in the page
+        for link in links:
+            with self.subTest(link=link):
+                target = urllib.parse.urlsplit(urllib.parse.urljoin(base, link))
+                conn = http.client.HTTPConnection(target.hostname, target.port, timeout=10)
+                self.addCleanup(conn.close)
+                conn.request("GET", target.path + ("?" + target.query if target.query else ""))
+                response = conn.getresponse()
+                response.read()
+                self.assertEqual(response.status, 200, link)
+
+    def test_the_listing_in_chromium(self) -> None:
+        driver = start_chromium(self)
+        driver.call("POST", "/url", {"url": f"http://{self.server.host}:{self.server.port}/docs/"})
+        folder = Path(tempfile.mkdtemp(prefix="listing-"))
+        if not os.environ.get("TEST_KEEP_SCREENSHOTS"):  # set, the screenshots stay, to be looked at
+            self.addCleanup(shutil.rmtree, folder)
+        (folder / "listing.png").write_bytes(base64.b64decode(driver.call("GET", "/screenshot")))
+        self.assertEqual(driver.call("GET", "/title"), "Directory listing for /docs/")
+        script = "return [...document.querySelectorAll('tbody td.name')].map(cell => cell.textContent)"
+        shown = driver.call("POST", "/execute/sync", {"script": script, "args": []})
+        self.assertEqual(shown[0], "../")
+        self.assertIn('a&b <c> "d".txt', shown)  # as text: escaped, not markup
+        self.assertIn("Grüße aus Köln.txt", shown)
+        driver.call("POST", "/url", {"url": f"http://{self.server.host}:{self.server.port}/docs/?sort=size"})
+        shown = driver.call("POST", "/execute/sync", {"script": script, "args": []})
+        self.assertEqual(shown[1], "big.bin")
+        (folder / "listing-by-size.png").write_bytes(base64.b64decode(driver.call("GET", "/screenshot")))
+        self.assertGreater((folder / "listing.png").stat().st_size, 1000)
+
+
+def start_chromium(test: unittest.TestCase) -> WebDriver:
+    """Headless Chromium through chromedriver, both ended when the test is; skipped where they are missing."""
+    chromium = require_program("chromium", "chromium")
+    chromedriver = require_program("chromedriver", "chromium-driver")
+    profile = tempfile.mkdtemp(prefix="chromium-")
+    test.addCleanup(shutil.rmtree, profile, ignore_errors=True)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    driver_process = subprocess.Popen(
+        [chromedriver, f"--port={port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    test.addCleanup(lambda: (os.killpg(driver_process.pid, signal.SIGKILL), driver_process.wait()))
+    driver = WebDriver(port)
+    wait_for(lambda: WebSocketBrowserTest.driver_ready(driver), timeout=10, message="chromedriver did not start")
+    options = {
+        "binary": chromium,
+        "args": [
+            "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={profile}",
+            "--window-size=900,500",
+        ],
+    }  # fmt: skip
+    capabilities = {"capabilities": {"alwaysMatch": {"goog:chromeOptions": options}}}
+    driver.session = driver.call("POST", "/session", capabilities)["sessionId"]
+    test.addCleanup(driver.call, "DELETE", "")  # quits the browser
+    return driver
+
+
+class HttpStaticKeyTest(unittest.TestCase):
+    @unittest.skipIf(shutil.which("openssl") is None, "no openssl command to make a key")
+    def test_a_key_with_a_pass_phrase_is_one_line_and_exit_1_never_a_prompt(self) -> None:
+        folder = Path(tempfile.mkdtemp())
+        self.addCleanup(shutil.rmtree, folder)
+        cert, key = folder / "cert.pem", folder / "key.pem"
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-days", "2", "-subj", "/CN=localhost"]
+            + ["-passout", "pass:secret", "-keyout", str(key), "-out", str(cert)],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
+        result = run_script("http_static.py", "0", "--tls-cert", str(cert), "--tls-key", str(key))
+        self.assertEqual(result.returncode, 1)
+        self.assertEqual(result.stderr.count("\n"), 1, result.stderr)
+        self.assertIn(f"the private key in {key} is encrypted", result.stderr)
+        self.assertIn(f"openssl pkey -in {key} -out ", result.stderr)
+        self.assertNotIn("pass phrase:", result.stderr + result.stdout)
+
 
 class HttpsStaticTest(ServerTestCase):
     """http_static.py with --tls-cert and --tls-key: a certificate made here with openssl."""
@@ -1948,7 +2235,9 @@ sys.exit(0 if result.wasSuccessful() else 1)
 # says which suites test it, when not all do). Each of these tests must fail
 # (an unexpected success fails the run: the entry would be stale); every other test of the suite must pass. The security
 # promises (no open redirect, nothing outside the directory, dotfiles hidden)
-# win over what http.server does.
+# win over what http.server does. Not listed, because no test of the suite sees it (3.8 to
+# 3.15): text/* types carry "; charset=utf-8" here (HttpStaticTest.test_text_is_declared_utf_8),
+# where http.server sends a bare "text/plain" and browsers guess the encoding.
 PEER_DIFFERENCES = {
     "test_browser_cache_with_If_None_Match_header": "http.server has no ETags and ignores If-None-Match;"
     " here 'If-None-Match: *' matches the file, so 304, as RFC 9110 says",
@@ -4149,32 +4438,7 @@ class WebSocketBrowserTest(WebSocketTests):
     server_args = ()
 
     def test_a_message_typed_in_one_tab_appears_in_the_other(self) -> None:
-        chromium = require_program("chromium", "chromium")
-        chromedriver = require_program("chromedriver", "chromium-driver")
-        profile = tempfile.mkdtemp(prefix="chromium-")
-        self.addCleanup(shutil.rmtree, profile, ignore_errors=True)
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        driver_process = subprocess.Popen(
-            [chromedriver, f"--port={port}"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        self.addCleanup(lambda: (os.killpg(driver_process.pid, signal.SIGKILL), driver_process.wait()))
-        driver = WebDriver(port)
-        wait_for(lambda: self.driver_ready(driver), timeout=10, message="chromedriver did not start")
-        options = {
-            "binary": chromium,
-            "args": [
-                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={profile}",
-            ],
-        }  # fmt: skip
-        capabilities = {"capabilities": {"alwaysMatch": {"goog:chromeOptions": options}}}
-        driver.session = driver.call("POST", "/session", capabilities)["sessionId"]
-        self.addCleanup(driver.call, "DELETE", "")  # quits the browser
+        driver = start_chromium(self)
         page = f"http://{self.server.host}:{self.server.port}/"
         driver.call("POST", "/url", {"url": page})
         first = driver.call("GET", "/window")
@@ -5588,7 +5852,7 @@ DIFFERENCES = {
         "socketserver_variants.py": "adds --variant",
         "asyncio_server.py": "adds --cpu-workers",
         "asyncio_protocol_server.py": "adds --cpu-workers",
-        "http_static.py": "HTTP: --directory, and --timeout is the idle time",
+        "http_static.py": "HTTP: --directory, --threads (the pool), and --timeout is the idle time",
         "wsgi_app.py": "HTTP: no --delay or --max-request",
         "websocket_server.py": "WebSocket: --max-message, --ping-interval, --allow-origin, ...",
         "asgi_server.py": "ASGI: --app, --keep-alive, --max-body, --root-path",
@@ -6959,6 +7223,7 @@ class TaskLimitTest(unittest.TestCase):
         for tasks, command in (
             (3, ("pool_server.py", "--min-workers", "4")),
             (3, ("wsgi_app.py", "--threads", "4")),
+            (3, ("http_static.py", "--threads", "4")),
             (3, ("prefork_server.py", "--workers", "4")),
             # multiprocessing starts a process of its own with the pool: none here.
             (1, ("asyncio_server.py", "--cpu-workers", "2")),
@@ -6995,26 +7260,20 @@ class TaskLimitTest(unittest.TestCase):
         wait_for(lambda: limit.tasks() == 3, 5, "no new worker once the limit allows one")
         self.assertEqual(server.stop(), 0, server.log())
 
-    def test_http_static_closes_a_connection_it_has_no_thread_for(self) -> None:
+    def test_http_static_serves_more_connections_than_it_may_start_threads(self) -> None:
+        # Its connections wait in a selector between requests: ten keep-alive
+        # connections need no thread each. (With a thread per connection, the
+        # third was closed: "no thread for a new connection".)
         site = tempfile.mkdtemp()
         self.addCleanup(shutil.rmtree, site)
         Path(site, "a.txt").write_text("hello")
-        server, limit = self.start(3, "http_static.py", "--directory", site)  # two connections at a time
-        connections = [http.client.HTTPConnection(server.host, server.port, timeout=5) for _ in range(3)]
-        for conn in connections[:2]:  # keep-alive: each holds its thread
-            conn.request("GET", "/a.txt")
-            self.assertEqual(conn.getresponse().read(), b"hello")
-        with self.assertRaises((http.client.RemoteDisconnected, ConnectionError)):
-            connections[2].request("GET", "/a.txt")
-            connections[2].getresponse()
-        server.wait_for_log("no thread for a new connection")
-        connections[0].close()
-        wait_for(lambda: self.fetch(server) == b"hello", 5, "not served once a connection closed")
-        # Two idle connections hold both threads again: stopping needs one more.
-        limit.wait_for_tasks(2)  # the server, and the thread of the connection still open
-        connections[2] = http.client.HTTPConnection(server.host, server.port, timeout=5)
-        connections[2].request("GET", "/a.txt")
-        self.assertEqual(connections[2].getresponse().read(), b"hello")
+        server, limit = self.start(3, "http_static.py", "--directory", site, "--threads", "2")  # the loop, and 2
+        connections = [http.client.HTTPConnection(server.host, server.port, timeout=5) for _ in range(10)]
+        for _ in range(2):
+            for conn in connections:
+                conn.request("GET", "/a.txt")
+                self.assertEqual(conn.getresponse().read(), b"hello")
+        self.assertEqual(limit.tasks(), 3)
         self.assertEqual(server.stop(), 0, server.log())
         for conn in connections:
             conn.close()
