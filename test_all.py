@@ -4261,6 +4261,110 @@ def session_cpu_seconds(session: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+# prefork_server.py's deploys (issue 25): SIGHUP, SIGUSR2, --reuseport, --max-requests.
+# Each load run keeps 50 requests in flight; DEPLOY_REQUESTS=5000 is the issue's size.
+DEPLOY_REQUESTS = int(os.environ.get("DEPLOY_REQUESTS", "1500"))
+LOGGED_AT = r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \[\d+\] "
+
+
+def logged_at(stamp: str) -> float:
+    """A log line's time (asctime: to the millisecond), in seconds."""
+    return time.mktime(time.strptime(stamp[:19], "%Y-%m-%d %H:%M:%S")) + int(stamp[20:]) / 1000
+
+
+def listening_sockets(port: int) -> int:
+    """How many sockets listen on a port (Linux /proc): one shared, or one per worker with SO_REUSEPORT."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as rows:
+            next(rows)
+            for row in rows:
+                local, state = row.split()[1:4:2]
+                count += state == "0A" and int(local.rsplit(":", 1)[1], 16) == port
+    return count
+
+
+@unittest.skipUnless(Path("/proc/net/tcp").exists(), "finds the processes and sockets in /proc")
+class PreforkReloadTest(unittest.TestCase):
+    """SIGHUP replaces the workers one by one, --max-requests one at a time: under load, no request fails."""
+
+    options: tuple[str, ...] = ()  # --reuseport in the subclass
+    WORKERS, TIMEOUT = 2, 2.0
+    # A millisecond of work per request: 50 requests in flight then queue up
+    # behind two workers, and the load lasts long enough for three reloads.
+    DELAY = 0.001
+
+    def start(self, *args: str) -> Server:
+        options = ("--delay", str(self.DELAY), "--timeout", str(self.TIMEOUT), "--workers", str(self.WORKERS))
+        server = Server("prefork_server.py", (*options, *self.options, *args), self.addCleanup)
+        server.wait_for_log(f"started {self.WORKERS} workers")
+        return server
+
+    def wait_for_answered(self, server: Server, count: int) -> None:
+        wait_for(lambda: server.log().count(" answered ") >= count, 30, f"fewer than {count} requests answered")
+
+    def assert_gone(self, server: Server) -> None:
+        """The server stops with exit 0, and leaves no process."""
+        self.assertEqual(server.stop(), 0, server.log()[-3000:])
+        wait_for(lambda: not live_processes(server.process.pid), 5, f"left: {live_processes(server.process.pid)}")
+
+    def test_three_reloads_under_load_fail_no_request(self) -> None:
+        server = self.start()
+        first = set(children_of(server.process.pid))
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            load = pool.submit(client.run_load, server.host, server.port, 50, DEPLOY_REQUESTS, 64, 10.0)
+            for reload in (1, 2, 3):  # at a fifth, two fifths and three fifths of the load
+                self.wait_for_answered(server, reload * DEPLOY_REQUESTS // 5)
+                self.assertFalse(load.done(), "the load was over before the reload: no test")
+                server.process.send_signal(signal.SIGHUP)
+                server.wait_for_log(f"(?s)(reload: all.*?){{{reload}}}", timeout=10)
+            result = load.result()
+        self.assertEqual((result.ok, dict(result.errors)), (DEPLOY_REQUESTS, {}), server.log()[-3000:])
+        log = server.log()
+        replaced = {
+            int(old): logged_at(at)
+            for at, old in re.findall(LOGGED_AT + r"worker \d+ replaces worker (\d+)$", log, re.M)
+        }
+        exited = {
+            int(pid): logged_at(at)
+            for at, pid in re.findall(LOGGED_AT + r"worker (\d+) exited with status 0$", log, re.M)
+        }
+        self.assertEqual(len(replaced), 3 * self.WORKERS, log[-3000:])
+        self.assertLessEqual(first, set(replaced))
+        for old, at in replaced.items():
+            self.assertIn(old, exited, f"worker {old} was replaced but did not exit 0")
+            self.assertLessEqual(exited[old] - at, self.TIMEOUT + 1, f"worker {old} outlived its replacement")
+        self.assertFalse(first & set(children_of(server.process.pid)))
+        self.assert_gone(server)
+
+    def test_max_requests_replaces_each_worker_after_that_many_clients(self) -> None:
+        server = self.start("--max-requests", "25")
+        result = client.run_load(server.host, server.port, 50, 300, 64, 10.0)
+        self.assertEqual((result.ok, dict(result.errors)), (300, {}), server.log()[-3000:])
+        log = server.log()
+        served = Counter(re.findall(r"\[(\d+)\] #\d+ answered", log))
+        retired = re.findall(r"worker (\d+) has served --max-requests clients: replacing it", log)
+        self.assertGreaterEqual(len(retired), 300 // 25 - self.WORKERS, log[-3000:])
+        self.assertEqual({served[pid] for pid in retired}, {25})
+        self.assertLessEqual(max(served.values()), 25)
+        self.assertNotIn("starting another", log)  # a worker that retires is no worker lost
+        self.assert_gone(server)
+
+
+class PreforkReuseportReloadTest(PreforkReloadTest):
+    options = ("--reuseport",)
+
+    def test_each_worker_has_a_listening_socket_and_keeps_it(self) -> None:
+        server = self.start()
+        self.assertEqual(listening_sockets(server.port), self.WORKERS)
+        server.process.send_signal(signal.SIGHUP)
+        server.wait_for_log("reload: all")
+        self.assertEqual(listening_sockets(server.port), self.WORKERS)
+        self.assertEqual(server.request(b"after!"), b"!retfa")
+        self.assert_gone(server)
+        self.assertEqual(listening_sockets(server.port), 0)
+
+
 @unittest.skipUnless(Path("/proc/self/stat").exists(), "reads CPU time from /proc")
 class CpuWorkTest(unittest.TestCase):
     """--cpu S spends S of CPU time per request, wherever the approach computes."""
