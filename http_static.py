@@ -92,7 +92,10 @@ from typing import Any, BinaryIO
 
 BACKLOG = max(socket.SOMAXCONN, 4096)  # a browser opens several connections at once
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# Socket activation: the first descriptor systemd passes (sd_listen_fds(3)).
+LISTEN_FDS_START = 3
 MAX_SECONDS = 24 * 60 * 60.0  # the most any option in seconds takes (see seconds())
+MIN_SECONDS = 0.001  # the least, but for 0 where it means none (see seconds())
 SMALL_BODY = 64 * 1024  # bodies up to this size go out with the headers, in one send()
 # After a response, how long and how much a client may go on sending before the
 # server closes anyway (see close_gracefully()): 2 s in all, enough for a client
@@ -164,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     with server:
         stop_on_signals(server)
         scheme = "https" if tls else "http"
-        print(f"Listening on {scheme}://{format_address(*server.server_address[:2])}/", flush=True)
+        print_ready_line(f"Listening on {scheme}://{format_address(*server.server_address[:2])}/")
         try:
             server.serve_forever()
         except StopServing:  # see stop_on_signals()
@@ -227,8 +230,12 @@ def seconds(text: str) -> float:
     # Past about 292 years (threading.TIMEOUT_MAX) a socket timeout or a lock
     # raises OverflowError, once per client; nan and inf compare false with
     # every deadline. A day is beyond any honest use of these options.
-    if not (math.isfinite(value) and 0 <= value <= MAX_SECONDS):
-        raise argparse.ArgumentTypeError(f"expected a number of seconds from 0 to {MAX_SECONDS:g}, not {text!r}")
+    # Below a millisecond, a deadline passes before a client can meet it:
+    # --timeout 1e-320 was accepted, and then no request was ever answered.
+    if value != 0 and not (math.isfinite(value) and MIN_SECONDS <= value <= MAX_SECONDS):
+        raise argparse.ArgumentTypeError(
+            f"expected 0 or a number of seconds from {MIN_SECONDS:g} to {MAX_SECONDS:g}, not {text!r}"
+        )
     return value
 
 
@@ -246,17 +253,72 @@ def tls_context(cert: str, key: str | None) -> ssl.SSLContext:
     return context
 
 
+def open_listener(host: str, port: int) -> socket.socket:
+    """The listening socket: the one systemd passed, if it did (passed_listener()); else bind and listen.
+
+    create_server() turns on SO_REUSEADDR, so a restart can bind again at once
+    instead of failing with 'Address already in use' while the last run's
+    connections sit in TIME_WAIT.
+    """
+    listener = passed_listener()
+    if listener is not None:
+        return listener
+    family, _, _, _, address = socket.getaddrinfo(host, port, flags=socket.AI_PASSIVE)[0]
+    # '::' takes IPv4 clients too (dual-stack), as in python -m http.server
+    # --bind ::. create_server() would make an IPv6 socket IPv6-only.
+    dualstack = family == socket.AF_INET6 and socket.has_dualstack_ipv6()
+    return socket.create_server(address[:2], family=family, backlog=BACKLOG, dualstack_ipv6=dualstack)
+
+
+def passed_listener() -> PassedSocket | None:
+    """The listening socket systemd passed (socket activation), or None when it passed none.
+
+    systemd binds the port itself, from a .socket unit, and starts the server
+    with the socket as descriptor 3, LISTEN_FDS=1 and LISTEN_PID set to the
+    server's pid (sd_listen_fds(3); systemd-socket-activate does the same by
+    hand). The port is then bound before the server runs: clients that connect
+    while it restarts wait in the socket's queue instead of being refused, and
+    port 80 needs no privilege. PORT and --host no longer matter.
+
+    The variables are unset in either case: a process this one starts must
+    not take them for its own. LISTEN_PID naming another process means they
+    were meant for an ancestor that left them set: they are ignored.
+    """
+    pid = os.environ.pop("LISTEN_PID", None)
+    count = os.environ.pop("LISTEN_FDS", None)
+    os.environ.pop("LISTEN_FDNAMES", None)
+    if pid != str(os.getpid()) or count in (None, "0"):
+        return None
+    if count != "1":
+        raise SystemExit(f"socket activation passed {count} descriptors (LISTEN_FDS); this server serves one socket")
+    try:
+        listener = PassedSocket(fileno=LISTEN_FDS_START)
+    except OSError as exc:  # not a socket (ENOTSOCK), or not open (EBADF)
+        raise SystemExit(f"socket activation: descriptor {LISTEN_FDS_START} is not a socket ({exc.strerror})") from None
+    listens = listener.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+    if listener.family not in (socket.AF_INET, socket.AF_INET6) or listener.type != socket.SOCK_STREAM or not listens:
+        listener.detach()  # it stays systemd's: no close() here
+        raise SystemExit(f"socket activation: descriptor {LISTEN_FDS_START} is not a listening TCP socket")
+    # Passed across exec(), it is inheritable; a socket Python makes is not
+    # (PEP 446), and a program this one starts must not hold the port.
+    listener.set_inheritable(False)
+    return listener
+
+
+class PassedSocket(socket.socket):
+    """A listening socket this process was given (passed_listener()), not one it made: see stop_listening()."""
+
+
 def make_server(args: argparse.Namespace, tls: ssl.SSLContext | None) -> StaticServer:
-    family, _, _, _, address = socket.getaddrinfo(args.host, args.port, flags=socket.AI_PASSIVE)[0]
     directory = os.path.realpath(args.directory)
     handler = functools.partial(StaticHandler, directory=directory)
-    return StaticServer(address[:2], handler, family, args.timeout, args.dotfiles, args.cors, tls)
+    listener = open_listener(args.host, args.port)
+    return StaticServer(listener.getsockname()[:2], handler, args.timeout, args.dotfiles, args.cors, tls, listener)
 
 
 class StaticServer(http.server.ThreadingHTTPServer):
-    """ThreadingHTTPServer with IPv6, a real backlog, and threads that finish their work."""
+    """ThreadingHTTPServer on open_listener()'s socket (IPv6, a real backlog), with threads that finish their work."""
 
-    request_queue_size = BACKLOG  # socketserver's default is 5
     # ThreadingHTTPServer makes daemon threads, which die mid-response when the
     # process exits. Non-daemon threads are joined by server_close() instead.
     daemon_threads = False
@@ -265,13 +327,12 @@ class StaticServer(http.server.ThreadingHTTPServer):
         self,
         address: tuple[str, int],
         handler: Any,
-        family: socket.AddressFamily = socket.AF_INET,
         timeout: float = 10.0,
         dotfiles: bool = False,
         cors: bool = False,
         tls: ssl.SSLContext | None = None,
+        listener: socket.socket | None = None,
     ) -> None:
-        self.address_family = family  # read by TCPServer.__init__ to make the socket
         self.idle_timeout = timeout
         self.dotfiles = dotfiles
         self.cors = cors
@@ -283,9 +344,19 @@ class StaticServer(http.server.ThreadingHTTPServer):
         self.stopping = False
         self.stop_requested = False
         self.tls = tls  # get_request() wraps each connection; the handshake is its thread's (StaticHandler.setup)
-        super().__init__(address, handler)
+        # Without a listener, http.server's way: bind here, with TCPServer's
+        # queue of 5 (CPython's own tests do, in HttpStaticPeerTest). main()
+        # gives it open_listener()'s, bound and listening already (perhaps
+        # systemd's), to serve on instead of the socket TCPServer makes.
+        super().__init__(address, handler, bind_and_activate=listener is None)
+        if listener is not None:
+            self.socket.close()
+            self.socket = listener
+            self.server_name, self.server_port = self.server_address[:2]
 
     def get_request(self) -> tuple[Any, Any]:
+        if self.stop_requested:  # systemd's listener still listens: the next start serves who waits there
+            raise StopServing
         try:
             conn, address = super().get_request()
         except OSError as exc:
@@ -408,6 +479,24 @@ def reason(exc: OSError | UnicodeError) -> str:
     return exc.strerror.split(" (while attempting")[0] if exc.strerror else str(exc)
 
 
+def print_ready_line(line: str) -> None:
+    """Print the ready line to stdout, flushed: what a supervisor, a script or a test waits for.
+
+    A stdout that cannot take it (a pipe whose reader has gone, a full disk)
+    ends the server before it serves anyone: one line on stderr, exit 1, as
+    for an address in use. Nobody would learn that it listens.
+    """
+    try:
+        print(line, flush=True)
+    except OSError as exc:
+        # The line stays in stdout's buffer, and the interpreter's last flush
+        # at exit would fail again, with a traceback: give it /dev/null.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        raise SystemExit(f"cannot write the ready line to stdout: {exc.strerror or exc}") from None
+
+
 class StopServing(Exception):
     """Raised inside serve_forever() once a stop signal has come (see stop_on_signals())."""
 
@@ -438,7 +527,7 @@ def stop_on_signals(server: socketserver.BaseServer) -> None:
 
 
 def stop_listening(listener: socket.socket) -> None:
-    """Refuse new connections from now on, in every process that holds the listener.
+    """Refuse new connections from now on, in every process that holds the listener; but not on systemd's socket.
 
     close() frees this process's descriptor only (forked children hold their
     own), and cannot be done while the accept loop may still be selecting on
@@ -448,7 +537,17 @@ def stop_listening(listener: socket.socket) -> None:
     moves on from a refusal at once, where a connection left in the queue
     would wait out its time-out. Other systems refuse the call (ENOTCONN); there
     the listener stops when the server closes it, a moment later.
+
+    A socket systemd passed (passed_listener()) is the one exception: there,
+    refusing at once gives way. The socket is systemd's, which keeps it open
+    across restarts, and a shutdown() would stop it for systemd too: every
+    client refused from then on, until the .socket unit itself restarts, and
+    those queued reset. Left listening, it holds the clients that connect
+    while the service restarts in its queue, and the next start serves them.
+    The server only stops accepting, and closes its own copy.
     """
+    if isinstance(listener, PassedSocket):
+        return
     try:
         listener.shutdown(socket.SHUT_RD)
     except OSError:  # not Linux, or closed already

@@ -91,6 +91,7 @@ CHUNK_SIZE = 64 * 1024
 BACKLOG = max(socket.SOMAXCONN, 4096)
 MAX_REQUEST = 1024 * 1024  # the default bound on what one client can make us hold
 MAX_SECONDS = 24 * 60 * 60.0  # the most any option in seconds takes (see seconds())
+MIN_SECONDS = 0.001  # the least, but for 0 where it means none (see seconds())
 # After the reply, how long and how much a client may go on sending before the
 # server closes anyway (see close_gracefully()): 2 s in all, enough for a client
 # that reads its reply, and soon enough to free the thread or process. (nginx
@@ -98,6 +99,8 @@ MAX_SECONDS = 24 * 60 * 60.0  # the most any option in seconds takes (see second
 LINGER_SECONDS = 2.0
 LINGER_BYTES = 16 * 1024 * 1024
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# Socket activation: the first descriptor systemd passes (sd_listen_fds(3)).
+LISTEN_FDS_START = 3
 # What --help says the protocol is (the docstring tells the rest).
 PROTOCOL = (
     "The protocol: a client sends bytes up to and including a '!'; --delay seconds\n"
@@ -139,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     # unclosed socket is a ResourceWarning at exit.
     with listener, stop_signals(listener) as signals:
         wake_on_deploy_signals()
-        print(f"Listening on {format_address(*listener.getsockname()[:2])}", flush=True)
+        print_ready_line(f"Listening on {format_address(*listener.getsockname()[:2])}")
         serve(listener, signals, args)
         # Before the signal socket closes, or a signal would write to a closed
         # socket (an error on stderr); and before the interpreter shuts down.
@@ -205,8 +208,12 @@ def seconds(text: str) -> float:
     # Past about 292 years (threading.TIMEOUT_MAX) a socket timeout or a lock
     # raises OverflowError, once per client; nan and inf compare false with
     # every deadline. A day is beyond any honest use of these options.
-    if not (math.isfinite(value) and 0 <= value <= MAX_SECONDS):
-        raise argparse.ArgumentTypeError(f"expected a number of seconds from 0 to {MAX_SECONDS:g}, not {text!r}")
+    # Below a millisecond, a deadline passes before a client can meet it:
+    # --timeout 1e-320 was accepted, and then no request was ever answered.
+    if value != 0 and not (math.isfinite(value) and MIN_SECONDS <= value <= MAX_SECONDS):
+        raise argparse.ArgumentTypeError(
+            f"expected 0 or a number of seconds from {MIN_SECONDS:g} to {MAX_SECONDS:g}, not {text!r}"
+        )
     return value
 
 
@@ -225,14 +232,59 @@ def positive_int(text: str) -> int:
 
 
 def open_listener(host: str, port: int) -> socket.socket:
-    """Bind and listen, IPv4 or IPv6 as the host says.
+    """The listening socket: the one systemd passed, if it did (passed_listener()); else bind and listen.
 
     create_server() turns on SO_REUSEADDR, so a restart can bind again at once
     instead of failing with 'Address already in use' while the last run's
     connections sit in TIME_WAIT.
     """
+    listener = passed_listener()
+    if listener is not None:
+        return listener
     family, _, _, _, address = socket.getaddrinfo(host, port, flags=socket.AI_PASSIVE)[0]
-    return socket.create_server(address[:2], family=family, backlog=BACKLOG)
+    # '::' takes IPv4 clients too (dual-stack), as in python -m http.server
+    # --bind ::. create_server() would make an IPv6 socket IPv6-only.
+    dualstack = family == socket.AF_INET6 and socket.has_dualstack_ipv6()
+    return socket.create_server(address[:2], family=family, backlog=BACKLOG, dualstack_ipv6=dualstack)
+
+
+def passed_listener() -> PassedSocket | None:
+    """The listening socket systemd passed (socket activation), or None when it passed none.
+
+    systemd binds the port itself, from a .socket unit, and starts the server
+    with the socket as descriptor 3, LISTEN_FDS=1 and LISTEN_PID set to the
+    server's pid (sd_listen_fds(3); systemd-socket-activate does the same by
+    hand). The port is then bound before the server runs: clients that connect
+    while it restarts wait in the socket's queue instead of being refused, and
+    port 80 needs no privilege. PORT and --host no longer matter.
+
+    The variables are unset in either case: a process this one starts must
+    not take them for its own. LISTEN_PID naming another process means they
+    were meant for an ancestor that left them set: they are ignored.
+    """
+    pid = os.environ.pop("LISTEN_PID", None)
+    count = os.environ.pop("LISTEN_FDS", None)
+    os.environ.pop("LISTEN_FDNAMES", None)
+    if pid != str(os.getpid()) or count in (None, "0"):
+        return None
+    if count != "1":
+        raise SystemExit(f"socket activation passed {count} descriptors (LISTEN_FDS); this server serves one socket")
+    try:
+        listener = PassedSocket(fileno=LISTEN_FDS_START)
+    except OSError as exc:  # not a socket (ENOTSOCK), or not open (EBADF)
+        raise SystemExit(f"socket activation: descriptor {LISTEN_FDS_START} is not a socket ({exc.strerror})") from None
+    listens = listener.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+    if listener.family not in (socket.AF_INET, socket.AF_INET6) or listener.type != socket.SOCK_STREAM or not listens:
+        listener.detach()  # it stays systemd's: no close() here
+        raise SystemExit(f"socket activation: descriptor {LISTEN_FDS_START} is not a listening TCP socket")
+    # Passed across exec(), it is inheritable; a socket Python makes is not
+    # (PEP 446), and a program this one starts must not hold the port.
+    listener.set_inheritable(False)
+    return listener
+
+
+class PassedSocket(socket.socket):
+    """A listening socket this process was given (passed_listener()), not one it made: see stop_listening()."""
 
 
 def format_address(host: str, port: int) -> str:
@@ -244,6 +296,24 @@ def reason(exc: OSError | UnicodeError) -> str:
         return f"not a host name ({exc})"
     # create_server() appends the address to strerror; the caller names it already.
     return exc.strerror.split(" (while attempting")[0] if exc.strerror else str(exc)
+
+
+def print_ready_line(line: str) -> None:
+    """Print the ready line to stdout, flushed: what a supervisor, a script or a test waits for.
+
+    A stdout that cannot take it (a pipe whose reader has gone, a full disk)
+    ends the server before it serves anyone: one line on stderr, exit 1, as
+    for an address in use. Nobody would learn that it listens.
+    """
+    try:
+        print(line, flush=True)
+    except OSError as exc:
+        # The line stays in stdout's buffer, and the interpreter's last flush
+        # at exit would fail again, with a traceback: give it /dev/null.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        raise SystemExit(f"cannot write the ready line to stdout: {exc.strerror or exc}") from None
 
 
 def stop_signals(listener: socket.socket | None) -> socket.socket:
@@ -274,7 +344,7 @@ def stop_signals(listener: socket.socket | None) -> socket.socket:
 
 
 def stop_listening(listener: socket.socket) -> None:
-    """Refuse new connections from now on, in every process that holds the listener.
+    """Refuse new connections from now on, in every process that holds the listener; but not on systemd's socket.
 
     close() frees this process's descriptor only (forked children hold their
     own), and cannot be done while the accept loop may still be selecting on
@@ -284,7 +354,17 @@ def stop_listening(listener: socket.socket) -> None:
     moves on from a refusal at once, where a connection left in the queue
     would wait out its time-out. Other systems refuse the call (ENOTCONN); there
     the listener stops when the server closes it, a moment later.
+
+    A socket systemd passed (passed_listener()) is the one exception: there,
+    refusing at once gives way. The socket is systemd's, which keeps it open
+    across restarts, and a shutdown() would stop it for systemd too: every
+    client refused from then on, until the .socket unit itself restarts, and
+    those queued reset. Left listening, it holds the clients that connect
+    while the service restarts in its queue, and the next start serves them.
+    The server only stops accepting, and closes its own copy.
     """
+    if isinstance(listener, PassedSocket):
+        return
     try:
         listener.shutdown(socket.SHUT_RD)
     except OSError:  # not Linux, or closed already
@@ -633,8 +713,9 @@ def inherited_reuseport_sockets(listener: socket.socket) -> list[socket.socket]:
     """The --reuseport sockets an upgrade handed over beside the listener (Upgrade), on descriptors 4 and up."""
     count = int(os.environ.pop(REUSEPORT_FDS, "0"))
     sockets = []
-    for fd in range(4, 4 + count):
-        sock = socket.socket(fileno=fd)
+    for fd in range(LISTEN_FDS_START + 1, LISTEN_FDS_START + 1 + count):
+        sock = PassedSocket(fileno=fd)  # as the listener: see stop_listening()
+        sock.set_inheritable(False)  # as the listener: see passed_listener()
         sockets.append(sock)
         if sock.getsockname() != listener.getsockname():
             for inherited in sockets:
@@ -697,8 +778,9 @@ def exec_new_copy(sockets: list[socket.socket], notify_socket: str) -> NoReturn:
 
         # dup2() onto 3 closes what held 3, perhaps a socket still to be
         # moved: so each moves above the range first.
-        moved = [fcntl.fcntl(sock.fileno(), fcntl.F_DUPFD_CLOEXEC, 3 + len(sockets)) for sock in sockets]
-        for number, fd in enumerate(moved, 3):
+        above = LISTEN_FDS_START + len(sockets)
+        moved = [fcntl.fcntl(sock.fileno(), fcntl.F_DUPFD_CLOEXEC, above) for sock in sockets]
+        for number, fd in enumerate(moved, LISTEN_FDS_START):
             os.dup2(fd, number)  # inheritable, unlike every descriptor Python opens (PEP 446)
         environment = dict(os.environ, LISTEN_FDS="1", LISTEN_PID=str(os.getpid()), NOTIFY_SOCKET=notify_socket)
         environment[REUSEPORT_FDS] = str(len(sockets) - 1)
