@@ -450,6 +450,7 @@ class Supervisor:
         # Set by hand_over(): from then on the sockets are the new copy's, and
         # a stop signal must not shut them down under its workers.
         self.handed_over = False
+        self.stopping = False  # set by the stop signals' handler, wherever the loop is
         for signum in STOP_SIGNALS:
             signal.signal(signum, self.stop_listening)
         for sock in listeners:
@@ -475,8 +476,9 @@ class Supervisor:
 
     def stop_listening(self, signum: int, frame: object) -> None:
         """The stop signals' handler: every socket refuses new connections at once (see stop_signals())."""
+        self.stopping = True
         if not self.handed_over:
-            for sock in set(self.listeners):
+            for sock in unique(self.listeners):
                 stop_listening(sock)
 
     def run(self) -> None:
@@ -487,9 +489,9 @@ class Supervisor:
             raise SystemExit(f"cannot start {self.args.workers} workers: {exc.strerror or exc}") from None
         log.info("started %d workers", len(self.workers))
         notify_ready()
-        while True:
+        while not self.stopping:
             received = self.wait()
-            if any(signum in received for signum in STOP_SIGNALS):
+            if self.stopping:
                 break
             if signal.SIGHUP in received:
                 self.generation += 1
@@ -498,8 +500,7 @@ class Supervisor:
                 self.start_upgrade()
             self.read_notices()  # before reap(): a worker's notice comes before its exit
             self.reap()
-            if self.upgrade is not None and self.upgrade.ready:
-                self.hand_over()
+            if self.upgrade is not None and self.upgrade.ready and self.hand_over():
                 break
             if not all(listening(sock) for sock in unique(self.listeners)):
                 # Shut down by another process that holds it (a new copy
@@ -621,15 +622,25 @@ class Supervisor:
         self.upgrade.close()
         self.upgrade = None
 
-    def hand_over(self) -> None:
-        """The new copy is ready: this server stops as at SIGTERM, but its sockets listen on, the new copy's now."""
+    def hand_over(self) -> bool:
+        """The new copy is ready: this server stops as at SIGTERM, but its sockets listen on, the new copy's now.
+
+        False if a stop signal came first: its handler may have shut the
+        sockets down already, and the stop is for the new copy too.
+        """
         assert self.upgrade is not None
-        self.handed_over = True
+        self.handed_over = True  # from here on, the handler leaves the sockets alone
+        if self.stopping:
+            self.handed_over = False
+            return False
         log.info("upgrade: %d is ready: this server stops, leaving the sockets to it", self.upgrade.pid)
         self.end_upgrade()
+        return True
 
     def stop(self) -> None:
         """Stop every worker (each finishes its client), and a new copy not yet ready; wait for them all."""
+        if not self.handed_over:  # the handler may have run while the sockets were the new copy's
+            self.stop_listening(signal.SIGTERM, None)
         # Ctrl+C reaches the workers directly (they share the terminal's process
         # group); a SIGTERM sent to the parent alone is passed on here.
         for worker in self.workers.values():
