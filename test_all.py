@@ -4873,6 +4873,15 @@ class PreforkReuseportUpgradeTest(PreforkUpgradeTest):
     options = ("--reuseport",)
 
 
+class BenchReuseportTest(unittest.TestCase):
+    def test_the_reuseport_section_prints_its_table(self) -> None:
+        result = run_script("bench.py", "--reuseport", "--rounds", "1", "--requests", "100", timeout=60)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        figures = r" \| \d+% \| \d+% \| [\d.]+ ms \| [\d.]+ ms \| [\d.]+ ms \| [\d.]+ s \|"
+        self.assertRegex(result.stdout, r"\| one shared socket" + figures)
+        self.assertRegex(result.stdout, r"\| a socket per worker \(--reuseport\)" + figures)
+
+
 @unittest.skipUnless(Path("/proc/self/stat").exists(), "reads CPU time from /proc")
 class CpuWorkTest(unittest.TestCase):
     """--cpu S spends S of CPU time per request, wherever the approach computes."""
