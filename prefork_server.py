@@ -665,7 +665,10 @@ class Supervisor:
             os.kill(self.upgrade.pid, signal.SIGTERM)
             waiting.add(self.upgrade.pid)
         while waiting:
-            for pid, _ in exited_children(block=True):
+            exited = exited_children(block=True)
+            if not exited:  # no child left at all
+                break
+            for pid, _ in exited:
                 waiting.discard(pid)
         self.workers.clear()
         if self.upgrade is not None:

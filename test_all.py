@@ -14,6 +14,8 @@ Run:  python test_all.py            (all of it, in 3 processes at once: about 90
       python test_all.py -k Pool    (with arguments: in this process, unittest's own options)
       TEST_WORKERS=1 python test_all.py   (all of it, in this process)
       STOP_TRIALS=200 python test_all.py -k StopUnderFire   (the long run of the stop trials)
+      DEPLOY_REQUESTS=5000 DEPLOY_STOP_TRIALS=50 python test_all.py -k PreforkR -k PreforkU
+                                    (prefork's deploys at the issue's load, and their long stop run)
 """
 
 from __future__ import annotations
