@@ -513,7 +513,6 @@ class Supervisor:
                 log.info("reload: replacing the workers one by one")
             if signal.SIGUSR2 in received:
                 self.start_upgrade()
-            self.read_notices()  # before reap(): a worker's notice comes before its exit
             self.reap()
             if self.upgrade is not None and self.upgrade.ready and self.hand_over():
                 break
@@ -606,7 +605,11 @@ class Supervisor:
                 log.info("worker %d has served --max-requests clients: replacing it", worker.pid)
 
     def reap(self) -> None:
-        for pid, status in exited_children():
+        exited = exited_children()
+        # After waitpid(), not before: a worker's notice comes before its exit,
+        # so a worker collected here has had its say, and is no worker lost.
+        self.read_notices()
+        for pid, status in exited:
             if self.upgrade is not None and pid == self.upgrade.pid:
                 log.warning("upgrade failed: the new copy %s before it was ready: still serving", describe(status))
                 self.end_upgrade()
