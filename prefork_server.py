@@ -76,6 +76,7 @@ Standard library only; CPython 3.8 to 3.15.
 
 Try it:  python prefork_server.py 8000 --workers 4
          python client.py 8000 --clients 8     # ~10 s: two rounds of four
+         kill -HUP PID; kill -USR2 PID         # the parent's pid: new workers; new code
 """
 
 from __future__ import annotations

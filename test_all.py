@@ -4130,7 +4130,7 @@ APPROACH = {"serve", "make_server"}
 DIFFERENCES = {
     "main": {
         "forking_server.py": "says so and exits without os.fork(); no logging module (see Log)",
-        "prefork_server.py": "says so and exits without os.fork(); logs carry the worker's pid",
+        "prefork_server.py": "says so and exits without os.fork(); logs carry the worker's pid; SIGHUP and SIGUSR2",
         "asyncio_server.py": "serve() runs in an event loop",
         "asyncio_protocol_server.py": "serve() runs in an event loop",
         "websocket_server.py": "serve() runs in an event loop",
