@@ -60,6 +60,15 @@ port, no persistence), in alternating rounds:
 The load comes from this file's own WebSocket client: one process, selectors,
 each frame built once.
 
+prefork_server.py's sockets (--reuseport, instead of the tables above): --workers 4
+with one listening socket shared, against one per worker (SO_REUSEPORT), in the
+same alternating rounds:
+  spread        each worker's share of --requests quick requests, 50 in flight,
+                from the log: the busiest worker's and the least busy one's
+  one held      --requests quick requests, --reuseport-in-flight at a time, while
+                one client holds a worker (it connects and sends nothing, for
+                --timeout 2 s): latency p50, p99 and max, and the run's wall time
+
 The load comes from client.py's load mode: one process with its own small
 event loop. --plot DIR also draws, from the same run, a timeline per approach
 of each burst (one bar per client, from connect to reply) and the requests/s
@@ -78,6 +87,7 @@ Run:  python bench.py                        # about 1.5 minutes on 2 cores: qui
       python bench.py --asgi                 # asgi_server.py against uvicorn, from wrk: about 1 minute
       python bench.py --http-static --seed-dir DIR   # http_static.py at 1, 20, 50 connections against
                                              # the blog post's server, http.server and nginx: 2 minutes
+      python bench.py --reuseport            # prefork's shared socket against SO_REUSEPORT: about 30 s
 """
 
 from __future__ import annotations
@@ -99,6 +109,7 @@ import tempfile
 import time
 import timeit
 import zlib
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -181,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
         return measure_asgi(args)
     if args.http_static:
         return measure_http_static(args)
+    if args.reuseport:
+        return measure_reuseport(args)
     for round_number in range(args.rounds):
         order = chosen if round_number % 2 == 0 else chosen[::-1]
         for approach in order:
@@ -217,6 +230,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--http",
         action="store_true",
         help="measure the HTTP servers with wrk, against python -m http.server and gunicorn",
+    )
+    parser.add_argument(
+        "--reuseport", action="store_true", help="prefork_server.py: one shared listening socket against one each"
+    )
+    parser.add_argument(
+        "--reuseport-in-flight", type=int, default=8, help="--reuseport: quick requests in flight, one worker held"
     )
     parser.add_argument("--http-connections", type=int, default=20, help="--http: wrk's connections")
     parser.add_argument(
@@ -494,7 +513,9 @@ def plot(chosen: list[Approach], args: argparse.Namespace) -> None:
 class Server:
     """A server script (or the seed's) on a free port, stopped on leaving the with-block."""
 
-    def __init__(self, approach: Approach, *options: str, seed_dir: Path | None = None) -> None:
+    def __init__(
+        self, approach: Approach, *options: str, seed_dir: Path | None = None, log: Any = subprocess.DEVNULL
+    ) -> None:
         seed = seed_dir is not None
         if seed_dir is not None:
             # The seed's scripts print no ready line and know no options: give
@@ -505,9 +526,7 @@ class Server:
             command = [*approach.command, *options]
         else:
             command = [approach.python, str(HERE / approach.script), "0", *approach.options, *options]
-        self.process = subprocess.Popen(
-            command, stdout=subprocess.DEVNULL if seed else subprocess.PIPE, stderr=subprocess.DEVNULL
-        )
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL if seed else subprocess.PIPE, stderr=log)
         if seed:
             wait_until(lambda: accepts(self.host, self.port), f"{approach.seed} did not start")
             return
@@ -564,6 +583,70 @@ def wait_until(condition: Callable[[], Any], failure: str, timeout: float = 10.0
         if time.monotonic() > deadline:
             raise SystemExit(failure)
         time.sleep(0.05)
+
+
+# prefork_server.py's listening sockets (--reuseport): one shared, or one per worker.
+
+REUSEPORT_WORKERS = 4
+HELD_TIMEOUT = 2.0  # --timeout of the server that a silent client holds: how long it holds a worker
+
+
+def measure_reuseport(args: argparse.Namespace) -> int:
+    """prefork_server.py --workers 4: how evenly the requests spread, and quick requests while one worker is held.
+
+    A shared socket's queue goes to whichever worker calls accept() first; with
+    SO_REUSEPORT the kernel hashes each connection to one worker's socket when
+    it arrives, whether that worker is free or not.
+    """
+    variants = {
+        "one shared socket": Approach("shared", "prefork_server.py", ("--workers", str(REUSEPORT_WORKERS))),
+        "a socket per worker (--reuseport)": Approach(
+            "reuseport", "prefork_server.py", ("--workers", str(REUSEPORT_WORKERS), "--reuseport")
+        ),
+    }
+    for round_number in range(args.rounds):
+        order = list(variants.values())
+        for approach in order if round_number % 2 == 0 else order[::-1]:
+            shares = worker_shares(approach, args)
+            approach.add("busiest", shares[0])
+            approach.add("least busy", shares[-1])
+            with Server(approach, "--delay", "0", "--timeout", str(HELD_TIMEOUT), "--quiet") as server:
+                warm_up(server)
+                with socket.create_connection((server.host, server.port)):  # sends nothing: holds a worker
+                    time.sleep(0.2)  # until a worker has accepted it
+                    result = client.run_load(
+                        server.host, server.port, args.reuseport_in_flight, args.requests, args.size, timeout=30
+                    )
+            if result.failed:
+                raise SystemExit(f"--reuseport: {result.failed} requests failed: {dict(result.errors)}")
+            for metric, fraction in (("p50", 0.5), ("p99", 0.99), ("max", 1.0)):
+                approach.add(metric, result.percentile(fraction))
+            approach.add("wall", result.wall)
+        print(f"round {round_number + 1} of {args.rounds} done", file=sys.stderr, flush=True)
+    print(f"\nprefork_server.py --workers {REUSEPORT_WORKERS}, median of {args.rounds} alternating rounds.")
+    print(f"Spread: {args.requests} requests, {args.concurrency} in flight, each worker's share from its log lines.")
+    print(f"One held: {args.requests} quick requests, {args.reuseport_in_flight} in flight, while one client holds a")
+    print(f"worker ({HELD_TIMEOUT:g} s: the server's --timeout)\n")
+    print("| listening | busiest worker | least busy | one held: p50 | p99 | max | all done in |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name, approach in variants.items():
+        shares = f"{approach.median('busiest'):.0%} | {approach.median('least busy'):.0%}"
+        latency = " | ".join(f"{1000 * approach.median(metric):.1f} ms" for metric in ("p50", "p99", "max"))
+        print(f"| {name} | {shares} | {latency} | {approach.median('wall'):.2f} s |")
+    return 0
+
+
+def worker_shares(approach: Approach, args: argparse.Namespace) -> list[float]:
+    """Each worker's share of a load's requests, from the server's log: the largest first."""
+    with tempfile.TemporaryFile() as log:
+        with Server(approach, "--delay", "0", log=log) as server:
+            warm_up(server)
+            started = log.tell()
+            client.run_load(server.host, server.port, args.concurrency, args.requests, args.size, timeout=30)
+        log.seek(started)
+        served = Counter(re.findall(rb"\[(\d+)\] #\d+ answered", log.read()))
+    counts = sorted(served.values(), reverse=True) + [0] * (REUSEPORT_WORKERS - len(served))
+    return [count / sum(counts) for count in counts]
 
 
 # HTTP (--http): the two HTTP servers against their references, from wrk.

@@ -14,6 +14,8 @@ Run:  python test_all.py            (all of it, in 3 processes at once: about 90
       python test_all.py -k Pool    (with arguments: in this process, unittest's own options)
       TEST_WORKERS=1 python test_all.py   (all of it, in this process)
       STOP_TRIALS=200 python test_all.py -k StopUnderFire   (the long run of the stop trials)
+      DEPLOY_REQUESTS=5000 DEPLOY_STOP_TRIALS=50 python test_all.py -k PreforkR -k PreforkU
+                                    (prefork's deploys at the issue's load, and their long stop run)
 """
 
 from __future__ import annotations
@@ -5836,7 +5838,7 @@ APPROACH = {"serve", "make_server"}
 DIFFERENCES = {
     "main": {
         "forking_server.py": "says so and exits without os.fork(); no logging module (see Log)",
-        "prefork_server.py": "says so and exits without os.fork(); logs carry the worker's pid",
+        "prefork_server.py": "says so and exits without os.fork(); logs carry the worker's pid; SIGHUP and SIGUSR2",
         "asyncio_server.py": "serve() runs in an event loop",
         "asyncio_protocol_server.py": "serve() runs in an event loop",
         "websocket_server.py": "serve() runs in an event loop",
@@ -5848,7 +5850,7 @@ DIFFERENCES = {
     "parse_args": {
         "pool_server.py": "adds --min-workers, --max-workers and --idle-timeout",
         "forking_server.py": "adds --max-children",
-        "prefork_server.py": "adds --workers",
+        "prefork_server.py": "adds --workers, --reuseport and --max-requests",
         "socketserver_variants.py": "adds --variant",
         "asyncio_server.py": "adds --cpu-workers",
         "asyncio_protocol_server.py": "adds --cpu-workers",
@@ -6350,6 +6352,249 @@ def session_cpu_seconds(session: int) -> float:
         if int(fields[3]) == session:  # fields[3] is the session id: field 6 of stat
             ticks += sum(int(value) for value in fields[11:15])  # utime, stime, cutime, cstime
     return ticks / os.sysconf("SC_CLK_TCK")
+
+
+# prefork_server.py's deploys (issue 25): SIGHUP, SIGUSR2, --reuseport, --max-requests.
+# Each load run keeps 50 requests in flight; DEPLOY_REQUESTS=5000 is the issue's size.
+DEPLOY_REQUESTS = int(os.environ.get("DEPLOY_REQUESTS", "1500"))
+LOGGED_AT = r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \[\d+\] "
+
+
+def logged_at(stamp: str) -> float:
+    """A log line's time (asctime: to the millisecond), in seconds."""
+    return time.mktime(time.strptime(stamp[:19], "%Y-%m-%d %H:%M:%S")) + int(stamp[20:]) / 1000
+
+
+def listening_sockets(port: int) -> int:
+    """How many sockets listen on a port (Linux /proc): one shared, or one per worker with SO_REUSEPORT."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as rows:
+            next(rows)
+            for row in rows:
+                local, state = row.split()[1:4:2]
+                count += state == "0A" and int(local.rsplit(":", 1)[1], 16) == port
+    return count
+
+
+@unittest.skipUnless(Path("/proc/net/tcp").exists(), "finds the processes and sockets in /proc")
+class PreforkDeployTests(unittest.TestCase):
+    """What the deploy tests share: a prefork server under a load of 50 requests in flight."""
+
+    options: tuple[str, ...] = ()  # --reuseport in the subclasses that say so
+    WORKERS, TIMEOUT = 2, 2.0
+    # A millisecond of work per request: 50 requests in flight then queue up
+    # behind two workers, and a load lasts long enough for a deploy or three.
+    DELAY = 0.001
+
+    def start(self, *args: str, script: str = "prefork_server.py") -> Server:
+        options = ("--delay", str(self.DELAY), "--timeout", str(self.TIMEOUT), "--workers", str(self.WORKERS))
+        server = Server(script, (*options, *self.options, *args), self.addCleanup)
+        server.wait_for_log(f"started {self.WORKERS} workers")
+        return server
+
+    def load(self, server: Server, pool: concurrent.futures.Executor) -> concurrent.futures.Future:
+        return pool.submit(client.run_load, server.host, server.port, 50, DEPLOY_REQUESTS, 64, 5.0)
+
+    def assert_all_served(self, load: concurrent.futures.Future, server: Server) -> None:
+        result = load.result(timeout=60)
+        self.assertEqual((result.ok, dict(result.errors)), (DEPLOY_REQUESTS, {}), server.log()[-3000:])
+
+    def wait_for_answered(self, server: Server, count: int) -> None:
+        wait_for(lambda: server.log().count(" answered ") >= count, 30, f"fewer than {count} requests answered")
+
+    def assert_gone(self, server: Server) -> None:
+        """The server stops with exit 0, and leaves no process."""
+        self.assertEqual(server.stop(), 0, server.log()[-3000:])
+        self.assert_no_process_left(server)
+
+    def assert_no_process_left(self, server: Server, within: float = 5.0) -> None:
+        session = server.process.pid
+        wait_for(lambda: not live_processes(session), within, f"left: {live_processes(session)}")
+
+    def copy_of_the_script(self) -> Path:
+        """prefork_server.py copied into a directory of its own, for a test to edit and upgrade to."""
+        directory = Path(tempfile.mkdtemp())
+        self.addCleanup(shutil.rmtree, directory)
+        shutil.copy(HERE / "prefork_server.py", directory)
+        return directory / "prefork_server.py"
+
+    def edit(self, copy: Path, old: str, new: str) -> None:
+        text = (HERE / "prefork_server.py").read_text()
+        self.assertIn(old, text)
+        copy.write_text(text.replace(old, new, 1))
+
+
+class PreforkReloadTest(PreforkDeployTests):
+    """SIGHUP replaces the workers one by one, --max-requests one at a time: under load, no request fails."""
+
+    def test_three_reloads_under_load_fail_no_request(self) -> None:
+        server = self.start()
+        first = set(children_of(server.process.pid))
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            load = self.load(server, pool)
+            for reload in (1, 2, 3):  # at a fifth, two fifths and three fifths of the load
+                self.wait_for_answered(server, reload * DEPLOY_REQUESTS // 5)
+                self.assertFalse(load.done(), "the load was over before the reload: no test")
+                server.process.send_signal(signal.SIGHUP)
+                server.wait_for_log(f"(?s)(reload: all.*?){{{reload}}}", timeout=10)
+            self.assert_all_served(load, server)
+        log = server.log()
+        replaces = LOGGED_AT + r"worker \d+ replaces worker (\d+)$"
+        replaced = {int(old): logged_at(at) for at, old in re.findall(replaces, log, re.M)}
+        exits = LOGGED_AT + r"worker (\d+) exited with status 0$"
+        exited = {int(pid): logged_at(at) for at, pid in re.findall(exits, log, re.M)}
+        self.assertEqual(len(replaced), 3 * self.WORKERS, log[-3000:])
+        self.assertLessEqual(first, set(replaced))
+        for old, at in replaced.items():
+            self.assertIn(old, exited, f"worker {old} was replaced but did not exit 0")
+            self.assertLessEqual(exited[old] - at, self.TIMEOUT + 1, f"worker {old} outlived its replacement")
+        self.assertFalse(first & set(children_of(server.process.pid)))
+        self.assert_gone(server)
+
+    def test_max_requests_replaces_each_worker_after_that_many_clients(self) -> None:
+        server = self.start("--max-requests", "25")
+        result = client.run_load(server.host, server.port, 50, 300, 64, 10.0)
+        self.assertEqual((result.ok, dict(result.errors)), (300, {}), server.log()[-3000:])
+        log = server.log()
+        served = Counter(re.findall(r"\[(\d+)\] #\d+ answered", log))
+        retired = re.findall(r"worker (\d+) has served --max-requests clients: replacing it", log)
+        self.assertGreaterEqual(len(retired), 300 // 25 - self.WORKERS, log[-3000:])
+        self.assertEqual({served[pid] for pid in retired}, {25})
+        self.assertLessEqual(max(served.values()), 25)
+        self.assertNotIn("starting another", log)  # a worker that retires is no worker lost
+        self.assert_gone(server)
+
+
+class PreforkReuseportReloadTest(PreforkReloadTest):
+    options = ("--reuseport",)
+
+    def test_each_worker_has_a_listening_socket_and_keeps_it(self) -> None:
+        server = self.start()
+        self.assertEqual(listening_sockets(server.port), self.WORKERS)
+        server.process.send_signal(signal.SIGHUP)
+        server.wait_for_log("reload: all")
+        self.assertEqual(listening_sockets(server.port), self.WORKERS)
+        self.assertEqual(server.request(b"after!"), b"!retfa")
+        self.assert_gone(server)
+        self.assertEqual(listening_sockets(server.port), 0)
+
+
+# A change an upgrade brings: its log lines say v2.
+OLD_CODE, NEW_CODE = "[%(process)d] %(message)s", "[%(process)d] v2 %(message)s"
+
+
+class PreforkUpgradeTest(PreforkDeployTests):
+    """SIGUSR2 runs the script from disk again on the same socket: no request fails, and the new code serves."""
+
+    def new_copy(self, server: Server) -> int:
+        """The pid of the new copy an upgrade started."""
+        return int(server.wait_for_log(r"upgrade: started a new copy of .+, (\d+);", timeout=10).group(1))
+
+    def test_an_upgrade_under_load_fails_no_request_and_the_new_code_serves(self) -> None:
+        copy = self.copy_of_the_script()
+        server = self.start(script=str(copy))
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            load = self.load(server, pool)
+            self.wait_for_answered(server, DEPLOY_REQUESTS // 3)
+            self.edit(copy, OLD_CODE, NEW_CODE)
+            self.assertFalse(load.done(), "the load was over before the upgrade: no test")
+            server.process.send_signal(signal.SIGUSR2)
+            new = self.new_copy(server)
+            self.assertEqual(server.process.wait(STOP_TIMEOUT), 0, server.log()[-3000:])
+            self.assert_all_served(load, server)
+        server.wait_for_log(rf"upgrade: {new} is ready: this server stops")
+        self.assertEqual(server.request(b"new code!"), b"!edoc wen")
+        server.wait_for_log(r"\] v2 #\d+ answered 9 bytes")
+        os.kill(new, signal.SIGTERM)
+        server.wait_for_log(rf"\[{new}\] v2 stopped")
+        self.assert_no_process_left(server)
+        assert server.process.stdout is not None
+        self.assertEqual(server.process.stdout.read().decode(), server.ready_line)  # one more: the new copy's
+        self.assertNotIn("upgrade failed", server.log())
+
+    def test_a_new_copy_that_cannot_start_leaves_the_old_one_serving(self) -> None:
+        copy = self.copy_of_the_script()
+        server = self.start(script=str(copy))
+        for old, broken, status in (
+            ("def main(", "def main(:", 1),  # a syntax error
+            ('"--timeout"', '"--time-limit"', 2),  # the options it runs with are no longer valid
+        ):
+            self.edit(copy, old, broken)
+            server.process.send_signal(signal.SIGUSR2)
+            server.wait_for_log(f"upgrade failed: the new copy exited with status {status} before it was ready")
+            self.assertEqual(server.request(b"still served!"), b"!devres llits")
+        self.assertEqual(len(re.findall(r"upgrade failed: .+: still serving\n", server.log())), 2, server.log())
+        self.assertIn("SyntaxError", server.log())  # the new copy's own word for why
+        self.assertIn("unrecognized arguments: --timeout", server.log())
+        self.assert_gone(server)
+        assert server.process.stdout is not None
+        self.assertEqual(server.process.stdout.read(), b"")  # no ready line but the first
+
+    def test_a_stop_at_a_random_moment_of_a_reload_or_an_upgrade(self) -> None:
+        trials = int(os.environ.get("DEPLOY_STOP_TRIALS", "2"))
+        seed = int(os.environ.get("DEPLOY_STOP_SEED", str(random.randrange(1 << 30))))
+        for trial in range(trials):
+            with self.subTest(trial=trial, seed=seed + trial):
+                self.stop_trial(random.Random(seed + trial))
+
+    def stop_trial(self, random_: random.Random) -> None:
+        """SIGHUP or SIGUSR2 under a mixed load (Barrage), then SIGTERM to the old parent or the new one.
+
+        A stop signal to the old parent before the hand-over stops the new
+        copy too; after it, the new one serves on, and gets its own SIGTERM.
+        One to the new copy before it is ready leaves the old one serving, and
+        the old one gets its own. Every client gets its whole reply or nothing;
+        the old parent exits 0, and no process is left.
+        """
+        copy = self.copy_of_the_script()
+        retire = ("--max-requests", "20") if random_.random() < 0.3 else ()
+        server = self.start("--max-request", str(MIB), *retire, script=str(copy))
+        barrage = Barrage(server, random_.randrange(1 << 30), ReverseExchange())
+        barrage.start()
+        try:
+            self.assertTrue(barrage.served.wait(10), f"no client was served: no test\n{server.log()[-3000:]}")
+            upgrade = random_.random() < 0.6
+            server.process.send_signal(signal.SIGUSR2 if upgrade else signal.SIGHUP)
+            # The random moment, not a wait for anything: half the time within
+            # the first 60 ms, while the new copy starts (it takes 50 ms or more).
+            time.sleep(random_.uniform(0.0, random_.choice((0.06, 0.4))))
+            new = 0
+            started = re.search(r"upgrade: started a new copy of .+, (\d+);", server.log())
+            if started:
+                new = int(started.group(1))
+            bound = self.DELAY + 2 * self.TIMEOUT + 1 + 3  # a reply's bounds, the linger, and room for CI
+            if not new or random_.random() < 0.5:
+                handed_over = "is ready" in server.log()
+                server.process.send_signal(signal.SIGTERM)
+                if handed_over:  # the old one, stopping already: the new one serves on
+                    self.assertEqual(server.request(b"served on!"), b"!no devres")
+                server.process.wait(bound)
+                if "is ready" in server.log():  # the new one is the server now: stop it too
+                    os.kill(new, signal.SIGTERM)
+            else:  # the new one: the old one serves on, unless it has handed over
+                os.kill(new, signal.SIGTERM)
+                time.sleep(random_.uniform(0.0, 0.4))
+                server.process.send_signal(signal.SIGTERM)
+            self.assertEqual(server.process.wait(bound), 0, server.log()[-3000:])
+            self.assert_no_process_left(server, within=bound)
+        finally:
+            outcomes = barrage.finish()
+        bad = {outcome: count for outcome, count in outcomes.items() if outcome not in ("whole", "nothing")}
+        self.assertEqual(bad, {}, f"{dict(outcomes)}\n{server.log()[-3000:]}")
+
+
+class PreforkReuseportUpgradeTest(PreforkUpgradeTest):
+    options = ("--reuseport",)
+
+
+class BenchReuseportTest(unittest.TestCase):
+    def test_the_reuseport_section_prints_its_table(self) -> None:
+        result = run_script("bench.py", "--reuseport", "--rounds", "1", "--requests", "100", timeout=60)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        figures = r" \| \d+% \| \d+% \| [\d.]+ ms \| [\d.]+ ms \| [\d.]+ ms \| [\d.]+ s \|"
+        self.assertRegex(result.stdout, r"\| one shared socket" + figures)
+        self.assertRegex(result.stdout, r"\| a socket per worker \(--reuseport\)" + figures)
 
 
 @unittest.skipUnless(Path("/proc/self/stat").exists(), "reads CPU time from /proc")
