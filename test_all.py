@@ -5900,17 +5900,32 @@ DIFFERENCES = {
 }
 
 
+@functools.lru_cache(maxsize=None)
 def top_level_definitions(script: str) -> dict[str, str]:
-    """Each function, class and CONSTANT defined at the top of a script, by name: its source."""
+    """Each function, class and CONSTANT defined at the top of a script, by name: its source.
+
+    Cached, and cut from the lines split once: ast.get_source_segment() splits
+    the whole file again for every node it is asked about, which made this
+    test take a minute.
+    """
     source = (HERE / script).read_text()
+    lines = [line.encode() for line in source.splitlines(keepends=True)]
+
+    def segment(node: ast.stmt) -> str:  # what get_source_segment() returns: the offsets count UTF-8 bytes
+        end = node.end_lineno or node.lineno
+        if end == node.lineno:
+            return lines[node.lineno - 1][node.col_offset : node.end_col_offset].decode()
+        first = lines[node.lineno - 1][node.col_offset :]
+        return b"".join([first, *lines[node.lineno : end - 1], lines[end - 1][: node.end_col_offset]]).decode()
+
     definitions = {}
     for node in ast.parse(source).body:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            definitions[node.name] = ast.get_source_segment(source, node) or ""
+            definitions[node.name] = segment(node)
         elif isinstance(node, ast.Assign) and len(node.targets) == 1:
             target = node.targets[0]
             if isinstance(target, ast.Name) and target.id.isupper():
-                definitions[target.id] = ast.get_source_segment(source, node) or ""
+                definitions[target.id] = segment(node)
     return definitions
 
 
