@@ -931,7 +931,7 @@ def parse_head(data: bytes, end: int, max_body: int) -> Request:
         if len(fields) > MAX_HEADERS:
             raise Refusal(431, "Too many headers")
     headers = []
-    hosts = lengths = 0
+    hosts = lengths = encodings = 0
     length = codings = connection = expect = b""
     for field in fields:
         name, _, value = field.partition(b":")
@@ -946,7 +946,10 @@ def parse_head(data: bytes, end: int, max_body: int) -> Request:
             lengths += 1
             length = length + b"," + value if lengths > 1 else value
         elif name == b"transfer-encoding":
-            codings = codings + b"," + value if codings else value
+            # Counted, as the lengths are: an empty value is no coding at all,
+            # but the header is there, and a proxy may frame by it.
+            encodings += 1
+            codings = codings + b"," + value if encodings > 1 else value
         elif name == b"connection":
             connection = connection + b"," + value if connection else value
         elif name == b"expect":
@@ -955,7 +958,7 @@ def parse_head(data: bytes, end: int, max_body: int) -> Request:
     request = Request(method.decode("ascii"), target, "1.0" if http10 else "1.1", headers)
     if hosts > 1 or not (hosts or http10):
         raise Refusal(400, "An HTTP/1.1 request needs one Host header")
-    if codings:
+    if encodings:
         # Past one coding it is not even chunked (501); with Content-Length,
         # or from HTTP/1.0, the framing is ambiguous, and that connection must
         # close (400).

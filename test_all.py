@@ -1314,6 +1314,8 @@ class HttpServerTests(CommandLineTests):
         (b"Transfer-Encoding: chunked\r\n", b"5\r\nhello\r\n0\r\n\r\n", 411),
         (b"Transfer-Encoding: gzip, chunked\r\n", b"0\r\n\r\n", 501),
         (b"Transfer-Encoding: chunked, gzip\r\n", b"0\r\n\r\n", 400),
+        (b"Transfer-Encoding: \r\nContent-Length: 5\r\n", b"hello", 400),  # an empty coding is still the header
+        (b"Transfer-Encoding: \r\n", b"", 400),
     ]
     smuggled = b"GET /smuggled HTTP/1.1\r\nHost: test\r\n\r\n"
     framing_requests = [
