@@ -1416,7 +1416,7 @@ class RequestCycle:
         self.unread = 0
         self.more_body = True  # more of the body is still to arrive
         self.request_done = False  # the application has had the whole body
-        self.waiter: asyncio.Future[None] | None = None
+        self.waiters: list[asyncio.Future[None]] = []  # receive() calls waiting: often one, at times more
         self.disconnected = False
         self.keep_alive = request.keep_alive and not connection.service.stopping
         self.expects_continue = request.expects_continue
@@ -1504,20 +1504,30 @@ class RequestCycle:
         return DISCONNECT
 
     async def wait(self, for_body: bool) -> None:
-        """Until wake(): for a body, --timeout at most; for the end of the request, as long as it takes."""
-        self.waiter = self.connection.loop.create_future()
+        """Until wake(): for a body, --timeout at most; for the end of the request, as long as it takes.
+
+        Each call waits on a future of its own: an application may call
+        receive() from two tasks at once (one listens for http.disconnect
+        while another polls with a time-out, as Starlette's
+        request.is_disconnected() does), and with one future shared, the
+        second call replaced the first's, which then never heard that the
+        client had gone or that the server was stopping.
+        """
+        waiter = self.connection.loop.create_future()
+        self.waiters.append(waiter)
         if for_body:
-            self.connection.deadlines.set(self, self.connection.args.timeout, self.body_too_slow)
+            self.connection.deadlines.set(waiter, self.connection.args.timeout, self.body_too_slow)
         try:
-            await self.waiter
+            await waiter
         finally:
-            self.waiter = None
+            self.waiters.remove(waiter)
             if for_body:
-                self.connection.deadlines.clear(self)
+                self.connection.deadlines.clear(waiter)
 
     def wake(self) -> None:
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_result(None)
+        for waiter in self.waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     def body_arrived(self, pieces: list[bytes], done: bool) -> None:
         self.more_body = not done

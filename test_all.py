@@ -4559,6 +4559,23 @@ async def remembers(scope, receive, send):
     if scope["path"] == "/end":
         await send({"type": "http.response.body", "body": b"bye\\n"})
 
+async def polls(scope, receive, send):
+    """A stream that listens for http.disconnect in one task and polls receive() in another, as Starlette can."""
+    if scope["type"] != "http":
+        return
+    await receive()
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"streaming\\n", "more_body": True})
+    listener = asyncio.ensure_future(receive())
+    await asyncio.sleep(0)  # the listener waits first
+    try:
+        await asyncio.wait_for(receive(), 0.01)  # is the client still there? (it is)
+    except asyncio.TimeoutError:
+        pass
+    await send({"type": "http.response.body", "body": b"polled\\n", "more_body": True})
+    await listener  # until the client goes, or the server stops
+    await send({"type": "http.response.body", "body": b"bye\\n"})
+
 async def late_body(scope, receive, send):
     if scope["type"] != "http":
         return
@@ -4980,6 +4997,19 @@ class AsgiServerTest(HttpServerTests):
             self.assertEqual(server.process.wait(STOP_TIMEOUT), 0, server.log())
             self.assertLess(time.monotonic() - stopped, 5)
         self.assertEqual(self.notes.read_text().split(), ["http.disconnect", "http.disconnect", "shutdown"])
+
+    def test_a_stop_ends_a_stream_whose_application_calls_receive_from_two_tasks(self) -> None:
+        server = self.apps("polls", "--timeout", "10")  # the stream ends at once, not at the stop's bound
+        with server.connect() as conn:
+            conn.sendall(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+            conn.settimeout(5)
+            reply = b""
+            while b"polled" not in reply:  # the second receive() has come and gone
+                reply += conn.recv(65536) or self.fail(reply)
+            server.process.send_signal(signal.SIGTERM)
+            reply, _ = read_until_closed(conn, timeout=5)
+        self.assertTrue(reply.endswith(b"4\r\nbye\n\r\n0\r\n\r\n"), reply)
+        self.assertEqual(server.process.wait(STOP_TIMEOUT), 0, server.log())
 
     def test_a_stop_closes_idle_connections_at_once_and_finishes_a_response_in_progress_with_close(self) -> None:
         server = self.start("--timeout", "5")
