@@ -495,6 +495,9 @@ async def serve(listener: socket.socket, application: Application, args: argpars
     if failure is not None:
         print(f"the application failed to start: {failure}", file=sys.stderr)
         return 1
+    if stop.is_set():  # a stop signal during the startup: never ready, so no ready line
+        await lifespan.shutdown(args.timeout)
+        return 0
     numbers = itertools.count(1)
 
     def on_connect() -> HttpConnection:
@@ -793,6 +796,10 @@ class Lifespan:
         """Tell the application the server stops, and wait for it (--timeout at most)."""
         self.stopping.set()
         if self.task is None:
+            return
+        if not self.started.done():  # still starting (a stop signal came first): it never will now
+            self.task.cancel()
+            await asyncio.wait({self.task})
             return
         try:
             await asyncio.wait_for(asyncio.shield(self.stopped), timeout)

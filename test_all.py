@@ -4576,6 +4576,13 @@ async def polls(scope, receive, send):
     await listener  # until the client goes, or the server stops
     await send({"type": "http.response.body", "body": b"bye\\n"})
 
+async def starts_slowly(scope, receive, send):
+    """A startup that waits for a database that never answers."""
+    await receive()
+    with open(os.environ["ASGI_TEST_NOTES"], "a") as notes:
+        notes.write("starting\\n")
+    await asyncio.sleep(3600)
+
 async def late_body(scope, receive, send):
     if scope["type"] != "http":
         return
@@ -4958,6 +4965,28 @@ class AsgiServerTest(HttpServerTests):
         self.assertEqual(result.returncode, 1, result.stderr)
         self.assertEqual(result.stdout, "")  # no ready line
         self.assertEqual(result.stderr, "the application failed to start: RuntimeError: no database\n")
+
+    def test_a_stop_during_a_startup_that_hangs_exits_0_at_once_with_no_ready_line(self) -> None:
+        directory = asgi_apps(self)
+        notes = directory / "notes"
+        command = [*with_apps(directory, ASGI_TEST_NOTES=str(notes)), sys.executable, str(HERE / self.script)]
+        process = subprocess.Popen(
+            [*command, "0", "--app", "apps:starts_slowly", "--timeout", "10"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        self.addCleanup(process.communicate)
+        self.addCleanup(lambda: process.poll() is None and os.killpg(process.pid, signal.SIGKILL))
+        deadline = time.monotonic() + 10
+        while not (notes.exists() and notes.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        stopped = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=STOP_TIMEOUT)
+        self.assertEqual((process.returncode, stdout), (0, ""), stderr)  # no ready line: it never listened
+        self.assertLess(time.monotonic() - stopped, 5)  # not --timeout: the startup is cancelled
 
     def test_an_app_that_cannot_be_imported_is_one_line_and_exit_1(self) -> None:
         directory = asgi_apps(self)
