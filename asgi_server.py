@@ -1582,8 +1582,10 @@ class RequestCycle:
         at once, or the client cannot tell it has been answered (see flush_head()).
         """
         status = message["status"]
-        if type(status) is not int or not 100 <= status <= 999:
-            raise RuntimeError(f"an HTTP status is a number from 100 to 999, not {status!r}")
+        # Not 1xx: those are interim (RFC 9110 15.2), and a client that reads
+        # one waits on for the final response, which would never come.
+        if type(status) is not int or not 200 <= status <= 999:
+            raise RuntimeError(f"a response's status is a number from 200 to 999, not {status!r}")
         lines = []
         length = -1
         for name, value in message.get("headers", ()):
@@ -1608,7 +1610,7 @@ class RequestCycle:
         self.response_started = True
         self.status = status
         request = self.request
-        if status < 200 or status in (204, 304):  # never a body (RFC 9110 6.4.1)
+        if status in (204, 304):  # never a body (RFC 9110 6.4.1)
             self.send_body = False
         elif length >= 0:
             self.length_left = length

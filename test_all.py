@@ -4583,6 +4583,18 @@ async def starts_slowly(scope, receive, send):
         notes.write("starting\\n")
     await asyncio.sleep(3600)
 
+async def informs(scope, receive, send):
+    """An interim status where the final one belongs."""
+    if scope["type"] != "http":
+        return
+    try:
+        await send({"type": "http.response.start", "status": 103, "headers": [(b"link", b"</a.css>; rel=preload")]})
+        error = b"early hints are no answer"
+    except RuntimeError as exc:
+        error = str(exc).encode()
+    await send({"type": "http.response.start", "status": 500, "headers": [(b"content-length", b"%d" % len(error))]})
+    await send({"type": "http.response.body", "body": error})
+
 async def late_body(scope, receive, send):
     if scope["type"] != "http":
         return
@@ -4987,6 +4999,11 @@ class AsgiServerTest(HttpServerTests):
         stdout, stderr = process.communicate(timeout=STOP_TIMEOUT)
         self.assertEqual((process.returncode, stdout), (0, ""), stderr)  # no ready line: it never listened
         self.assertLess(time.monotonic() - stopped, 5)  # not --timeout: the startup is cancelled
+
+    def test_a_1xx_status_cannot_start_a_response(self) -> None:
+        # A client reads a 1xx as interim, and waits on for a final response.
+        reply = http_exchange(self.apps("informs"), b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+        self.assertRegex(reply, rb"^HTTP/1\.1 500 (.|\r\n)*\r\n\r\na response's status is a number from 200")
 
     def test_an_app_that_cannot_be_imported_is_one_line_and_exit_1(self) -> None:
         directory = asgi_apps(self)
