@@ -1386,8 +1386,14 @@ class HttpConnection(asyncio.Protocol):
         self.transport.abort()
 
     def stop(self) -> None:
-        """The server stops: idle now, or once the response in progress is done (with Connection: close)."""
-        if self.state == "idle":
+        """The server stops: idle now, or once the response in progress is done (with Connection: close).
+
+        A head begun but without its whole request line is idle too: a
+        client that sends a byte now and then would hold the stop for
+        --timeout. One whose request line has come is served, as in
+        http_static.py.
+        """
+        if self.state == "idle" or (self.state == "head" and b"\n" not in self.buffer):
             self.close()
         elif self.cycle is not None:
             self.cycle.keep_alive = False

@@ -5044,6 +5044,18 @@ class AsgiServerTest(HttpServerTests):
             self.assertLess(time.monotonic() - stopped, 5)
         self.assertEqual(self.notes.read_text().split(), ["http.disconnect", "http.disconnect", "shutdown"])
 
+    def test_a_stop_closes_a_connection_that_has_not_sent_its_request_line_at_once(self) -> None:
+        server = self.start("--timeout", "10")
+        with server.connect() as trickling:
+            trickling.sendall(b"GET / HT")
+            server.wait_until_accepted()
+            time.sleep(0.2)  # not a wait for anything: read or not, the connection closes at once
+            stopped = time.monotonic()
+            server.process.send_signal(signal.SIGTERM)
+            self.assertEqual(read_until_closed(trickling, timeout=5)[0], b"")
+            self.assertEqual(server.process.wait(STOP_TIMEOUT), 0, server.log())
+        self.assertLess(time.monotonic() - stopped, 5)  # not --timeout
+
     def test_a_stop_ends_a_stream_whose_application_calls_receive_from_two_tasks(self) -> None:
         server = self.apps("polls", "--timeout", "10")  # the stream ends at once, not at the stop's bound
         with server.connect() as conn:
