@@ -741,7 +741,11 @@ class StaticServer(http.server.HTTPServer):
             self.listening = False
             for handler in self.waiting:
                 if not handler.reader.request_begun():
-                    end_reading(handler.connection)  # its thread closes it
+                    # Its thread closes it, reading nothing: a TLS read of the
+                    # shut-down side failed, and the client got an alert
+                    # (decode_error) instead of close_notify.
+                    handler.expired = True
+                    end_reading(handler.connection)
         deadline = time.monotonic() + self.idle_timeout
         woken = False
         while self.waiting or self.busy:
@@ -1168,7 +1172,7 @@ class StaticHandler(StrictRequest, http.server.SimpleHTTPRequestHandler):
         self.responded = False
         self.close_connection = False
         self.awaiting = selectors.EVENT_READ  # what the selector waits for (a TLS handshake may need EVENT_WRITE)
-        self.expired = False  # no request within --timeout: close_expired() has shut its reading side down
+        self.expired = False  # no request within --timeout, or idle at the stop: its reading side is shut down
         self.handshaken = self.tls = False
         if not isinstance(self.request, ssl.SSLSocket):
             self.handshaken = True
@@ -1183,7 +1187,8 @@ class StaticHandler(StrictRequest, http.server.SimpleHTTPRequestHandler):
         request still coming, or the next one, waits in the selector.
         """
         if self.expired:
-            self.log_message("no request within --timeout (%gs): closed", self.timeout)
+            if not self.server.stopping:
+                self.log_message("no request within --timeout (%gs): closed", self.timeout)
             return False
         try:
             if not self.handshaken:

@@ -2170,6 +2170,21 @@ class HttpsStaticTest(ServerTestCase):
         self.assertTrue(b"".join(chunks).endswith(b"\r\n\r\nover TLS"))
         self.assert_clean_exit(server)
 
+    def test_the_stop_ends_an_idle_tls_connection_with_close_notify(self) -> None:
+        # Not with an alert: the stop shut the reading side down, and a TLS
+        # read of it failed (the client saw TLSV1_ALERT_DECODE_ERROR).
+        server = self.start_tls()
+        context = ssl.create_default_context(cafile=str(self.cert))
+        raw = server.connect()
+        with context.wrap_socket(raw, server_hostname=server.host, suppress_ragged_eofs=False) as conn:
+            conn.sendall(b"GET /hello.txt HTTP/1.1\r\nHost: test\r\n\r\n")
+            reply = b""
+            while not reply.endswith(b"over TLS"):
+                reply += conn.recv(65536) or self.fail(reply)
+            server.process.send_signal(signal.SIGTERM)
+            self.assertEqual(conn.recv(65536), b"")  # close_notify
+        self.assertEqual(server.process.wait(STOP_TIMEOUT), 0, server.log())
+
     def test_clients_that_reset_before_their_handshake_hold_nobody_up(self) -> None:
         # The server is stopped while they connect and reset, so that each
         # reset lands before accept(): each then cost a log line and a pause
