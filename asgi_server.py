@@ -235,7 +235,8 @@ async def events(scope: Scope, receive: Receive, send: Send) -> None:
     """
     query = urllib.parse.parse_qs(scope["query_string"].decode("latin-1"))
     count_text = query.get("count", ["-1"])[-1]
-    if not count_text.lstrip("-").isdigit() or len(count_text) > 9:
+    # ASCII digits only: str.isdigit() takes '²', and lstrip("-") took '--5', both of which int() refuses.
+    if len(count_text) > 9 or re.fullmatch(r"-?[0-9]+", count_text) is None:
         await respond(send, 400, b"count must be a whole number\n")
         return
     count = int(count_text)

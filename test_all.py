@@ -4808,6 +4808,12 @@ class AsgiServerTest(HttpServerTests):
         response, body = self.http("GET", "/", headers={"Upgrade": "websocket", "Connection": "Upgrade"})
         self.assertEqual(response.status, 200)  # no WebSocket here: an ordinary request
 
+    def test_events_refuses_a_count_that_is_not_a_whole_number(self) -> None:
+        for count in ("x", "--5", "%C2%B2"):  # '²' is a digit to str.isdigit(), not to int()
+            with self.subTest(count=count):
+                response, body = self.http("GET", f"/events?count={count}")
+                self.assertEqual((response.status, body), (400, b"count must be a whole number\n"))
+
     def test_events_stream_chunked_on_1_1_and_to_the_close_on_1_0(self) -> None:
         with self.server.connect() as conn:
             conn.sendall(b"GET /events?count=2 HTTP/1.1\r\nHost: test\r\n\r\n")
