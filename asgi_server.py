@@ -235,7 +235,8 @@ async def events(scope: Scope, receive: Receive, send: Send) -> None:
     """
     query = urllib.parse.parse_qs(scope["query_string"].decode("latin-1"))
     count_text = query.get("count", ["-1"])[-1]
-    if not count_text.lstrip("-").isdigit() or len(count_text) > 9:
+    # ASCII digits only: str.isdigit() takes '²', and lstrip("-") took '--5', both of which int() refuses.
+    if len(count_text) > 9 or re.fullmatch(r"-?[0-9]+", count_text) is None:
         await respond(send, 400, b"count must be a whole number\n")
         return
     count = int(count_text)
@@ -495,6 +496,9 @@ async def serve(listener: socket.socket, application: Application, args: argpars
     if failure is not None:
         print(f"the application failed to start: {failure}", file=sys.stderr)
         return 1
+    if stop.is_set():  # a stop signal during the startup: never ready, so no ready line
+        await lifespan.shutdown(args.timeout)
+        return 0
     numbers = itertools.count(1)
 
     def on_connect() -> HttpConnection:
@@ -794,6 +798,10 @@ class Lifespan:
         self.stopping.set()
         if self.task is None:
             return
+        if not self.started.done():  # still starting (a stop signal came first): it never will now
+            self.task.cancel()
+            await asyncio.wait({self.task})
+            return
         try:
             await asyncio.wait_for(asyncio.shield(self.stopped), timeout)
         except asyncio.TimeoutError:
@@ -931,7 +939,7 @@ def parse_head(data: bytes, end: int, max_body: int) -> Request:
         if len(fields) > MAX_HEADERS:
             raise Refusal(431, "Too many headers")
     headers = []
-    hosts = lengths = 0
+    hosts = lengths = encodings = 0
     length = codings = connection = expect = b""
     for field in fields:
         name, _, value = field.partition(b":")
@@ -946,7 +954,10 @@ def parse_head(data: bytes, end: int, max_body: int) -> Request:
             lengths += 1
             length = length + b"," + value if lengths > 1 else value
         elif name == b"transfer-encoding":
-            codings = codings + b"," + value if codings else value
+            # Counted, as the lengths are: an empty value is no coding at all,
+            # but the header is there, and a proxy may frame by it.
+            encodings += 1
+            codings = codings + b"," + value if encodings > 1 else value
         elif name == b"connection":
             connection = connection + b"," + value if connection else value
         elif name == b"expect":
@@ -955,7 +966,7 @@ def parse_head(data: bytes, end: int, max_body: int) -> Request:
     request = Request(method.decode("ascii"), target, "1.0" if http10 else "1.1", headers)
     if hosts > 1 or not (hosts or http10):
         raise Refusal(400, "An HTTP/1.1 request needs one Host header")
-    if codings:
+    if encodings:
         # Past one coding it is not even chunked (501); with Content-Length,
         # or from HTTP/1.0, the framing is ambiguous, and that connection must
         # close (400).
@@ -1376,8 +1387,14 @@ class HttpConnection(asyncio.Protocol):
         self.transport.abort()
 
     def stop(self) -> None:
-        """The server stops: idle now, or once the response in progress is done (with Connection: close)."""
-        if self.state == "idle":
+        """The server stops: idle now, or once the response in progress is done (with Connection: close).
+
+        A head begun but without its whole request line is idle too: a
+        client that sends a byte now and then would hold the stop for
+        --timeout. One whose request line has come is served, as in
+        http_static.py.
+        """
+        if self.state == "idle" or (self.state == "head" and b"\n" not in self.buffer):
             self.close()
         elif self.cycle is not None:
             self.cycle.keep_alive = False
@@ -1413,7 +1430,7 @@ class RequestCycle:
         self.unread = 0
         self.more_body = True  # more of the body is still to arrive
         self.request_done = False  # the application has had the whole body
-        self.waiter: asyncio.Future[None] | None = None
+        self.waiters: list[asyncio.Future[None]] = []  # receive() calls waiting: often one, at times more
         self.disconnected = False
         self.keep_alive = request.keep_alive and not connection.service.stopping
         self.expects_continue = request.expects_continue
@@ -1501,20 +1518,30 @@ class RequestCycle:
         return DISCONNECT
 
     async def wait(self, for_body: bool) -> None:
-        """Until wake(): for a body, --timeout at most; for the end of the request, as long as it takes."""
-        self.waiter = self.connection.loop.create_future()
+        """Until wake(): for a body, --timeout at most; for the end of the request, as long as it takes.
+
+        Each call waits on a future of its own: an application may call
+        receive() from two tasks at once (one listens for http.disconnect
+        while another polls with a time-out, as Starlette's
+        request.is_disconnected() does), and with one future shared, the
+        second call replaced the first's, which then never heard that the
+        client had gone or that the server was stopping.
+        """
+        waiter = self.connection.loop.create_future()
+        self.waiters.append(waiter)
         if for_body:
-            self.connection.deadlines.set(self, self.connection.args.timeout, self.body_too_slow)
+            self.connection.deadlines.set(waiter, self.connection.args.timeout, self.body_too_slow)
         try:
-            await self.waiter
+            await waiter
         finally:
-            self.waiter = None
+            self.waiters.remove(waiter)
             if for_body:
-                self.connection.deadlines.clear(self)
+                self.connection.deadlines.clear(waiter)
 
     def wake(self) -> None:
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_result(None)
+        for waiter in self.waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     def body_arrived(self, pieces: list[bytes], done: bool) -> None:
         self.more_body = not done
@@ -1562,8 +1589,10 @@ class RequestCycle:
         at once, or the client cannot tell it has been answered (see flush_head()).
         """
         status = message["status"]
-        if type(status) is not int or not 100 <= status <= 999:
-            raise RuntimeError(f"an HTTP status is a number from 100 to 999, not {status!r}")
+        # Not 1xx: those are interim (RFC 9110 15.2), and a client that reads
+        # one waits on for the final response, which would never come.
+        if type(status) is not int or not 200 <= status <= 999:
+            raise RuntimeError(f"a response's status is a number from 200 to 999, not {status!r}")
         lines = []
         length = -1
         for name, value in message.get("headers", ()):
@@ -1588,7 +1617,7 @@ class RequestCycle:
         self.response_started = True
         self.status = status
         request = self.request
-        if status < 200 or status in (204, 304):  # never a body (RFC 9110 6.4.1)
+        if status in (204, 304):  # never a body (RFC 9110 6.4.1)
             self.send_body = False
         elif length >= 0:
             self.length_left = length

@@ -60,10 +60,13 @@ Here the threads follow the requests in progress: 2,000 idle connections
 cost 2,000 sockets and the pool. A request head that trickles in waits in
 the selector too, holding no thread. The price: two system calls more per
 request (epoll_wait() and epoll_ctl(): 5-20% more CPU per request on 3.11,
-less on 3.13t), and a thread busy with one client (a large file to a slow
-reader, a head past 64 KiB or a body, each within --timeout) serves nobody
-else meanwhile, so as many such clients as the pool has threads make the
-others wait, where a thread each would have served them all.
+less on 3.13t), and a thread busy with one client serves nobody else
+meanwhile: for --timeout at most while a head past 64 KiB or a body comes
+in, but for a whole download while a large file goes to a slow reader
+(--timeout bounds each send, not the download: four clients reading a 300
+MB file 64 KiB every 50 ms held a request for a small file past 30 s, with
+4 threads). As many such clients as the pool has threads make the others
+wait, where a thread each would have served them all.
 
 The pool's size (--threads): with the GIL, one thread runs Python at a time,
 and each thread more is one more to hand the GIL to; 4 leave room for some
@@ -738,7 +741,11 @@ class StaticServer(http.server.HTTPServer):
             self.listening = False
             for handler in self.waiting:
                 if not handler.reader.request_begun():
-                    end_reading(handler.connection)  # its thread closes it
+                    # Its thread closes it, reading nothing: a TLS read of the
+                    # shut-down side failed, and the client got an alert
+                    # (decode_error) instead of close_notify.
+                    handler.expired = True
+                    end_reading(handler.connection)
         deadline = time.monotonic() + self.idle_timeout
         woken = False
         while self.waiting or self.busy:
@@ -1165,7 +1172,7 @@ class StaticHandler(StrictRequest, http.server.SimpleHTTPRequestHandler):
         self.responded = False
         self.close_connection = False
         self.awaiting = selectors.EVENT_READ  # what the selector waits for (a TLS handshake may need EVENT_WRITE)
-        self.expired = False  # no request within --timeout: close_expired() has shut its reading side down
+        self.expired = False  # no request within --timeout, or idle at the stop: its reading side is shut down
         self.handshaken = self.tls = False
         if not isinstance(self.request, ssl.SSLSocket):
             self.handshaken = True
@@ -1180,7 +1187,8 @@ class StaticHandler(StrictRequest, http.server.SimpleHTTPRequestHandler):
         request still coming, or the next one, waits in the selector.
         """
         if self.expired:
-            self.log_message("no request within --timeout (%gs): closed", self.timeout)
+            if not self.server.stopping:
+                self.log_message("no request within --timeout (%gs): closed", self.timeout)
             return False
         try:
             if not self.handshaken:

@@ -1314,6 +1314,8 @@ class HttpServerTests(CommandLineTests):
         (b"Transfer-Encoding: chunked\r\n", b"5\r\nhello\r\n0\r\n\r\n", 411),
         (b"Transfer-Encoding: gzip, chunked\r\n", b"0\r\n\r\n", 501),
         (b"Transfer-Encoding: chunked, gzip\r\n", b"0\r\n\r\n", 400),
+        (b"Transfer-Encoding: \r\nContent-Length: 5\r\n", b"hello", 400),  # an empty coding is still the header
+        (b"Transfer-Encoding: \r\n", b"", 400),
     ]
     smuggled = b"GET /smuggled HTTP/1.1\r\nHost: test\r\n\r\n"
     framing_requests = [
@@ -2167,6 +2169,21 @@ class HttpsStaticTest(ServerTestCase):
                 chunks.append(chunk)
         self.assertTrue(b"".join(chunks).endswith(b"\r\n\r\nover TLS"))
         self.assert_clean_exit(server)
+
+    def test_the_stop_ends_an_idle_tls_connection_with_close_notify(self) -> None:
+        # Not with an alert: the stop shut the reading side down, and a TLS
+        # read of it failed (the client saw TLSV1_ALERT_DECODE_ERROR).
+        server = self.start_tls()
+        context = ssl.create_default_context(cafile=str(self.cert))
+        raw = server.connect()
+        with context.wrap_socket(raw, server_hostname=server.host, suppress_ragged_eofs=False) as conn:
+            conn.sendall(b"GET /hello.txt HTTP/1.1\r\nHost: test\r\n\r\n")
+            reply = b""
+            while not reply.endswith(b"over TLS"):
+                reply += conn.recv(65536) or self.fail(reply)
+            server.process.send_signal(signal.SIGTERM)
+            self.assertEqual(conn.recv(65536), b"")  # close_notify
+        self.assertEqual(server.process.wait(STOP_TIMEOUT), 0, server.log())
 
     def test_clients_that_reset_before_their_handshake_hold_nobody_up(self) -> None:
         # The server is stopped while they connect and reset, so that each
@@ -4557,6 +4574,42 @@ async def remembers(scope, receive, send):
     if scope["path"] == "/end":
         await send({"type": "http.response.body", "body": b"bye\\n"})
 
+async def polls(scope, receive, send):
+    """A stream that listens for http.disconnect in one task and polls receive() in another, as Starlette can."""
+    if scope["type"] != "http":
+        return
+    await receive()
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"streaming\\n", "more_body": True})
+    listener = asyncio.ensure_future(receive())
+    await asyncio.sleep(0)  # the listener waits first
+    try:
+        await asyncio.wait_for(receive(), 0.01)  # is the client still there? (it is)
+    except asyncio.TimeoutError:
+        pass
+    await send({"type": "http.response.body", "body": b"polled\\n", "more_body": True})
+    await listener  # until the client goes, or the server stops
+    await send({"type": "http.response.body", "body": b"bye\\n"})
+
+async def starts_slowly(scope, receive, send):
+    """A startup that waits for a database that never answers."""
+    await receive()
+    with open(os.environ["ASGI_TEST_NOTES"], "a") as notes:
+        notes.write("starting\\n")
+    await asyncio.sleep(3600)
+
+async def informs(scope, receive, send):
+    """An interim status where the final one belongs."""
+    if scope["type"] != "http":
+        return
+    try:
+        await send({"type": "http.response.start", "status": 103, "headers": [(b"link", b"</a.css>; rel=preload")]})
+        error = b"early hints are no answer"
+    except RuntimeError as exc:
+        error = str(exc).encode()
+    await send({"type": "http.response.start", "status": 500, "headers": [(b"content-length", b"%d" % len(error))]})
+    await send({"type": "http.response.body", "body": error})
+
 async def late_body(scope, receive, send):
     if scope["type"] != "http":
         return
@@ -4755,6 +4808,12 @@ class AsgiServerTest(HttpServerTests):
         response, body = self.http("GET", "/", headers={"Upgrade": "websocket", "Connection": "Upgrade"})
         self.assertEqual(response.status, 200)  # no WebSocket here: an ordinary request
 
+    def test_events_refuses_a_count_that_is_not_a_whole_number(self) -> None:
+        for count in ("x", "--5", "%C2%B2"):  # '²' is a digit to str.isdigit(), not to int()
+            with self.subTest(count=count):
+                response, body = self.http("GET", f"/events?count={count}")
+                self.assertEqual((response.status, body), (400, b"count must be a whole number\n"))
+
     def test_events_stream_chunked_on_1_1_and_to_the_close_on_1_0(self) -> None:
         with self.server.connect() as conn:
             conn.sendall(b"GET /events?count=2 HTTP/1.1\r\nHost: test\r\n\r\n")
@@ -4940,6 +4999,33 @@ class AsgiServerTest(HttpServerTests):
         self.assertEqual(result.stdout, "")  # no ready line
         self.assertEqual(result.stderr, "the application failed to start: RuntimeError: no database\n")
 
+    def test_a_stop_during_a_startup_that_hangs_exits_0_at_once_with_no_ready_line(self) -> None:
+        directory = asgi_apps(self)
+        notes = directory / "notes"
+        command = [*with_apps(directory, ASGI_TEST_NOTES=str(notes)), sys.executable, str(HERE / self.script)]
+        process = subprocess.Popen(
+            [*command, "0", "--app", "apps:starts_slowly", "--timeout", "10"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        self.addCleanup(process.communicate)
+        self.addCleanup(lambda: process.poll() is None and os.killpg(process.pid, signal.SIGKILL))
+        deadline = time.monotonic() + 10
+        while not (notes.exists() and notes.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        stopped = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=STOP_TIMEOUT)
+        self.assertEqual((process.returncode, stdout), (0, ""), stderr)  # no ready line: it never listened
+        self.assertLess(time.monotonic() - stopped, 5)  # not --timeout: the startup is cancelled
+
+    def test_a_1xx_status_cannot_start_a_response(self) -> None:
+        # A client reads a 1xx as interim, and waits on for a final response.
+        reply = http_exchange(self.apps("informs"), b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+        self.assertRegex(reply, rb"^HTTP/1\.1 500 (.|\r\n)*\r\n\r\na response's status is a number from 200")
+
     def test_an_app_that_cannot_be_imported_is_one_line_and_exit_1(self) -> None:
         directory = asgi_apps(self)
         for name, message in (
@@ -4978,6 +5064,31 @@ class AsgiServerTest(HttpServerTests):
             self.assertEqual(server.process.wait(STOP_TIMEOUT), 0, server.log())
             self.assertLess(time.monotonic() - stopped, 5)
         self.assertEqual(self.notes.read_text().split(), ["http.disconnect", "http.disconnect", "shutdown"])
+
+    def test_a_stop_closes_a_connection_that_has_not_sent_its_request_line_at_once(self) -> None:
+        server = self.start("--timeout", "10")
+        with server.connect() as trickling:
+            trickling.sendall(b"GET / HT")
+            server.wait_until_accepted()
+            time.sleep(0.2)  # not a wait for anything: read or not, the connection closes at once
+            stopped = time.monotonic()
+            server.process.send_signal(signal.SIGTERM)
+            self.assertEqual(read_until_closed(trickling, timeout=5)[0], b"")
+            self.assertEqual(server.process.wait(STOP_TIMEOUT), 0, server.log())
+        self.assertLess(time.monotonic() - stopped, 5)  # not --timeout
+
+    def test_a_stop_ends_a_stream_whose_application_calls_receive_from_two_tasks(self) -> None:
+        server = self.apps("polls", "--timeout", "10")  # the stream ends at once, not at the stop's bound
+        with server.connect() as conn:
+            conn.sendall(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+            conn.settimeout(5)
+            reply = b""
+            while b"polled" not in reply:  # the second receive() has come and gone
+                reply += conn.recv(65536) or self.fail(reply)
+            server.process.send_signal(signal.SIGTERM)
+            reply, _ = read_until_closed(conn, timeout=5)
+        self.assertTrue(reply.endswith(b"4\r\nbye\n\r\n0\r\n\r\n"), reply)
+        self.assertEqual(server.process.wait(STOP_TIMEOUT), 0, server.log())
 
     def test_a_stop_closes_idle_connections_at_once_and_finishes_a_response_in_progress_with_close(self) -> None:
         server = self.start("--timeout", "5")
