@@ -62,11 +62,14 @@ the selector too, holding no thread. The price: two system calls more per
 request (epoll_wait() and epoll_ctl(): 5-20% more CPU per request on 3.11,
 less on 3.13t), and a thread busy with one client serves nobody else
 meanwhile: for --timeout at most while a head past 64 KiB or a body comes
-in, but for a whole download while a large file goes to a slow reader
-(--timeout bounds each send, not the download: four clients reading a 300
-MB file 64 KiB every 50 ms held a request for a small file past 30 s, with
-4 threads). As many such clients as the pool has threads make the others
-wait, where a thread each would have served them all.
+in, and for a whole download while a large file goes to a slow reader
+(--timeout bounds each send, not the download). So a thread about to send a
+large file lends its place: it starts another to wait in the selector, and
+exits after its download if the pool has more than it needs then
+(sending()). Downloads cost a thread each, as with a thread per connection,
+up to MAX_SENDING_THREADS at once; small files and idle connections still
+cost none. Without that, four clients reading a 300 MB file 64 KiB every
+50 ms held a request for a small file past 30 s, with 4 threads.
 
 The pool's size (--threads): with the GIL, one thread runs Python at a time,
 and each thread more is one more to hand the GIL to; 4 leave room for some
@@ -103,6 +106,7 @@ Try it:  python http_static.py 8000 --directory site/
 from __future__ import annotations
 
 import argparse
+import contextlib
 import email.utils
 import errno
 import functools
@@ -126,7 +130,7 @@ import sys
 import threading
 import time
 import urllib.parse
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Iterator
 
 BACKLOG = max(socket.SOMAXCONN, 4096)  # a browser opens several connections at once
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -145,6 +149,9 @@ ACCEPTS_AT_ONCE = 64  # per wake-up of the loop: a burst of thousands is taken i
 POOL_WITH_GIL = 4
 POOL_PER_CORE = 2
 POOL_WAIT = 1.0  # seconds a pool thread waits in the selector before it looks whether the pool is stopping
+# Threads started beside the pool, at most, while large files go out (see
+# StaticServer.sending()): each download beyond these holds a pool thread.
+MAX_SENDING_THREADS = 256
 # After a response, how long and how much a client may go on sending before the
 # server closes anyway (see close_gracefully()): 2 s in all, enough for a client
 # that reads its reply, and soon enough to free the thread or process. (nginx
@@ -554,6 +561,7 @@ class StaticServer(http.server.HTTPServer):
         self.numbers = itertools.count(1)
         self.pool_size = threads or default_threads()
         self.pool: list[threading.Thread] = []
+        self.downloads = 0  # large files going out now, each lending its thread's place (sending())
         self.poller = Poller()
         self.socket.setblocking(False)  # accept() until the queue is empty, never waiting
         # Who owns a connection: a connection in `waiting` belongs to the
@@ -576,9 +584,51 @@ class StaticServer(http.server.HTTPServer):
         if not self.pool:
             self.poller.arm(self.socket, self.socket)
         while len(self.pool) < self.pool_size:
-            thread = threading.Thread(target=self.work, name=f"pool-{len(self.pool) + 1}")
-            thread.start()
+            self.start_thread()
+
+    def start_thread(self) -> None:
+        thread = threading.Thread(target=self.work, name=f"pool-{len(self.pool) + 1}")
+        with self.lock:  # in the pool before it runs: it may serve, and leave (surplus()), at once
             self.pool.append(thread)
+        try:
+            thread.start()
+        except RuntimeError:  # no room for another thread
+            with self.lock:
+                self.pool.remove(thread)
+            raise
+
+    @contextlib.contextmanager
+    def sending(self) -> Iterator[None]:
+        """Around a large file's download: another thread waits in the selector meanwhile.
+
+        A download to a slow reader holds its thread for as long as it lasts,
+        and as many of them as the pool has threads would leave no thread to
+        accept or serve. The thread lends its place: while it sends, the pool
+        has a thread more; after, the pool's surplus exits (surplus()).
+        """
+        with self.lock:
+            self.downloads += 1
+            lend = len(self.pool) < self.pool_size + min(self.downloads, MAX_SENDING_THREADS) and not self.stopping
+        if lend:
+            try:
+                self.start_thread()
+            except RuntimeError:  # no room for a thread: this download holds a pool thread, as without
+                pass
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.downloads -= 1
+
+    def surplus(self) -> bool:
+        """True, for the calling thread to exit, when the pool has more threads than it needs now."""
+        if len(self.pool) <= self.pool_size + min(self.downloads, MAX_SENDING_THREADS):
+            return False  # the common case, read without the lock: a stale answer only delays an exit
+        with self.lock:
+            if len(self.pool) <= self.pool_size + min(self.downloads, MAX_SENDING_THREADS):
+                return False
+            self.pool.remove(threading.current_thread())
+            return True
 
     def serve_forever(self, poll_interval: float = 0.5) -> None:
         """Keep the time while the pool serves: close idle connections, and return at a stop."""
@@ -607,6 +657,8 @@ class StaticServer(http.server.HTTPServer):
                     self.accept()
                 elif self.claim(owner):
                     self.serve(owner)
+                    if self.surplus():  # a download lent this thread's place (sending())
+                        return
 
     def claim(self, handler: StaticHandler) -> bool:
         """Take a connection out of `waiting`; False if it is not there (the wake-up, or one already closed)."""
@@ -760,7 +812,9 @@ class StaticServer(http.server.HTTPServer):
             self.close_expired()
             time.sleep(0.01)  # a poll: the pool's threads are closing them
         self.poller.close()
-        for thread in self.pool:
+        with self.lock:
+            pool = list(self.pool)  # a thread started after this sees the poller closed, and ends
+        for thread in pool:
             thread.join()
         self.poller.remove(self.socket)
         self.poller.release()
@@ -1341,7 +1395,8 @@ class StaticHandler(StrictRequest, http.server.SimpleHTTPRequestHandler):
                 # Python and write() back out. socket.sendfile() falls back to
                 # send() by itself where os.sendfile() does not exist.
                 self.wfile.flush()  # the headers first
-                sent = self.connection.sendfile(file, offset, length)
+                with self.server.sending():
+                    sent = self.connection.sendfile(file, offset, length)
         if sent < length:
             # The file shrank after its size went out in Content-Length. The
             # client would wait for the rest, then take the next response's

@@ -1877,6 +1877,30 @@ class HttpStaticPoolTest(ServerTestCase):
             )
             self.assertEqual(server.stop(), 0, server.log())
 
+    def test_downloads_to_clients_that_do_not_read_hold_nobody_else_up(self) -> None:
+        # Each holds a thread while its file goes out, for as long as the
+        # client takes (--timeout bounds each send, not the download): with
+        # as many of them as the pool has threads, nobody else was served, or
+        # even accepted, until they were cut off.
+        (self.site / "large.bin").write_bytes(b"")
+        os.truncate(self.site / "large.bin", 64 * MIB)  # sparse: more than any socket buffers hold
+        server = self.start("--directory", str(self.site), "--timeout", "10", "--threads", "2")
+        with contextlib.ExitStack() as stack:
+            for _ in range(3):
+                reader = stack.enter_context(socket.socket())
+                reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                reader.connect((server.host, server.port))
+                reader.sendall(b"GET /large.bin HTTP/1.1\r\nHost: test\r\n\r\n")  # and never reads
+                reader.settimeout(10)
+                self.assertRegex(reader.recv(64), rb"^HTTP/1\.1 200 ")  # its download has begun
+            self.assertLess(timed(lambda: self.assertEqual(self.get(server), b"0123456789")), 3.0)
+            threads = len(os.listdir(f"/proc/{server.process.pid}/task"))
+            self.assertLessEqual(threads, 2 + 3 + 1 + 2, "the pool, a thread each download lent, the loop")
+        # The downloads' clients have gone: the threads they lent leave with them.
+        tasks = f"/proc/{server.process.pid}/task"
+        wait_for(lambda: len(os.listdir(tasks)) <= 2 + 1 + 1, 15, "the lent threads stayed")
+        self.assertEqual(server.stop(), 0, server.log())
+
     def test_a_request_trickled_in_holds_no_thread(self) -> None:
         # Its bytes wait in the selector until the head is whole: with one
         # thread in the pool, the others are still served meanwhile.
