@@ -2029,6 +2029,37 @@ class WsgiAppTest(HttpServerTests):
         self.assertTrue(reply.endswith(b"\r\n\r\nolleh"), reply)
         self.assertEqual(server.process.wait(STOP_TIMEOUT), 0, server.log())
 
+    @unittest.skipUnless(Path("/proc/self/task").exists(), "counts threads and CPU time in /proc")
+    def test_the_most_threads_cost_no_cpu_while_idle_and_stop_within_the_bound(self) -> None:
+        # Each thread polled accept() twice a second: at 10,000, the maximum
+        # then, 80% of a core with no client, and at the stop they left at
+        # about 18 a second (3.11); 3.13t ends no more than 1,000 in time.
+        threads = importlib.import_module("wsgi_app").MAX_THREADS
+        server = self.start("--threads", str(threads), "--timeout", "1", "--quiet")
+        tasks = Path(f"/proc/{server.process.pid}/task")
+
+        def all_started() -> bool:
+            if server.process.poll() is not None:  # "cannot start N threads": a limit on tasks here
+                self.skipTest(f"cannot start {threads} threads here: {server.log().strip()}")
+            return len(list(tasks.iterdir())) > threads  # and the main thread
+
+        wait_for(all_started, 60, f"{threads} threads not started within 60 s")
+        self.assert_serves(server)
+        before = session_cpu_seconds(server.process.pid), context_switches(server.process.pid)
+        time.sleep(0.5)  # idle: what it costs is the measurement
+        self.assertLess(session_cpu_seconds(server.process.pid) - before[0], 0.05, "idle threads spin")
+        # Threads that poll wake up, each once a poll interval: even where that costs little CPU.
+        self.assertLess(context_switches(server.process.pid) - before[1], 50, "idle threads poll")
+        stopped = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        bound = 1 + 1 + 1 + 3  # --timeout, the linger (at most --timeout), 1 s: the contract's; and room for CI
+        try:
+            status = server.process.wait(bound)
+        except subprocess.TimeoutExpired:
+            raise self.failureException(f"still running {bound} s after the stop signal") from None
+        self.assertEqual(status, 0, server.log())
+        self.assertLess(time.monotonic() - stopped, bound)
+
     def test_hello(self) -> None:
         response, body = self.http("GET", "/")
         self.assertEqual(response.getheader("Content-Type"), "text/plain; charset=utf-8")
@@ -4150,6 +4181,7 @@ DIFFERENCES = {
         "websocket_server.py": "the loop's own signal handling",
     },
     "stop_on_signals": {"wsgi_app.py": "its own server stops with a flag, not socketserver's shutdown()"},
+    "MAX_THREADS": {"wsgi_app.py": "all started up front, and all end at the stop: as many as 3.13t ends in time"},
     "open_listener": {"forking_server.py": "no idna codec for an ASCII host: less for each fork() to copy"},
     "HelpFormatter": {"forking_server.py": "told the terminal's width: no shutil for each fork() to copy"},
     "PROTOCOL": {"socketserver_variants.py": "the stream variant's protocol too"},
@@ -4259,6 +4291,20 @@ def session_cpu_seconds(session: int) -> float:
         if int(fields[3]) == session:  # fields[3] is the session id: field 6 of stat
             ticks += sum(int(value) for value in fields[11:15])  # utime, stime, cutime, cstime
     return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def context_switches(pid: int) -> int:
+    """How many times the threads of a process have left the CPU, waiting or preempted (Linux /proc)."""
+    switches = 0
+    for status in Path(f"/proc/{pid}/task").glob("*/status"):
+        try:
+            lines = status.read_text().splitlines()
+        except OSError:
+            continue  # a thread gone meanwhile
+        for line in lines:
+            if line.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")):
+                switches += int(line.split()[1])
+    return switches
 
 
 @unittest.skipUnless(Path("/proc/self/stat").exists(), "reads CPU time from /proc")
