@@ -3742,6 +3742,13 @@ class ClientTest(unittest.TestCase):
         result = self.client(str(self.server.port), "hello")
         self.assertEqual((result.returncode, result.stdout, result.stderr), (0, "!olleh\n", ""))
 
+    def test_options_may_come_before_and_after_the_message(self) -> None:
+        port = str(self.server.port)
+        for args in ((port, "--host", "127.0.0.1", "hello"), (port, "hello", "--host", "127.0.0.1")):
+            with self.subTest(" ".join(args[1:])):
+                result = self.client(*args)
+                self.assertEqual((result.returncode, result.stdout, result.stderr), (0, "!olleh\n", ""))
+
     def test_a_message_with_its_own_delimiter_is_sent_as_is(self) -> None:
         self.assertEqual(self.client(str(self.server.port), "ab!cd").stdout, "!ba\n")
 
