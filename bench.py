@@ -196,7 +196,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--seed-dir",
         metavar="DIR",
         type=Path,
-        help="a folder with the blog post's scripts (seed_*_nodelay.py), for the 'vs seed' figures",
+        help="a folder with the blog post's scripts (seed_*_nodelay.py), to compare each server with the post's",
     )
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.requests < 1 or args.cpu_requests < 1:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Thread-pool TCP server: threads made once and reused, bounded in number.
 
-The seed left this one as "TODO: implement me". A pool keeps --min-workers
+The blog post left this one as "TODO: implement me". A pool keeps --min-workers
 threads alive between clients, so a client does not pay for a thread's
 start-up; under load it grows up to --max-workers, and a thread beyond the
 minimum that sits idle for --idle-timeout seconds exits. n clients that each
