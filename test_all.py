@@ -2071,6 +2071,17 @@ class WsgiAppTest(HttpServerTests):
         self.assertEqual(response.status, 200)
         self.assert_same_bytes(got, body[::-1])
 
+    def test_reverse_turns_utf8_text_around_by_characters_and_other_bytes_by_bytes(self) -> None:
+        # Reversed by bytes, the two bytes of each accented letter swapped: invalid UTF-8, labelled UTF-8.
+        for body, reply, content_type in (
+            ("héllo wörld ✓".encode(), "✓ dlröw olléh".encode(), "text/plain; charset=utf-8"),
+            (b"\xff\xfeab", b"ba\xfe\xff", "application/octet-stream"),
+        ):
+            with self.subTest(body=body):
+                response, got = self.http("POST", "/reverse", body=body)
+                self.assertEqual((response.status, got), (200, reply))
+                self.assertEqual(response.getheader("Content-Type"), content_type)
+
     def test_reverse_refuses_a_missing_or_bad_length(self) -> None:
         for headers, status in (
             ("", 411),
@@ -4105,6 +4116,16 @@ class DocumentsTest(unittest.TestCase):
                 args = [directory if arg == args[args.index("--directory") + 1] else arg for arg in args]
             server = Server(script, (*args, "--quiet"), self.addCleanup)
             self.assertEqual(server.stop(), 0, server.log())
+
+    def test_every_production_server_shown_listens_on_localhost(self) -> None:
+        # waitress-serve alone listens on 0.0.0.0 (gunicorn on 127.0.0.1:8000).
+        for document in ("README.md", "wsgi_app.py"):
+            text = (HERE / document).read_text()
+            with self.subTest(document):
+                commands = re.findall(r"waitress-serve [^\n`]*", text)
+                self.assertTrue(commands, "no waitress-serve command")
+                for command in commands:
+                    self.assertIn("--listen=127.0.0.1:", command)
 
     def test_the_demo_gives_each_pair_a_port_of_its_own(self) -> None:
         servers = [

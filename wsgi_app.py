@@ -9,7 +9,8 @@ under any WSGI server:
 
     python wsgi_app.py 8000                 wsgiref (stdlib), on a pool of threads
     gunicorn -w 4 wsgi_app:app              4 worker processes: every core
-    waitress-serve --port=8000 wsgi_app:app a thread pool, on Windows too
+    waitress-serve --listen=127.0.0.1:8000 wsgi_app:app
+                                            a thread pool, on Windows too
 
 That is the way to scale: keep the application, change the server. wsgiref is
 the reference implementation, for development: HTTP/1.0 (a connection per
@@ -20,7 +21,8 @@ of the request (StrictRequest: what request smuggling is made of gets 400),
 the internet, are what production uses.
 
 Routes: GET / says hello; POST /reverse answers with the request body reversed
-(at most 1 MiB, exactly Content-Length bytes read).
+(at most 1 MiB, exactly Content-Length bytes read): by characters if it is
+UTF-8 text, by bytes otherwise.
 
 Standard library only; CPython 3.8 to 3.15.
 
@@ -129,7 +131,24 @@ def reverse(environ: dict) -> Response:
     body = read_body(environ["wsgi.input"], length)
     if len(body) < length:
         return text("400 Bad Request", "the body is shorter than Content-Length\n")
-    return "200 OK", [("Content-Type", "application/octet-stream")], body[::-1]
+    return reversed_body(body)
+
+
+def reversed_body(body: bytes) -> Response:
+    """Text reversed by characters, anything else by bytes, each labelled as what it is.
+
+    Reversed byte by byte, 'héllo' in UTF-8 comes back as invalid UTF-8: the
+    two bytes of 'é' swap, and a browser or a terminal shows mojibake. So a
+    body that decodes as UTF-8 (ASCII included) is reversed by code points and
+    labelled as UTF-8 text; any other body is reversed by bytes, and labelled
+    as bytes. (A code point is not always a character as the eye sees it: a
+    letter and its combining accent, or an emoji made of several, come apart.)
+    """
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return "200 OK", [("Content-Type", "application/octet-stream")], body[::-1]
+    return "200 OK", [("Content-Type", "text/plain; charset=utf-8")], text[::-1].encode("utf-8")
 
 
 def read_body(stream: Any, length: int) -> bytes:
