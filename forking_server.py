@@ -20,6 +20,8 @@ Computing clients (--cpu) are where processes pay off: no GIL between them, so
 clients compute on every core at once, and each fork's cost is small next to
 the work.
 
+The approach is serve(); the rest is the skeleton the servers share.
+
 Standard library only; CPython 3.8 to 3.15.
 
 Try it:  python forking_server.py 8000

@@ -24,6 +24,9 @@ computing threads do run on every core. The pool's state is guarded by its
 lock, as such a build needs; the one read without it (WorkerPool.work()) is a
 hint that retire() checks again under the lock.
 
+The approach is serve() and WorkerPool; the rest is the skeleton the servers
+share.
+
 Standard library only; CPython 3.8 to 3.15.
 
 Try it:  python pool_server.py 8000 --max-workers 4

@@ -4127,6 +4127,28 @@ class DocumentsTest(unittest.TestCase):
                 for command in commands:
                     self.assertIn("--listen=127.0.0.1:", command)
 
+    def test_which_one_to_pick_names_each_scripts_approach_as_its_docstring_does(self) -> None:
+        # A reader met 480 lines before the few of serve(): the table and
+        # the docstring lead there first, and both name the same code.
+        rows = re.findall(r"^\| \[`([\w.]+)`\]\(\1\) \| ([^|]*) \|", (HERE / "README.md").read_text(), re.M)
+        self.assertEqual(sorted(script for script, _ in rows), sorted(SERVER_SCRIPTS))
+        for script, cell in rows:
+            with self.subTest(script):
+                links = re.findall(r"\[`(\w+(?:\(\))?)`\]\(([^)]*)\)", cell)
+                self.assertTrue(links, f"no approach named: {cell!r}")
+                self.assertEqual({target for _, target in links}, {script})  # the file: a line number would drift
+                names = [name for name, _ in links]
+                docstring = ast.get_docstring(ast.parse((HERE / script).read_text())) or ""
+                sentence = re.search(r"The approach is ([^;]+);", " ".join(docstring.split()))
+                self.assertIsNotNone(sentence, "the docstring has no 'The approach is' line")
+                assert sentence is not None
+                self.assertEqual(re.split(r", | and ", sentence.group(1)), names)
+                definitions = top_level_definitions(script)
+                for name in names:
+                    self.assertIn(name.rstrip("()"), definitions)
+                    kind = "def " if name.endswith("()") else "class "
+                    self.assertIn(kind + name.rstrip("()"), definitions[name.rstrip("()")].replace("async def", "def"))
+
     def test_the_demo_gives_each_pair_a_port_of_its_own(self) -> None:
         servers = [
             words[2] for line in shell_commands("README.md") for words in line if words[1] in SERVER_SCRIPTS[:-3]

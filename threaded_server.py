@@ -23,6 +23,8 @@ On a free-threaded build (python3.14t, PEP 703 and 779) there is no GIL, and
 computing threads do run on every core; nothing in this file shares data
 between threads without a lock (or the queue's own), as such a build needs.
 
+The approach is serve(); the rest is the skeleton the servers share.
+
 Standard library only; CPython 3.8 to 3.15.
 
 Try it:  python threaded_server.py 8000

@@ -24,6 +24,9 @@ Routes: GET / says hello; POST /reverse answers with the request body reversed
 (at most 1 MiB, exactly Content-Length bytes read): by characters if it is
 UTF-8 text, by bytes otherwise.
 
+The approach is app() and PooledWSGIServer; the rest is the skeleton the
+servers share, and strict HTTP.
+
 Standard library only; CPython 3.8 to 3.15.
 
 Try it:  python wsgi_app.py 8000
