@@ -4149,6 +4149,24 @@ class DocumentsTest(unittest.TestCase):
                     kind = "def " if name.endswith("()") else "class "
                     self.assertIn(kind + name.rstrip("()"), definitions[name.rstrip("()")].replace("async def", "def"))
 
+    def test_the_ready_lines_are_as_the_readme_shows_them(self) -> None:
+        readme = " ".join((HERE / "README.md").read_text().split())
+        for script, args, shown in (
+            ("sync_server.py", (), "`Listening on HOST:PORT`"),
+            ("http_static.py", (), "`http://HOST:PORT/`"),
+            ("socketserver_variants.py", ("--variant", "stream"), "`Listening on 127.0.0.1:8000 (stream)`"),
+        ):
+            with self.subTest(script):
+                self.assertTrue(shown in readme, f"the README does not show {shown}")
+                server = Server(script, (*args, "--quiet"), self.addCleanup)
+                line = server.ready_line.strip()
+                if "HOST" in shown:
+                    line = line.replace(f"{server.host}:{server.port}", "HOST:PORT")
+                else:
+                    line = line.replace(f":{server.port}", ":8000")
+                self.assertTrue(line.endswith(shown.strip("`")), line)
+                self.assertEqual(server.stop(), 0, server.log())
+
     def test_the_demo_gives_each_pair_a_port_of_its_own(self) -> None:
         servers = [
             words[2] for line in shell_commands("README.md") for words in line if words[1] in SERVER_SCRIPTS[:-3]
