@@ -45,6 +45,7 @@ import tempfile
 import threading
 import time
 import unittest
+import unittest.mock
 import urllib.parse
 import urllib.request
 import zlib
@@ -3908,10 +3909,25 @@ class BenchTest(unittest.TestCase):
         lines = result.stdout.splitlines()
         self.assertRegex(lines[0], r"^Python 3\.\d+\.\d+, .*, \d+ cores$")
         self.assertEqual(lines[1], "command: python " + " ".join(SMALL_BENCH))
+        # A busy machine swung the figures sixfold, silently: the load is part of the results.
+        self.assertRegex(lines[2], r"^load average before the run: [\d.]+ [\d.]+ [\d.]+ \(\d+ cores\)$")
+        self.assertRegex(lines[-1], r"^load average after the run, its own load included: [\d.]+ [\d.]+ [\d.]+ ")
         self.assertIn("(median of 2 alternating rounds)", result.stdout)
         self.assertRegex(result.stdout, r"\| sync \| [\d,]+ \| [\d.]+x \| (-|[\d.]+x) \| n=4: [\d.]+ s / 0\.4 s \|")
         self.assertRegex(result.stdout, r"\| asyncio \| [\d,]+ \| [\d.]+x \| (-|[\d.]+x) \| n=4: [\d.]+ s / 0\.1 s \|")
         self.assertRegex(result.stdout, r"\| sync \| [\d,]+ \| \d+% \| [\d.]+ s \| [\d.]+ s \|")
+
+    def test_a_load_above_the_cores_before_the_run_is_a_warning(self) -> None:
+        bench = importlib.import_module("bench")
+        for load, warned in ((bench.CORES + 0.5, True), (bench.CORES - 0.5, False)):
+            with self.subTest(load=load):
+                with contextlib.redirect_stdout(io.StringIO()) as out, contextlib.redirect_stderr(io.StringIO()) as err:
+                    with unittest.mock.patch("os.getloadavg", return_value=(load, 1.0, 1.0)):
+                        bench.print_load("before the run")
+                self.assertEqual(
+                    out.getvalue(), f"load average before the run: {load:.2f} 1.00 1.00 ({bench.CORES} cores)\n"
+                )
+                self.assertEqual("warning: a load average of" in err.getvalue(), warned, err.getvalue())
 
     def test_load_program_measures_requests_per_second(self) -> None:
         with tempfile.TemporaryDirectory() as directory:
