@@ -3929,6 +3929,41 @@ class BenchTest(unittest.TestCase):
                 )
                 self.assertEqual("warning: a load average of" in err.getvalue(), warned, err.getvalue())
 
+    def test_the_figures_answer_one_question_each(self) -> None:
+        # The requests/s figure said "waiting" of a --delay 0 run, drew two
+        # denominators on one axis and named no x-axis; a timeline's rows came
+        # in no order a reader could use.
+        require_peer("matplotlib")
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        bench = importlib.import_module("bench")
+        args = bench.parse_args(["--cpu-seconds", "0.01", "--cpu-burst", "3", "--cpu-burst-seconds", "0.1"])
+        fast, slow = bench.Approach("fast", "fast.py"), bench.Approach("slow", "slow.py")
+        for approach, rate, spans in (
+            (fast, 150.0, [(0.0, 0.3), (0.05, 0.1), (0.02, 0.2)]),  # (connected, answered)
+            (slow, 90.0, [(0.0, 0.3)] * 3),
+        ):
+            approach.add("cpu", rate)
+            approach.add("quiet", 10_000.0)  # requests/s waiting: no part of this figure
+            approach.timelines["computing"] = spans
+        figure = bench.computing_rate_figure(plt, [fast, slow], args)
+        self.addCleanup(plt.close, figure)
+        (axis,) = figure.axes
+        self.assertEqual([bar.get_width() for bar in axis.patches], [150.0, 90.0])  # requests/s, as measured
+        self.assertEqual(sorted(line.get_xdata()[0] for line in axis.lines), sorted({100.0, bench.CORES * 100.0}))
+        self.assertIn("requests/s", axis.get_xlabel())
+        self.assertIsNone(axis.get_legend())
+        words = " ".join([axis.get_title(), axis.get_xlabel(), *(text.get_text() for text in axis.texts)])
+        self.assertNotIn("waiting", words)
+        timeline = bench.timeline_figure(plt, [fast, slow], "computing", args)
+        self.addCleanup(plt.close, timeline)
+        ends = [round(bar.get_x() + bar.get_width(), 6) for bar in timeline.axes[0].patches]
+        self.assertEqual(ends, [0.1, 0.2, 0.3])  # the first answered on top
+        self.assertIn("median 0.20 s, last 0.30 s", [text.get_text() for text in timeline.axes[0].texts])
+
     def test_load_program_measures_requests_per_second(self) -> None:
         with tempfile.TemporaryDirectory() as directory:
             program = Path(directory, "load")
