@@ -444,7 +444,9 @@ def computing_rate_figure(plt: Any, chosen: list[Approach], args: argparse.Names
     positions = list(range(len(chosen)))
     axis.barh(positions, rates, height=0.6)
     for position, rate_ in zip(positions, rates):
-        axis.text(rate_, position, f" {rate_:,.0f} ({rate_ / (CORES * one_core):.0%})", va="center", fontsize=7)
+        label = f"{rate_:,.0f} ({rate_ / (CORES * one_core):.0%})"
+        axis.annotate(label, (rate_, position), xytext=(4, 0), textcoords="offset points", va="center", fontsize=7,
+                      bbox={"facecolor": "white", "edgecolor": "none", "pad": 1})  # fmt: skip
     marks = [(one_core, "one core", "red", ":"), (CORES * one_core, f"all {CORES} cores", "green", "--")]
     for value, label, colour, style in marks[1:] if CORES == 1 else marks:
         axis.axvline(value, color=colour, linestyle=style, linewidth=1)
@@ -455,8 +457,8 @@ def computing_rate_figure(plt: Any, chosen: list[Approach], args: argparse.Names
     axis.invert_yaxis()
     axis.set_xlim(0, max([CORES * one_core, *[rate_ for rate_ in rates if not math.isnan(rate_)]]) * 1.25)
     axis.set_xlabel(
-        f"requests/s, each computing --cpu {args.cpu_seconds:g} s in pure Python, {args.concurrency} in flight"
-        f" (in brackets: of all {CORES} cores)"
+        f"requests/s, each request computing --cpu {args.cpu_seconds:g} s, {args.concurrency} in flight"
+        f" (in parentheses: of all {CORES} cores)"
     )
     axis.set_title(f"Computing: how many of the {CORES} cores does each approach use?", fontsize=10, pad=14)
     figure.tight_layout()
