@@ -68,6 +68,9 @@ serves it too): GET / says hello; POST /reverse answers the body reversed (1
 MiB at most); GET /events streams server-sent events, one a second, until
 the client leaves or ?count=N have gone.
 
+The approach is HttpConnection and RequestCycle; the rest is the skeleton the
+servers share, and strict HTTP.
+
 Standard library only; CPython 3.8 to 3.15.
 
 Try it:  python asgi_server.py 8000

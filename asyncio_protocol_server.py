@@ -34,6 +34,9 @@ Computing clients (--cpu) stop the loop here too, unless --cpu-workers hands
 the work to a process pool: run_in_executor() returns a future, and its done
 callback takes the connection on.
 
+The approach is serve() and ReverseProtocol; the rest is the skeleton the
+servers share.
+
 Standard library only; CPython 3.8 to 3.15.
 
 Try it:  python asyncio_protocol_server.py 8000

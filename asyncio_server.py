@@ -23,6 +23,8 @@ read, answered or accepted. --cpu-workers N hands the computation to N worker
 processes (loop.run_in_executor() with a ProcessPoolExecutor): the loop stays
 free, and the work runs on every core.
 
+The approach is serve(); the rest is the skeleton the servers share.
+
 Standard library only; CPython 3.8 to 3.15.
 
 Try it:  python asyncio_server.py 8000

@@ -5,7 +5,9 @@ Each figure is the median of --rounds rounds, and the rounds alternate: every
 round runs each approach once, in the opposite order from the round before, so
 a machine that slows down for a while weighs on all of them alike. On a shared
 2-core machine one sample swings by 40%; medians of alternating rounds, and
-ratios taken within the same run, are what can be compared.
+ratios taken within the same run, are what can be compared. The load average
+before and after the run is printed with the results, and a load above the
+core count before it is a warning: other programs, competing for the cores.
 
 Waiting (the servers' --delay, the work threads and event loops are made for):
   requests/s    --delay 0, --size-byte requests, --concurrency in flight
@@ -71,8 +73,9 @@ same alternating rounds:
 
 The load comes from client.py's load mode: one process with its own small
 event loop. --plot DIR also draws, from the same run, a timeline per approach
-of each burst (one bar per client, from connect to reply) and the requests/s
-waiting against computing (matplotlib, needed for --plot only).
+of each burst (one bar per client, from connect to reply, in the order they
+were answered) and the computing requests/s against what one core and every
+core do (matplotlib, needed for --plot only).
 
 Run:  python bench.py                        # about 1.5 minutes on 2 cores: quick, and noisier
       python bench.py --requests 2000 --burst-delay 0.5 --cpu-requests 200 \\
@@ -95,6 +98,7 @@ from __future__ import annotations
 import argparse
 import base64
 import dataclasses
+import math
 import os
 import platform
 import re
@@ -184,27 +188,54 @@ def main(argv: list[str] | None = None) -> int:
     print(f"command: python bench.py {command}".rstrip())
     if args.python:
         print("servers run by: " + "; ".join(f"{label} ({python})" for python, label in pythons.items()))
+    print_load("before the run")
     if args.websocket:
-        return measure_websockets(args)
-    if args.http:
-        return measure_http(args, pythons)
-    if args.asgi:
-        return measure_asgi(args)
-    if args.http_static:
-        return measure_http_static(args)
-    if args.reuseport:
-        return measure_reuseport(args)
-    for round_number in range(args.rounds):
-        order = chosen if round_number % 2 == 0 else chosen[::-1]
-        for approach in order:
-            measure_round(approach, args, last=round_number == args.rounds - 1)
-        print(f"round {round_number + 1} of {args.rounds} done", file=sys.stderr, flush=True)
-    print_tables(chosen, args)
-    if len(pythons) > 1:
-        print_interpreters(chosen, pythons, args)
-    if args.plot:
-        plot(chosen, args)
-    return 0
+        status = measure_websockets(args)
+    elif args.http:
+        status = measure_http(args, pythons)
+    elif args.asgi:
+        status = measure_asgi(args)
+    elif args.http_static:
+        status = measure_http_static(args)
+    elif args.reuseport:
+        status = measure_reuseport(args)
+    else:
+        for round_number in range(args.rounds):
+            order = chosen if round_number % 2 == 0 else chosen[::-1]
+            for approach in order:
+                measure_round(approach, args, last=round_number == args.rounds - 1)
+            print(f"round {round_number + 1} of {args.rounds} done", file=sys.stderr, flush=True)
+        print_tables(chosen, args)
+        if len(pythons) > 1:
+            print_interpreters(chosen, pythons, args)
+        if args.plot:
+            plot(chosen, args)
+        status = 0
+    print_load("after the run, its own load included")
+    return status
+
+
+def print_load(when: str) -> None:
+    """Print the load average (1, 5, 15 minutes); before the run, warn if other programs keep the cores busy.
+
+    A busy machine changes every figure, silently: on this 2-core machine the
+    threaded server measured 772 requests/s at a load average of 2.5, and
+    4,495 at 0.9. Past the run's start the load is partly the run's own (a
+    server and its load generator keep two cores busy), so only the load
+    before it tells of the others.
+    """
+    try:
+        load = os.getloadavg()
+    except (AttributeError, OSError):  # Windows, or a system that does not keep one
+        return
+    print(f"load average {when}: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} ({CORES} cores)", flush=True)
+    if when == "before the run" and load[0] > CORES:
+        print(
+            f"warning: a load average of {load[0]:.2f} is more than the {CORES} cores: other programs are"
+            " running, and every figure will be lower and noisier than on a quiet machine",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -281,7 +312,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--seed-dir",
         metavar="DIR",
         type=Path,
-        help="a folder with the blog post's scripts (seed_*_nodelay.py), for the 'vs seed' figures",
+        help="a folder with the blog post's scripts (seed_*_nodelay.py), to compare each server with the post's",
     )
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.requests < 1 or args.cpu_requests < 1:
@@ -459,7 +490,7 @@ def have_matplotlib() -> bool:
 
 
 def plot(chosen: list[Approach], args: argparse.Namespace) -> None:
-    """Draw the timelines of the last round's bursts and the requests/s, as PNG files in args.plot."""
+    """Draw the timelines of the last round's bursts and the computing requests/s, as PNG files in args.plot."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no screen needed
@@ -467,47 +498,91 @@ def plot(chosen: list[Approach], args: argparse.Namespace) -> None:
 
     folder = Path(args.plot)
     folder.mkdir(parents=True, exist_ok=True)
-    titles = {
-        "waiting": f"{args.burst} clients at once, each waiting --delay {args.burst_delay:g} s (fewer for sync)",
-        "computing": f"{args.cpu_burst} clients at once, each computing --cpu {args.cpu_burst_seconds:g} s",
+    figures = {
+        "timeline-waiting.png": timeline_figure(plt, chosen, "waiting", args),
+        "timeline-computing.png": timeline_figure(plt, chosen, "computing", args),
+        "requests-per-second.png": computing_rate_figure(plt, chosen, args),
     }
-    for kind, title in titles.items():
-        figure, axes = plt.subplots(len(chosen), 1, figsize=(8, 1.1 * len(chosen) + 0.8), sharex=True)
-        for axis, approach in zip(axes if len(chosen) > 1 else [axes], chosen):
-            spans = sorted(approach.timelines.get(kind, []))
-            axis.barh(range(len(spans)), [end - start for start, end in spans], left=[s for s, _ in spans], height=0.8)
-            axis.set_yticks([])
-            axis.set_ylabel(approach.name, rotation=0, ha="right", va="center", fontsize=8)
-            axis.invert_yaxis()  # the first client on top
-        axes_list = axes if len(chosen) > 1 else [axes]
-        axes_list[-1].set_xlabel("seconds since the burst began (one bar per client: connect to reply)")
-        figure.suptitle(title, fontsize=10)
-        figure.tight_layout()
-        figure.savefig(folder / f"timeline-{kind}.png", dpi=100)
+    for name, figure in figures.items():
+        figure.savefig(folder / name, dpi=100)
         plt.close(figure)
+    print(f"\nfigures: {', '.join(sorted(figures))} in {folder}")
 
-    figure, axis = plt.subplots(figsize=(8, 0.45 * len(chosen) + 1.2))
-    names = [approach.name for approach in chosen]
-    positions = range(len(chosen))
-    waiting = [approach.median("quiet") for approach in chosen]
-    computing = [approach.median("cpu") * args.cpu_seconds / CORES for approach in chosen]  # a share of the ideal
-    axis.barh(
-        [p - 0.2 for p in positions],
-        [w / max(waiting) for w in waiting],
-        height=0.4,
-        label="waiting (share of the fastest)",
-    )
-    axis.barh([p + 0.2 for p in positions], computing, height=0.4, label=f"computing (share of {CORES} cores)")
-    axis.set_yticks(list(positions))
-    axis.set_yticklabels(names, fontsize=8)
-    axis.invert_yaxis()
-    axis.set_xlim(0, 1.05)
-    axis.legend(fontsize=8, loc="lower right")
-    axis.set_title(f"requests/s: --delay 0 against --cpu {args.cpu_seconds:g}", fontsize=10)
+
+def timeline_figure(plt: Any, chosen: list[Approach], kind: str, args: argparse.Namespace) -> Any:
+    """One row of bars per approach, one bar per client of the last burst, from connect to reply.
+
+    The bars are in the order the clients were answered, the first on top: a
+    staircase is one at a time, a wall at the right is everyone late. Each row
+    says when its median and its last client were answered.
+    """
+    if kind == "waiting":
+        title = f"{args.burst} clients at once, each waiting --delay {args.burst_delay:g} s (fewer for sync)"
+    else:
+        title = f"{args.cpu_burst} clients at once, each computing --cpu {args.cpu_burst_seconds:g} s"
+    figure, axes = plt.subplots(len(chosen), 1, figsize=(8, 1.1 * len(chosen) + 0.8), sharex=True, squeeze=False)
+    rows = [row for (row,) in axes]
+    for axis, approach in zip(rows, chosen):
+        spans = sorted(approach.timelines.get(kind, []), key=lambda span: span[1])  # by the time of the reply
+        axis.barh(range(len(spans)), [end - start for start, end in spans], left=[s for s, _ in spans], height=0.8)
+        axis.set_yticks([])
+        axis.set_ylabel(approach.name, rotation=0, ha="right", va="center", fontsize=8)
+        axis.invert_yaxis()  # the first answered on top
+        if spans:
+            ends = [end for _, end in spans]
+            summary = f"median {statistics.median(ends):.2f} s, last {ends[-1]:.2f} s"
+            axis.text(1.01, 0.5, summary, transform=axis.transAxes, va="center", fontsize=7)
+    if kind == "computing":
+        # Where the last client would be answered with every core computing, and with one.
+        work = args.cpu_burst * args.cpu_burst_seconds
+        for axis in rows:
+            axis.axvline(work / CORES, color="green", linestyle="--", linewidth=1)
+            if CORES > 1:
+                axis.axvline(work, color="red", linestyle=":", linewidth=1)
+        rows[0].text(work / CORES, 1.0, f"all {CORES} cores", transform=rows[0].get_xaxis_transform(),
+                     color="green", ha="right", va="bottom", fontsize=7)  # fmt: skip
+        if CORES > 1:
+            rows[0].text(work, 1.0, "one core", transform=rows[0].get_xaxis_transform(),
+                         color="red", ha="left", va="bottom", fontsize=7)  # fmt: skip
+    rows[-1].set_xlabel("seconds since the burst began (one bar per client, connect to reply, first answered on top)")
+    figure.suptitle(title, fontsize=10)
     figure.tight_layout()
-    figure.savefig(folder / "requests-per-second.png", dpi=100)
-    plt.close(figure)
-    print(f"\nfigures: {', '.join(sorted(path.name for path in folder.glob('*.png')))} in {folder}")
+    return figure
+
+
+def computing_rate_figure(plt: Any, chosen: list[Approach], args: argparse.Namespace) -> Any:
+    """One question: how many cores does each approach put to work on requests that compute?
+
+    The requests/s with --cpu, against two marks: what one core does (1 /
+    --cpu-seconds requests a second) and what every core does. Waiting's
+    requests/s are in the tables: a share of the fastest server is another
+    question, with another denominator, and does not belong on this axis.
+    """
+    figure, axis = plt.subplots(figsize=(8, 0.45 * len(chosen) + 1.4))
+    rates = [approach.median("cpu") for approach in chosen]
+    one_core = 1 / args.cpu_seconds
+    positions = list(range(len(chosen)))
+    axis.barh(positions, rates, height=0.6)
+    for position, rate_ in zip(positions, rates):
+        label = f"{rate_:,.0f} ({rate_ / (CORES * one_core):.0%})"
+        axis.annotate(label, (rate_, position), xytext=(4, 0), textcoords="offset points", va="center", fontsize=7,
+                      bbox={"facecolor": "white", "edgecolor": "none", "pad": 1})  # fmt: skip
+    marks = [(one_core, "one core", "red", ":"), (CORES * one_core, f"all {CORES} cores", "green", "--")]
+    for value, label, colour, style in marks[1:] if CORES == 1 else marks:
+        axis.axvline(value, color=colour, linestyle=style, linewidth=1)
+        axis.text(value, 1.0, label, transform=axis.get_xaxis_transform(), color=colour, ha="center", va="bottom",
+                  fontsize=7)  # fmt: skip
+    axis.set_yticks(positions)
+    axis.set_yticklabels([approach.name for approach in chosen], fontsize=8)
+    axis.invert_yaxis()
+    axis.set_xlim(0, max([CORES * one_core, *[rate_ for rate_ in rates if not math.isnan(rate_)]]) * 1.25)
+    axis.set_xlabel(
+        f"requests/s, each request computing --cpu {args.cpu_seconds:g} s, {args.concurrency} in flight"
+        f" (in parentheses: of all {CORES} cores)"
+    )
+    axis.set_title(f"Computing: how many of the {CORES} cores does each approach use?", fontsize=10, pad=14)
+    figure.tight_layout()
+    return figure
 
 
 class Server:

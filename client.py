@@ -101,7 +101,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--size", type=int, default=64, metavar="BYTES", help="load mode: request size, '!' included")
     parser.add_argument("--timeout", type=float, default=30.0, metavar="S", help="seconds allowed for each request")
     parser.add_argument("--stream", action="store_true", help="send stdin line by line (the stream variant)")
-    args = parser.parse_args(argv)
+    # Options before and after the message: 'client.py 8000 --host ::1 hello' as well.
+    # (parse_args() stops the positionals at the first option, and calls 'hello' unrecognized.)
+    args = parser.parse_intermixed_args(argv)
     if args.clients < 0 or args.requests < 0:
         parser.error("--clients and --requests must be >= 0")
     if not 1 <= args.size <= MAX_SIZE:

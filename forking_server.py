@@ -6,11 +6,11 @@ made by fork(). Children share nothing but what they inherit, so a crash or a
 leak in one cannot touch the others, and they run on every core at once: no
 GIL between them. The price is the fork itself (a few hundred microseconds,
 more as the parent's memory grows), a process per client, and the parent's
-duty to reap each child that exits, or it lingers as a zombie. The seed reaped
-only when the next client connected, so an idle server kept its zombies; here
-the accept loop reaps whenever it wakes, and wakes at least twice a second.
---max-children bounds the processes: at the limit the parent waits for one to
-exit before it accepts again.
+duty to reap each child that exits, or it lingers as a zombie. The blog
+post's version reaped only when the next client connected, so an idle server
+kept its zombies; here the accept loop reaps whenever it wakes, and wakes at
+least twice a second. --max-children bounds the processes: at the limit the
+parent waits for one to exit before it accepts again.
 
 This is the classic Unix server (inetd, early Apache, the forking mode of
 Python's socketserver). fork() exists on Unix only: on Windows this script
@@ -19,6 +19,8 @@ says so and exits.
 Computing clients (--cpu) are where processes pay off: no GIL between them, so
 clients compute on every core at once, and each fork's cost is small next to
 the work.
+
+The approach is serve(); the rest is the skeleton the servers share.
 
 Standard library only; CPython 3.8 to 3.15.
 

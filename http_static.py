@@ -97,6 +97,9 @@ rightly: no authority it trusts vouches that this certificate belongs to this
 host, so it cannot tell your server from an impostor. Accept it once for your
 own machine, or make a locally trusted one with a tool such as mkcert.
 
+The approach is StaticServer and Poller; the rest is the skeleton the servers
+share, and strict HTTP.
+
 Standard library only; CPython 3.8 to 3.15.
 
 Try it:  python http_static.py 8000 --directory site/

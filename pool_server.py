@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Thread-pool TCP server: threads made once and reused, bounded in number.
 
-The seed left this one as "TODO: implement me". A pool keeps --min-workers
+The blog post left this one as "TODO: implement me". A pool keeps --min-workers
 threads alive between clients, so a client does not pay for a thread's
 start-up; under load it grows up to --max-workers, and a thread beyond the
 minimum that sits idle for --idle-timeout seconds exits. n clients that each
@@ -27,6 +27,9 @@ with about 1.2 cores to spare). Waiting, it keeps pace with 3.13 (0.97x to
 costs 3 to 5 times as much there (BENCHMARKS.md). The pool's state is guarded
 by its lock, as such a build needs; the one read without it
 (WorkerPool.work()) is a hint that retire() checks again under the lock.
+
+The approach is serve() and WorkerPool; the rest is the skeleton the servers
+share.
 
 Standard library only; CPython 3.8 to 3.15.
 

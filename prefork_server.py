@@ -72,6 +72,8 @@ Computing clients (--cpu) get every core: each worker is a process with a GIL
 of its own, so --workers at the number of cores computes that many requests at
 once, without forking_server.py's fork per client.
 
+The approach is serve(); the rest is the skeleton the servers share.
+
 Standard library only; CPython 3.8 to 3.15.
 
 Try it:  python prefork_server.py 8000 --workers 4

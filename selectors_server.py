@@ -16,7 +16,9 @@ What each part would be in asyncio:
   key.data (a method to call)   the Handle that call_soon() schedules
   the timer heap                loop.call_later(), also a heap of deadlines
   send() before waiting         transport.write(), which tries at once too
-  timeouts checked on timers    asyncio.wait_for()
+  timeouts checked on timers    asyncio.timeout() (3.11+), and within() in
+                                asyncio_server.py: a deadline that ends the
+                                wait, not a task per wait (asyncio.wait_for())
 
 The cost: every step of the protocol is a callback, and a callback that blocks
 or computes for long stops every client. Pick this to learn how event loops
@@ -27,6 +29,9 @@ Computing clients (--cpu) are an event loop's weak spot: the computation runs
 inside a callback, and while it does, no other client is read, answered or
 even accepted. The remedy is to hand it to other processes, as
 asyncio_server.py does with --cpu-workers.
+
+The approach is serve() and EventLoop; the rest is the skeleton the servers
+share.
 
 Standard library only; CPython 3.8 to 3.15.
 

@@ -21,6 +21,8 @@ every 0.5 s, which bounds how fast it notices shutdown() and reaps children.
 With computing clients (--cpu) each variant does what its model does: sync one
 at a time, threading on one core because of the GIL, forking on every core.
 
+The approach is make_server(); the rest is the skeleton the servers share.
+
 Standard library only; CPython 3.8 to 3.15.
 
 Try it:  python socketserver_variants.py 8000 --variant threading

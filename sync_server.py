@@ -15,6 +15,8 @@ waits --delay seconds (simulated work) and answers with the bytes reversed.
 Computing clients (--cpu) fare the same: one at a time, on one core, so n
 clients that each compute c seconds take n*c seconds.
 
+The approach is serve(); the rest is the skeleton the servers share.
+
 Standard library only; CPython 3.8 to 3.15.
 
 Try it:  python sync_server.py 8000

@@ -28,6 +28,8 @@ back), and this server waited at 0.37x to 0.57x of its rate on 3.13, where
 pool_server.py, its threads made once, waited at par (BENCHMARKS.md). Nothing
 here is shared between threads: the accept loop alone numbers the clients.
 
+The approach is serve(); the rest is the skeleton the servers share.
+
 Standard library only; CPython 3.8 to 3.15.
 
 Try it:  python threaded_server.py 8000

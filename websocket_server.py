@@ -73,6 +73,9 @@ anything more: TLS (wss://) with ssl contexts, subprotocols, a client side,
 authentication hooks, routing, proxies, C speedups, and years of production
 hardening.
 
+The approach is serve(), handle_client() and Hub; the rest is the skeleton the
+servers share, and strict HTTP.
+
 Standard library only; CPython 3.8 to 3.15.
 
 Try it:  python websocket_server.py 8000
