@@ -6531,6 +6531,35 @@ class PreforkUpgradeTest(PreforkDeployTests):
         assert server.process.stdout is not None
         self.assertEqual(server.process.stdout.read(), b"")  # no ready line but the first
 
+    def test_after_an_upgrade_a_stop_still_refuses_new_connections_at_once(self) -> None:
+        # The sockets are the server's own, handed from one copy to the next:
+        # left listening, a client that connects during the stop would wait
+        # for the drain, then be reset at the exit.
+        server = self.start("--timeout", "30")  # the held client's bound: longer than any wait here
+        server.process.send_signal(signal.SIGUSR2)
+        new = self.new_copy(server)
+        self.assertEqual(server.process.wait(STOP_TIMEOUT), 0, server.log()[-3000:])
+        with server.connect() as held:
+            held.sendall(b"held")  # no '!' yet: its worker waits for the rest
+            server.wait_until_accepted()
+            os.kill(new, signal.SIGTERM)
+            server.wait_until_refused(10)
+            held.sendall(b"!")
+            self.assertEqual(read_until_closed(held, 10)[0], b"!dleh")
+        self.assert_no_process_left(server)
+
+    def test_after_an_upgrade_systemds_socket_still_listens_at_the_stop(self) -> None:
+        with socket.create_server(("127.0.0.1", 0)) as listener:
+            fd = listener.fileno()
+            options = ("--workers", str(self.WORKERS), *self.options)
+            server = Server("prefork_server.py", options, self.addCleanup, prefix=as_systemd_would(fd), pass_fds=(fd,))
+            server.process.send_signal(signal.SIGUSR2)
+            new = self.new_copy(server)
+            self.assertEqual(server.process.wait(STOP_TIMEOUT), 0, server.log()[-3000:])
+            os.kill(new, signal.SIGTERM)
+            self.assert_no_process_left(server)
+            self.assertFalse(connect_refused(server.host, server.port))  # it waits in systemd's queue
+
     def test_a_stop_at_a_random_moment_of_a_reload_or_an_upgrade(self) -> None:
         trials = int(os.environ.get("DEPLOY_STOP_TRIALS", "2"))
         seed = int(os.environ.get("DEPLOY_STOP_SEED", str(random.randrange(1 << 30))))
