@@ -4082,6 +4082,17 @@ class WebSocketRedisTest(RedisChatTests):
         for server in (a, b):
             self.assertEqual(len(re.findall(r"redis at \S+ (lost|is back|unreachable)", server.log())), 2, server.log())
 
+    def test_a_message_another_program_publishes_is_dropped_and_redis_kept(self) -> None:
+        redis = RedisServer(self.addCleanup)
+        server = self.start_chat(redis.url())
+        member = self.connect("/chat", server=server)
+        # An operator's redis-cli, or another program on the same channel name.
+        redis.command("PUBLISH chat hello", "PUBLISH chat again")
+        member.send(WS_TEXT, b"after")  # through Redis, behind the two
+        self.assertEqual(member.recv_message(), (WS_TEXT, b"after"))
+        self.assertNotIn(" lost ", server.log())
+        self.assertEqual(server.log().count("no process of this server published"), 1, server.log())
+
     def test_a_flood_while_redis_stalls_costs_bounded_memory(self) -> None:
         # Redis stopped (SIGSTOP) reads nothing: what this process publishes
         # waits in its transport, and past PUBLISH_LIMIT the sender's reads
