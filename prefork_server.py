@@ -674,7 +674,7 @@ class Supervisor:
         return True
 
     def stop(self) -> None:
-        """Stop every worker (each finishes its client), and a new copy not yet ready; wait for them all."""
+        """Stop every worker (each finishes its client), and kill a new copy not yet ready; wait for them all."""
         if not self.handed_over:  # the handler may have run while the sockets were the new copy's
             self.stop_listening(signal.SIGTERM, None)
         # Ctrl+C reaches the workers directly (they share the terminal's process
@@ -683,7 +683,12 @@ class Supervisor:
             self.retire(worker)
         waiting = set(self.workers)
         if self.upgrade is not None:
-            os.kill(self.upgrade.pid, signal.SIGTERM)
+            # Killed, as at the upgrade's time-out (Upgrade.give_up()): its
+            # workers finish their clients and exit at their lifeline's end, as
+            # at a stop. A SIGTERM would be waited for, and a new copy that
+            # hangs before its READY=1 (an import that blocks) held this stop
+            # for as long as it hung.
+            os.kill(self.upgrade.pid, signal.SIGKILL)
             waiting.add(self.upgrade.pid)
         while waiting:
             exited = exited_children(block=True)

@@ -6571,6 +6571,18 @@ class PreforkUpgradeTest(PreforkDeployTests):
             self.assert_no_process_left(server)
             self.assertFalse(connect_refused(server.host, server.port))  # it waits in systemd's queue
 
+    def test_a_stop_while_the_new_copy_hangs_before_it_is_ready_keeps_its_bound(self) -> None:
+        copy = self.copy_of_the_script()
+        server = self.start(script=str(copy))
+        self.edit(copy, "        notify_ready()\n", "        time.sleep(60)\n        notify_ready()\n")
+        server.process.send_signal(signal.SIGUSR2)
+        new = self.new_copy(server)
+        server.wait_for_log(rf"\[{new}\] started {self.WORKERS} workers", timeout=10)
+        server.process.send_signal(signal.SIGTERM)
+        bound = self.DELAY + self.TIMEOUT + 2 + 1 + 3  # a reply's bounds, the linger, and room for CI
+        self.assertEqual(server.process.wait(bound), 0, server.log()[-3000:])
+        self.assert_no_process_left(server, within=bound)
+
     def test_a_stop_at_a_random_moment_of_a_reload_or_an_upgrade(self) -> None:
         trials = int(os.environ.get("DEPLOY_STOP_TRIALS", "2"))
         seed = int(os.environ.get("DEPLOY_STOP_SEED", str(random.randrange(1 << 30))))
