@@ -26,6 +26,7 @@ import base64
 import collections
 import concurrent.futures
 import contextlib
+import ctypes
 import email.utils
 import functools
 import html.parser
@@ -2317,6 +2318,19 @@ class WsgiAppTest(HttpServerTests):
         head = b"POST /reverse HTTP/1.1\r\nHost: test\r\nContent-Length: 1000\r\n\r\n"
         self.assertLess(trickle(server, head + b"x" * 1000), 3.0)
         self.assert_serves(server)
+
+    def test_a_stop_signal_the_kernel_hands_to_a_pool_thread_stops_the_server(self) -> None:
+        # A process's signal goes to any thread that does not block it; the
+        # Python handler runs in the main thread only. Seen once in the suite.
+        libc = ctypes.CDLL(None)
+        if not hasattr(libc, "tgkill") or not Path("/proc/self/task").exists():
+            self.skipTest("sends a signal to one thread: Linux, glibc 2.30+")
+        server = self.start(*self.quick_args, "--threads", "2")
+        tasks = Path(f"/proc/{server.process.pid}/task")
+        wait_for(lambda: len(list(tasks.iterdir())) == 3, 5, "the pool's threads did not start")
+        pool_thread = next(int(task.name) for task in tasks.iterdir() if int(task.name) != server.process.pid)
+        self.assertEqual(libc.tgkill(server.process.pid, pool_thread, signal.SIGTERM), 0)
+        self.assertEqual(server.process.wait(STOP_TIMEOUT), 0, server.log())
 
     def test_a_stalled_client_holds_one_thread_not_the_server(self) -> None:
         server = self.start("--threads", "2", "--timeout", "5")
