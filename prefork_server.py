@@ -41,11 +41,13 @@ Deploys that drop no client, gunicorn's and nginx's mechanisms:
   new one is ready: a deploy is one signal, a rollback another upgrade.
   Under systemd, restart the service instead: systemd follows its main
   process, which an upgrade replaces, and a socket unit keeps the clients
-  waiting in its queue across the restart. Two things a new copy does not
-  get: interpreter options (python -X dev; PYTHON* variables do carry over),
-  and a socket of its own: it was handed one, so at its own stop it leaves it
-  listening as it would systemd's (stop_listening()), and a client that
-  connects then is reset when the last process exits, not refused at once.
+  waiting in its queue across the restart. What a new copy does not get:
+  interpreter options (python -X dev; PYTHON* variables do carry over). The
+  sockets become its own once it has said it is ready: a stop before that
+  leaves them listening for the old one, and a stop after it refuses new
+  connections at once, as before the upgrade (left listening, as systemd's
+  are, they would hold a client that connects during the stop until the last
+  process exits, and then reset it).
 - --max-requests N: a worker exits after N clients and another takes its
   place, gunicorn's guard against memory that leaks. The worker tells the
   parent first, so its replacement accepts while it finishes its closes.
@@ -134,6 +136,9 @@ DEPLOY_SIGNALS = tuple(getattr(signal, name) for name in ("SIGHUP", "SIGUSR2") i
 UPGRADE_TIMEOUT = 30.0
 # How many --reuseport sockets an upgrade hands over beside the listener.
 REUSEPORT_FDS = "PREFORK_REUSEPORT_FDS"
+# Set by an upgrade when the sockets it hands over are the server's own, not
+# systemd's: the new copy shuts them down at its stop (Supervisor.stop_listening()).
+OWN_SOCKETS = "PREFORK_OWN_SOCKETS"
 
 log = logging.getLogger("prefork_server")
 
@@ -468,6 +473,11 @@ class Supervisor:
         # Set by hand_over(): from then on the sockets are the new copy's, and
         # a stop signal must not shut them down under its workers.
         self.handed_over = False
+        # Whether a stop shuts the sockets down (stop_listening()'s exception:
+        # not systemd's). An upgrade's new copy is handed them as systemd would
+        # hand them, and takes them for its own once it has said it is ready.
+        self.owns_sockets = not isinstance(listeners[0], PassedSocket)
+        self.upgraded = os.environ.pop(OWN_SOCKETS, None) == "1"
         self.stopping = False  # set by the stop signals' handler, wherever the loop is
         for signum in STOP_SIGNALS:
             signal.signal(signum, self.stop_listening)
@@ -497,7 +507,11 @@ class Supervisor:
         self.stopping = True
         if not self.handed_over:
             for sock in unique(self.listeners):
-                stop_listening(sock)
+                if self.owns_sockets:
+                    with contextlib.suppress(OSError):  # as in stop_listening()
+                        sock.shutdown(socket.SHUT_RD)
+                else:
+                    stop_listening(sock)
 
     def run(self) -> None:
         try:
@@ -507,6 +521,9 @@ class Supervisor:
             raise SystemExit(f"cannot start {self.args.workers} workers: {exc.strerror or exc}") from None
         log.info("started %d workers", len(self.workers))
         notify_ready()
+        # The old copy hands over as soon as it reads that (or has died): a
+        # stop from here on is the server's stop.
+        self.owns_sockets = self.owns_sockets or self.upgraded
         while not self.stopping:
             received = self.wait()
             if self.stopping:
@@ -630,7 +647,7 @@ class Supervisor:
             log.warning("upgrade: %d is starting already: SIGUSR2 ignored", self.upgrade.pid)
             return
         try:
-            self.upgrade = Upgrade(unique(self.listeners))
+            self.upgrade = Upgrade(unique(self.listeners), self.owns_sockets)
         except OSError as exc:
             log.warning("upgrade failed: cannot start a new copy (%s): still serving", exc.strerror or exc)
             return
@@ -659,7 +676,7 @@ class Supervisor:
         return True
 
     def stop(self) -> None:
-        """Stop every worker (each finishes its client), and a new copy not yet ready; wait for them all."""
+        """Stop every worker (each finishes its client), and kill a new copy not yet ready; wait for them all."""
         if not self.handed_over:  # the handler may have run while the sockets were the new copy's
             self.stop_listening(signal.SIGTERM, None)
         # Ctrl+C reaches the workers directly (they share the terminal's process
@@ -668,7 +685,12 @@ class Supervisor:
             self.retire(worker)
         waiting = set(self.workers)
         if self.upgrade is not None:
-            os.kill(self.upgrade.pid, signal.SIGTERM)
+            # Killed, as at the upgrade's time-out (Upgrade.give_up()): its
+            # workers finish their clients and exit at their lifeline's end, as
+            # at a stop. A SIGTERM would be waited for, and a new copy that
+            # hangs before its READY=1 (an import that blocks) held this stop
+            # for as long as it hung.
+            os.kill(self.upgrade.pid, signal.SIGKILL)
             waiting.add(self.upgrade.pid)
         while waiting:
             exited = exited_children(block=True)
@@ -772,20 +794,21 @@ class Upgrade:
     starts (socket activation): the listener on descriptor 3, LISTEN_FDS=1,
     LISTEN_PID its pid; the --reuseport sockets follow on 4 and up, their
     number in PREFORK_REUSEPORT_FDS (nginx passes its sockets the same way, in
-    a variable it names NGINX). It tells this server that it is up, its
-    workers started, the way a Type=notify service tells systemd: "READY=1" in a
-    datagram to the socket NOTIFY_SOCKET names. Until then this server serves
+    a variable it names NGINX), and PREFORK_OWN_SOCKETS says whether they are
+    the server's own or systemd's (Supervisor). It tells this server that it
+    is up, its workers started, the way a Type=notify service tells systemd:
+    "READY=1" in a datagram to the socket NOTIFY_SOCKET names. Until then this server serves
     as before; if the new copy exits first, or takes longer than
     UPGRADE_TIMEOUT, this one logs why and serves on.
     """
 
-    def __init__(self, sockets: list[socket.socket]) -> None:
+    def __init__(self, sockets: list[socket.socket], own: bool) -> None:
         # A directory only this user can enter: no other user can say READY.
         self.directory = tempfile.mkdtemp(prefix="prefork-")
         self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         try:
             self.notify.bind(os.path.join(self.directory, "notify"))
-            self.pid = start_process(lambda: exec_new_copy(sockets, self.notify.getsockname()))
+            self.pid = start_process(lambda: exec_new_copy(sockets, own, self.notify.getsockname()))
         except OSError:
             self.close()
             raise
@@ -812,7 +835,7 @@ class Upgrade:
         os.rmdir(self.directory)
 
 
-def exec_new_copy(sockets: list[socket.socket], notify_socket: str) -> NoReturn:
+def exec_new_copy(sockets: list[socket.socket], own: bool, notify_socket: str) -> NoReturn:
     """In a forked child: run the script from disk again, on the sockets given, as Upgrade says."""
     try:
         import fcntl  # Unix only, as fork() is
@@ -825,6 +848,7 @@ def exec_new_copy(sockets: list[socket.socket], notify_socket: str) -> NoReturn:
             os.dup2(fd, number)  # inheritable, unlike every descriptor Python opens (PEP 446)
         environment = dict(os.environ, LISTEN_FDS="1", LISTEN_PID=str(os.getpid()), NOTIFY_SOCKET=notify_socket)
         environment[REUSEPORT_FDS] = str(len(sockets) - 1)
+        environment[OWN_SOCKETS] = "1" if own else "0"
         # exec() keeps the signal mask, and fork() blocked these.
         for signum in (*STOP_SIGNALS, *DEPLOY_SIGNALS):
             signal.signal(signum, signal.SIG_DFL)

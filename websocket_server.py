@@ -946,6 +946,7 @@ class Relay:
         gone or a network cut sends nothing at all.
         """
         pinged = False
+        told = False  # of a message no process of this server published: once a session
         while True:
             wait = self.ping_timeout if pinged else self.ping_interval
             try:
@@ -959,14 +960,19 @@ class Relay:
             pinged = False
             if isinstance(reply, list) and len(reply) == 3 and reply[:2] == [b"message", self.channel]:
                 data = reply[2]
-                if not isinstance(data, bytes) or not data or data[0] not in (TEXT, BINARY):
-                    raise RedisError("a message on the channel that no process of this server published")
-                if data[0] == TEXT:
-                    try:
-                        data[1:].decode()
-                    except UnicodeDecodeError:
-                        raise RedisError("a text message on the channel that is not UTF-8") from None
-                self.hub.broadcast(data[0], data[1:])
+                if ours(data):
+                    self.hub.broadcast(data[0], data[1:])
+                elif not told:
+                    # Anyone may publish on a channel (an operator's redis-cli,
+                    # another program that picked the same name): the message is
+                    # dropped, not taken for a broken Redis. Ending the session
+                    # for it cut every process off the room, and dropped the
+                    # messages of the reconnect's gap, at each publish.
+                    log.warning(
+                        "redis: a message on %r that no process of this server published: dropped",
+                        self.channel.decode(),
+                    )
+                    told = True
             elif isinstance(reply, list) and reply[:1] == [b"unsubscribe"]:
                 return
             elif reply != [b"pong", b""]:
@@ -1013,6 +1019,18 @@ class Relay:
             await asyncio.wait([self.task])
         if subscribed:
             log.info("redis at %s: unsubscribed, and both connections closed", self.address)
+
+
+def ours(data: object) -> bool:
+    """Whether a message on the channel is as Relay.publish() makes them: an opcode, then text in UTF-8 or bytes."""
+    if not isinstance(data, bytes) or not data or data[0] not in (TEXT, BINARY):
+        return False
+    if data[0] == TEXT:
+        try:
+            data[1:].decode()
+        except UnicodeDecodeError:
+            return False
+    return True
 
 
 def command(*parts: bytes) -> bytes:

@@ -412,7 +412,13 @@ class PooledWSGIServer(WSGIServer):
             raise
         finally:
             for thread in workers:
-                thread.join()
+                # Never a join() without a time-out: the kernel hands a stop
+                # signal to any thread of the process, and its Python handler
+                # runs in the main thread only, the next time that thread runs
+                # bytecode. Delivered to a pool thread, it waited for a join()
+                # that waited for the handler's flag: the stop hung for good.
+                while thread.is_alive():
+                    thread.join(poll_interval)
             self.stop_requested = False  # as socketserver's: it can serve again
             self.finished.set()
 
