@@ -10,7 +10,7 @@ StopUnderFire), every number option at its edges (OptionEdgesTest), killed
 parents (KilledParentTest), hostile HTTP against a strict parser (the fuzz
 tests, with h11), and real peers (the websockets library, Chromium).
 
-Run:  python test_all.py            (all of it, in 3 processes at once: about 90 s on 2 cores)
+Run:  python test_all.py            (all of it, in 3 processes at once: about 2.5 minutes on 2 cores)
       python test_all.py -k Pool    (with arguments: in this process, unittest's own options)
       TEST_WORKERS=1 python test_all.py   (all of it, in this process)
       STOP_TRIALS=200 python test_all.py -k StopUnderFire   (the long run of the stop trials)
