@@ -5568,14 +5568,33 @@ class AsgiFlowControlTest(unittest.TestCase):
         pipeline = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n" * (32 * MIB // 28)
         with server.connect() as conn:
             conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+            sent = [0]
 
             def send() -> None:
                 with contextlib.suppress(OSError):  # unblocked by the shutdown below
-                    conn.sendall(pipeline)
+                    view = memoryview(pipeline)
+                    while view:
+                        count = conn.send(view[: 64 * 1024])
+                        sent[0] += count
+                        view = view[count:]
+
+            # Measured once the client's sending has stopped for a second with
+            # bytes left in the server's queue: the server has stopped reading,
+            # and the kernel holds the rest. (How much the kernel holds first
+            # depends on how far it grew the window: a fixed size was a flake.)
+            progress = {"sent": -1, "since": time.monotonic()}
+
+            def held_back() -> bool:
+                if not sender.is_alive():
+                    return True  # all sent: the server read it all, and memory will tell
+                if sent[0] != progress["sent"]:
+                    progress.update(sent=sent[0], since=time.monotonic())
+                    return False
+                return time.monotonic() - progress["since"] > 1.0 and unread_by_server(server, conn) > 0
 
             sender = threading.Thread(target=send)
             sender.start()
-            wait_for(lambda: not sender.is_alive() or unread_by_server(server, conn) > MIB, 10, "nothing waits")
+            wait_for(held_back, 30, "the client's sending neither ended nor stopped")
             grew = process_memory(server.process.pid) - before
             conn.shutdown(socket.SHUT_RDWR)
             sender.join()
