@@ -2671,14 +2671,12 @@ class FuzzedRequest:
         self.expected = expected  # (status, body), or None where the target was mutated
 
 
-def fuzz_request(
-    rng: random.Random, routes: Sequence[tuple[str, str, bytes | None, int, bytes | None]]
-) -> FuzzedRequest:
+def fuzz_request(rng: random.Random, routes: Sequence[tuple[str, str, bytes | None, int, Any]]) -> FuzzedRequest:
     """A request from the grammar, mutated with some probability. routes: (method, target, body, status, answer)."""
     method, target, body, status, answer = rng.choice(routes)
-    if body == b"*":  # any bytes; as an answer, them reversed
+    if body == b"*":  # any bytes; as an answer, them reversed (by the route's own rule, where it has one)
         body = bytes(rng.randrange(256) for _ in range(rng.randrange(200)))
-        answer = body[::-1] if answer == b"*" else answer
+        answer = body[::-1] if answer == b"*" else answer(body) if callable(answer) else answer
     mutations: list[str] = []
     # Two in five requests are left alone, two in five get one mutation (so
     # that each is seen by itself), one in five gets each with its probability.
@@ -2997,7 +2995,7 @@ class HttpFuzzTests(unittest.TestCase):
     script = ""
     args: tuple[str, ...] = ()
     timeout = 2.0  # the server's --timeout: no connection may be held longer
-    routes: tuple[tuple[str, str, bytes | None, int, bytes | None], ...] = ()
+    routes: tuple[tuple[str, str, bytes | None, int, Any], ...] = ()  # answer: bytes, None, or a function of the body
     kept_alive: frozenset[int] = frozenset()  # see fuzz_verdict()
     server: Server
 
@@ -3092,12 +3090,20 @@ class HttpStaticFuzzTest(HttpFuzzTests):
         super().setUpClass()
 
 
+def reversed_text_or_bytes(body: bytes) -> bytes:
+    """wsgi_app.py's /reverse: UTF-8 text reversed by code points, other bodies by bytes."""
+    try:
+        return body.decode("utf-8")[::-1].encode("utf-8")
+    except UnicodeDecodeError:
+        return body[::-1]
+
+
 class WsgiAppFuzzTest(HttpFuzzTests):
     script = "wsgi_app.py"
     routes = (
         ("GET", "/", None, 200, b"Hello world!"),
         ("HEAD", "/", None, 200, b""),
-        ("POST", "/reverse", b"*", 200, b"*"),
+        ("POST", "/reverse", b"*", 200, reversed_text_or_bytes),
         ("GET", "/nowhere", None, 404, b"not found\n"),
         ("DELETE", "/reverse", None, 405, None),
         ("POST", "/", b"*", 405, None),
