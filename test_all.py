@@ -3317,6 +3317,23 @@ def unread_by_server(server: Server, conn: socket.socket) -> int:
     raise AssertionError(f"no connection from port {port} in /proc/net/tcp")
 
 
+def send_until_held_back(sock: socket.socket, frame: bytes, most: int = 256 * MIB) -> int:
+    """Send frame over and over on a non-blocking socket until none goes for 0.5 s (or most bytes): how many went."""
+    unsent = memoryview(frame)
+    sent = 0
+    stalled_since = time.monotonic()
+    while sent < most and time.monotonic() - stalled_since < 0.5:
+        try:
+            count = sock.send(unsent)
+        except BlockingIOError:
+            select.select([], [sock], [], 0.05)
+            continue
+        sent += count
+        unsent = unsent[count:] or memoryview(frame)
+        stalled_since = time.monotonic()
+    return sent
+
+
 def process_memory(pid: int, field: str = "VmHWM") -> int:
     """A process's memory from /proc, in bytes: VmHWM is its peak resident set, VmRSS its current one."""
     with open(f"/proc/{pid}/status") as status:
@@ -3907,18 +3924,7 @@ class WebSocketBackpressureTest(WebSocketTests):
         ws.sock.setblocking(False)
         before = process_memory(self.server.process.pid)
         frame = ws_frame(WS_BINARY, bytes(60_000), key=b"\x00\x00\x00\x00")
-        unsent = memoryview(frame)
-        sent = 0
-        stalled_since = time.monotonic()
-        while sent < 256 * MIB and time.monotonic() - stalled_since < 0.5:
-            try:
-                count = ws.sock.send(unsent)
-            except BlockingIOError:
-                select.select([], [ws.sock], [], 0.05)
-                continue
-            sent += count
-            unsent = unsent[count:] or memoryview(frame)
-            stalled_since = time.monotonic()
+        sent = send_until_held_back(ws.sock, frame)
         self.assertLess(sent, 64 * MIB)  # the kernel's buffers, both ways, and little more
         self.assertLess(process_memory(self.server.process.pid) - before, 16 * MIB)
         ws.sock.setblocking(True)
@@ -4208,18 +4214,7 @@ class WebSocketRedisTest(RedisChatTests):
         os.kill(redis.process.pid, signal.SIGSTOP)
         frame = ws_frame(WS_BINARY, bytes(60_000), key=b"\x00\x00\x00\x00")
         sender.sock.setblocking(False)
-        unsent = memoryview(frame)
-        sent = 0
-        stalled_since = time.monotonic()
-        while sent < 256 * MIB and time.monotonic() - stalled_since < 0.5:
-            try:
-                count = sender.sock.send(unsent)
-            except BlockingIOError:
-                select.select([], [sender.sock], [], 0.05)
-                continue
-            sent += count
-            unsent = unsent[count:] or memoryview(frame)
-            stalled_since = time.monotonic()
+        sent = send_until_held_back(sender.sock, frame)
         self.assertLess(sent, 64 * MIB)  # the kernel's buffers, and PUBLISH_LIMIT
         self.assertLess(process_memory(server.process.pid) - before, 16 * MIB)
         os.kill(redis.process.pid, signal.SIGCONT)
