@@ -1513,6 +1513,41 @@ class HttpStaticTest(HttpServerTests):
         response, body = self.http("HEAD", "/docs/notes.txt")
         self.assertEqual((response.status, response.getheader("Content-Length"), body), (200, "10", b""))
 
+    @unittest.skipUnless(os.path.isdir("/proc/self/fd"), "counts descriptors in /proc")
+    def test_what_is_no_file_leaves_no_descriptor_open(self) -> None:
+        # A path is opened first and asked what it is after: a folder, a
+        # FIFO, a file gone. Wrapped in a file object, a folder raised and
+        # left its descriptor open, one per request for a folder.
+        fifo = self.site / "pipe"
+        os.mkfifo(fifo)
+        self.addCleanup(fifo.unlink)
+        before = process_figures(self.server.process.pid)[0]
+        for _ in range(5):
+            for method, path, status in (
+                ("GET", "/docs", 301),
+                ("HEAD", "/docs/", 200),
+                ("GET", "/", 200),
+                ("GET", "/pipe", 404),
+                ("GET", "/missing", 404),
+            ):
+                self.assertEqual(self.http(method, path)[0].status, status, path)
+        wait_for(lambda: process_figures(self.server.process.pid)[0] <= before, 5, "descriptors left open")
+
+    def test_each_date_is_its_own_second(self) -> None:
+        # The server formats each second's HTTP date once and keeps it
+        # (date_time_string()): a file's Last-Modified must still be its own,
+        # and Date the time of the response, not a date kept from before.
+        files = {"1999.txt": 946_684_799, "2023.txt": 1_700_000_000}
+        for name, mtime in files.items():
+            os.utime(self.scratch_file(name, name.encode()), (mtime, mtime))
+        for _ in range(2):
+            for name, mtime in files.items():
+                response, body = self.http("GET", "/" + name)
+                self.assertEqual(body, name.encode())
+                self.assertEqual(response.getheader("Last-Modified"), email.utils.formatdate(mtime, usegmt=True))
+                date = email.utils.parsedate_to_datetime(response.getheader("Date")).timestamp()
+                self.assertLess(abs(date - time.time()), 2)
+
     def test_if_modified_since_gets_304(self) -> None:
         response, _ = self.http("GET", "/docs/notes.txt")
         last_modified = response.getheader("Last-Modified")
