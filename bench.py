@@ -209,7 +209,9 @@ def main(argv: list[str] | None = None) -> int:
         if len(pythons) > 1:
             print_interpreters(chosen, pythons, args)
         if args.plot:
-            plot(chosen, args)
+            # With --python given more than once the rows are approaches on
+            # each interpreter: other figures, which leave the default ones be.
+            plot(chosen, args, suffix="-by-interpreter" if len(pythons) > 1 else "")
         status = 0
     print_load("after the run, its own load included")
     return status
@@ -489,7 +491,7 @@ def have_matplotlib() -> bool:
     return True
 
 
-def plot(chosen: list[Approach], args: argparse.Namespace) -> None:
+def plot(chosen: list[Approach], args: argparse.Namespace, suffix: str = "") -> None:
     """Draw the timelines of the last round's bursts and the computing requests/s, as PNG files in args.plot."""
     import matplotlib
 
@@ -499,9 +501,9 @@ def plot(chosen: list[Approach], args: argparse.Namespace) -> None:
     folder = Path(args.plot)
     folder.mkdir(parents=True, exist_ok=True)
     figures = {
-        "timeline-waiting.png": timeline_figure(plt, chosen, "waiting", args),
-        "timeline-computing.png": timeline_figure(plt, chosen, "computing", args),
-        "requests-per-second.png": computing_rate_figure(plt, chosen, args),
+        f"timeline-waiting{suffix}.png": timeline_figure(plt, chosen, "waiting", args),
+        f"timeline-computing{suffix}.png": timeline_figure(plt, chosen, "computing", args),
+        f"requests-per-second{suffix}.png": computing_rate_figure(plt, chosen, args),
     }
     for name, figure in figures.items():
         figure.savefig(folder / name, dpi=100)
