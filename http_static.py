@@ -72,8 +72,12 @@ cost none. Without that, four clients reading a 300 MB file 64 KiB every
 50 ms held a request for a small file past 30 s, with 4 threads.
 
 The pool's size (--threads): with the GIL, one thread runs Python at a time,
-and each thread more is one more to hand the GIL to; 4 leave room for some
-waiting on a disk or a full socket buffer. Without the GIL (the free-threaded
+and each thread more is one more to hand the GIL to, at every system call,
+and a request makes a dozen. 2 leave room for one waiting on a disk or a
+full socket buffer: on 3.11 at 50 connections, 1 thread served 12,400-13,200
+requests/s, 2 threads 8,000-8,500, 4 threads 6,700-6,900 (3.8 and 3.13 the
+same way). One thread alone would be fastest, and stuck whenever it waits.
+Without the GIL (the free-threaded
 3.13t) the threads run on every core at once: 4 per core keep each core busy
 while a thread waits in a system call or on a lock of the interpreter's
 (on 3.13t at 20 connections on 2 cores, 8 threads served 1.05-1.15x what 4
@@ -148,10 +152,10 @@ SMALL_BODY = 64 * 1024  # bodies up to this size go out with the headers, in one
 # RequestBuffer); past it, the rest is read in a pool thread.
 HEAD_IN_SELECTOR = 64 * 1024
 ACCEPTS_AT_ONCE = 64  # per wake-up of the loop: a burst of thousands is taken in slices, between other work
-# The pool's size (see the module's docstring): with the GIL, a few threads,
-# enough to cover one that waits on a disk or a slow client; without it,
+# The pool's size (see the module's docstring): with the GIL, two threads,
+# one to cover another that waits on a disk or a slow client; without it,
 # four per core.
-POOL_WITH_GIL = 4
+POOL_WITH_GIL = 2
 POOL_PER_CORE = 4
 POOL_WAIT = 1.0  # seconds a pool thread waits in the selector before it looks whether the pool is stopping
 # Threads started beside the pool, at most, while large files go out (see
@@ -286,7 +290,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--threads",
         type=pool_threads,
         default=0,
-        help="threads that serve requests (0: 4 with the GIL, 4 per core without it)",
+        help="threads that serve requests (0: 2 with the GIL, 4 per core without it)",
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="no per-request log lines")
     args = parser.parse_args(argv)
