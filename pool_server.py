@@ -20,11 +20,12 @@ thread runs Python code at a time, so the pool computes on one core, and each
 client waits for the whole wave its worker is in.
 
 On a free-threaded build (3.13t, 3.14t: PEP 703 and 779) there is no GIL, and
-computing threads run on every core: 8 computing clients were served 1.95x as
-fast on 3.13t as on 3.13 on two quiet cores (1.16x to 1.2x on a loaded machine
-with about 1.2 cores to spare). Waiting, it keeps pace with 3.13 (0.97x to
-1.48x), where a thread per client fell to 0.37x to 0.57x: starting a thread
-costs 3 to 5 times as much there (BENCHMARKS.md). The pool's state is guarded
+computing threads run on every core. On two quiet cores, 3.13t against 3.13
+in alternating rounds: 1.97x the requests/s computing (92% of both cores),
+the last of a burst of 8 computing clients answered at 0.40 s against 0.80 s,
+and 2.74x the requests/s waiting, where a thread per client waited at 0.77x:
+a thread's start and end cost 3 times as much there, and a new thread
+allocates from empty heaps (BENCHMARKS.md). The pool's state is guarded
 by its lock, as such a build needs; the one read without it
 (WorkerPool.work()) is a hint that retire() checks again under the lock.
 

@@ -20,13 +20,16 @@ the GIL on every 5 ms (sys.getswitchinterval()), they all progress together
 and all finish near the end: the first client waits about as long as the last.
 
 On a free-threaded build (3.13t, 3.14t: PEP 703 and 779) there is no GIL, and
-computing threads run on every core: on 3.13t, a burst of 8 computing clients
-had its median client answered in 0.48 s against 1.01 s on 3.13, its last in
-0.49 s against 1.19 s. Waiting costs more there: a thread's start and end cost
-3 to 5 times as much (each thread has heaps of its own to set up and give
-back), and this server waited at 0.37x to 0.57x of its rate on 3.13, where
-pool_server.py, its threads made once, waited at par (BENCHMARKS.md). Nothing
-here is shared between threads: the accept loop alone numbers the clients.
+computing threads run on every core: on 3.13t, two quiet cores, a burst of 8
+computing clients had its median client answered in 0.30 s against 0.74 s on
+3.13, its last in 0.41 s (the ideal) against 0.80 s. A thread per client
+costs more there: its start and end cost 3 times as much (200 µs against 70:
+each thread has heaps of its own to set up and give back), and it allocates
+from empty heaps. So this server waited at 0.77x of its rate on 3.13, the
+rate of one thread (the accept loop starts them all), and computed at 1.24x
+with 50 clients in flight, where pool_server.py, its threads made once,
+waited at 2.74x and computed at 1.97x (BENCHMARKS.md). Nothing here is shared
+between threads: the accept loop alone numbers the clients.
 
 The approach is serve(); the rest is the skeleton the servers share.
 
