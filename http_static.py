@@ -600,7 +600,9 @@ class StaticServer(http.server.HTTPServer):
         self.listening = True  # the listener is in the selector, and will be again after each accept()
         self.stopping = False
         self.stop_requested = False  # set by a stop signal (stop_on_signals())
-        self.shutdown_requested = threading.Event()  # set by shutdown(), from another thread
+        # Set by shutdown(), from another thread, and by the pool thread that
+        # finds the listener shut down by a stop signal (accept_one()).
+        self.shutdown_requested = threading.Event()
         self.serving = threading.Event()  # cleared while serve_forever() runs
         self.serving.set()
 
@@ -667,10 +669,16 @@ class StaticServer(http.server.HTTPServer):
         # precision.
         interval = min(poll_interval, max(0.01, self.idle_timeout / 4))
         try:
+            # A signal does not end this wait: its handler runs in this thread
+            # when the wait is interrupted, then the wait goes on. The pool
+            # thread that finds the listener shut down ends it (accept_one()):
+            # a stop took 0.5 s, now some milliseconds.
             while not self.shutdown_requested.wait(interval):
-                if self.stop_requested:  # see stop_on_signals(); a signal ends the wait early
+                if self.stop_requested:  # see stop_on_signals()
                     raise StopServing
                 self.close_expired()
+            if self.stop_requested:
+                raise StopServing
         finally:
             self.serving.set()
 
@@ -718,6 +726,7 @@ class StaticServer(http.server.HTTPServer):
             # systemd's socket still listens after a stop (stop_listening()):
             # whoever waits in its queue is the next start's to serve.
             self.listening = False
+            self.shutdown_requested.set()  # serve_forever() returns
             return False
         try:
             conn, address = self.socket.accept()
@@ -728,6 +737,7 @@ class StaticServer(http.server.HTTPServer):
             # moment before the signal's handler has said so.
             if exc.errno == errno.EINVAL or self.stop_requested or self.stopping:
                 self.listening = False
+                self.shutdown_requested.set()  # serve_forever() returns
                 return False
             # EMFILE, or a client that gave up while queued. At the open-file
             # limit the connection stays queued, and the listener readable:
