@@ -5810,6 +5810,8 @@ def has_matplotlib() -> bool:
 
 
 class BenchTest(unittest.TestCase):
+    weight = 50  # run_in_parallel(): as long as some 50 ordinary tests
+
     def test_bench_prints_its_tables(self) -> None:
         result = run_script(*SMALL_BENCH, timeout=90)
         self.assertEqual(result.returncode, 0, result.stderr)
@@ -7133,6 +7135,8 @@ PyMODINIT_FUNC PyInit_needs_the_gil(void) { return PyModule_Create(&module); }
 
 @unittest.skipUnless(FREE_THREADED, "a free-threaded build's test (python3.13t)")
 class FreeThreadedTest(unittest.TestCase):
+    weight = 30  # run_in_parallel(): as long as some 30 ordinary tests
+
     def test_the_gil_is_off(self) -> None:
         # PYTHON_GIL=1 or -X gil=1 would turn it on without a word, in every
         # server this suite starts too (they inherit the environment): then
@@ -7216,6 +7220,8 @@ process._ExecutorManagerThread.run = lambda self: (run(self), time.sleep(0.3))[0
 
 
 class BenchPythonTest(unittest.TestCase):
+    weight = 15  # run_in_parallel(): as long as some 15 ordinary tests
+
     def test_bench_runs_the_servers_on_each_python_it_is_given(self) -> None:
         # The free-threaded build beside the default one, in the same rounds:
         # here this interpreter twice, the second through a link (another path).
@@ -7282,6 +7288,8 @@ def threads_asleep(pid: int) -> bool:
 @unittest.skipUnless(Path("/proc/self/stat").exists(), "finds the processes in /proc")
 class KilledParentTest(unittest.TestCase):
     """A parent killed with SIGKILL (the OOM killer, kill -9) leaves no process of its server behind."""
+
+    weight = 15  # run_in_parallel(): as long as some 15 ordinary tests
 
     ORPHANS_GONE_WITHIN = 3.0  # seconds, for workers with no client
 
@@ -7356,6 +7364,8 @@ def numeric_options(parser: argparse.ArgumentParser) -> list[str]:
 class OptionEdgesTest(unittest.TestCase):
     """Every number option of every server at its edges: refused in one line, or served, and never a spin."""
 
+    weight = 15  # run_in_parallel(): as long as some 15 ordinary tests
+
     def test_every_number_option_refuses_or_serves_at_its_edges(self) -> None:
         accepted = []
         for command in (*REVERSE_SERVERS, *((script,) for script in HTTP_SCRIPTS)):
@@ -7379,28 +7389,36 @@ class OptionEdgesTest(unittest.TestCase):
     def assert_each_serves_and_idles(self, commands: list[tuple[str, ...]]) -> None:
         """Start them all at once; each answers a request and then costs (nearly) no CPU while idle."""
         servers = []
-        for script, *args in commands:
-            with self.subTest(" ".join([script, *args])):
-                speaks_http = script in HTTP_SCRIPTS
-                quick = () if speaks_http else (*QUICK[:2], "--max-request", "1000")
-                # The value under test last, so it wins over the quick ones.
-                server = Server(script, (*quick, "--quiet", *args), self.addCleanup)
-                if not any(arg.startswith(("--delay=", "--cpu=")) and arg != f"{arg.split('=')[0]}=0" for arg in args):
-                    if speaks_http:
-                        with contextlib.closing(
-                            http.client.HTTPConnection(server.host, server.port, timeout=10)
-                        ) as conn:
-                            conn.request("GET", "/")
-                            self.assertEqual(conn.getresponse().status, 200)
-                    else:
-                        self.assertEqual(server.request(b"edge!"), b"!egde")
-                servers.append((server, " ".join([script, *args])))
-        before = {server: session_cpu_seconds(server.process.pid) for server, _ in servers}
-        time.sleep(0.5)  # idle: what it costs is the measurement
-        for server, name in servers:
-            with self.subTest(name):
-                self.assertLess(session_cpu_seconds(server.process.pid) - before[server], 0.15, "spins while idle")
-                self.assertEqual(server.stop(), 0, server.log())
+        # Started and stopped four at a time: one after another, a hundred
+        # starts and stops were a fifth of the suite's longest worker.
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            starts = {" ".join(command): pool.submit(self.start_and_ask, *command) for command in commands}
+            for name, start in starts.items():
+                with self.subTest(name):
+                    servers.append((start.result(), name))
+            before = {server: session_cpu_seconds(server.process.pid) for server, _ in servers}
+            time.sleep(0.5)  # idle: what it costs is the measurement
+            spent = {server: session_cpu_seconds(server.process.pid) - before[server] for server, _ in servers}
+            stops = {server: pool.submit(server.stop) for server, _ in servers}
+            for server, name in servers:
+                with self.subTest(name):
+                    self.assertLess(spent[server], 0.15, "spins while idle")
+                    self.assertEqual(stops[server].result(), 0, server.log())
+
+    def start_and_ask(self, script: str, *args: str) -> Server:
+        """The server started with args, once it has answered a request (unless it delays or computes)."""
+        speaks_http = script in HTTP_SCRIPTS
+        quick = () if speaks_http else (*QUICK[:2], "--max-request", "1000")
+        # The value under test last, so it wins over the quick ones.
+        server = Server(script, (*quick, "--quiet", *args), self.addCleanup)
+        if not any(arg.startswith(("--delay=", "--cpu=")) and arg != f"{arg.split('=')[0]}=0" for arg in args):
+            if speaks_http:
+                with contextlib.closing(http.client.HTTPConnection(server.host, server.port, timeout=10)) as conn:
+                    conn.request("GET", "/")
+                    self.assertEqual(conn.getresponse().status, 200)
+            else:
+                self.assertEqual(server.request(b"edge!"), b"!egde")
+        return server
 
 
 class ReverseExchange:
@@ -7751,6 +7769,8 @@ class SlowLinkTest(unittest.TestCase):
     lost half of the reply below, at 100 Mbit/s as at 20.
     """
 
+    weight = 30  # run_in_parallel(): as long as some 30 ordinary tests
+
     @classmethod
     def setUpClass(cls) -> None:
         reason = slow_link_unavailable()
@@ -7859,6 +7879,8 @@ class TaskLimitTest(unittest.TestCase):
     died, and forking, prefork and wsgi_app died too, prefork leaving its
     workers to serve on, orphaned.
     """
+
+    weight = 35  # run_in_parallel(): as long as some 35 ordinary tests
 
     @classmethod
     def setUpClass(cls) -> None:
@@ -8002,6 +8024,8 @@ class OpenFileLimitTest(unittest.TestCase):
     gh-151615), and socketserver spun silently on a core.
     """
 
+    weight = 30  # run_in_parallel(): as long as some 30 ordinary tests
+
     LIMIT = 40  # descriptors: the server's own, and room for about 30 clients
     PREFIX = (
         sys.executable,
@@ -8055,12 +8079,13 @@ def run_in_parallel(workers: int) -> int:
     asks for the next when it is done: classes take from a tenth of a second to
     ten seconds, and handing each child a fixed third of them left one busy
     for twice as long as another. The classes with the most tests go first, so
-    that no long one starts last. The report is one unittest summary, which is
+    that no long one starts last; a class whose few tests take long says how
+    many ordinary tests it weighs (weight). The report is one unittest summary, which is
     what CI reads.
     """
     loader = unittest.defaultTestLoader
     classes = [name for name, value in globals().items() if isinstance(value, type) and loader.getTestCaseNames(value)]
-    classes.sort(key=lambda name: -len(loader.getTestCaseNames(globals()[name])))
+    classes.sort(key=lambda name: -getattr(globals()[name], "weight", len(loader.getTestCaseNames(globals()[name]))))
     started = time.monotonic()
     children = [
         subprocess.Popen(
