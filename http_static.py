@@ -1468,8 +1468,13 @@ class StaticHandler(StrictRequest, http.server.SimpleHTTPRequestHandler):
                 # Checked as if asked for by name: an index that links out of
                 # the directory, or to a dotfile, is no index.
                 index_path = self.translate_path(url_path + index)
-                opened = None if index_path is None else self.open_file(index_path)
-                if opened is not None and opened[0] is not None:
+                if index_path is None:
+                    continue
+                opened = self.open_file(index_path)
+                # One that cannot be opened (no permission) is still the
+                # folder's page, as in http.server: a 404, never the
+                # listing it is there to hide.
+                if opened is not None and opened[0] is not None or opened is None and os.path.isfile(index_path):
                     path = index_path
                     break
             else:

@@ -1548,6 +1548,26 @@ class HttpStaticTest(HttpServerTests):
                 date = email.utils.parsedate_to_datetime(response.getheader("Date")).timestamp()
                 self.assertLess(abs(date - time.time()), 2)
 
+    def test_a_folder_whose_index_cannot_be_read_gets_404_not_its_listing(self) -> None:
+        # As python -m http.server: a folder with an index shows that page,
+        # and its other names stay private, even when the page cannot be
+        # opened (no permission). Opened first, a refused index read as none,
+        # and the listing went out.
+        folder = Path(tempfile.mkdtemp())
+        self.addCleanup(shutil.rmtree, folder)
+        (folder / "locked").mkdir()
+        (folder / "locked" / "unlisted.txt").write_bytes(b"")
+        (folder / "locked" / "index.html").write_bytes(b"<h1>private</h1>")
+        (folder / "locked" / "index.html").chmod(0)
+        args = ("--directory", str(folder), "--timeout", "2")
+        server = Server(self.script, args, self.addCleanup, prefix=bound_by_file_modes(self))
+        for method in ("GET", "HEAD"):
+            with self.subTest(method=method):
+                response, body = self.http(method, "/locked/", server=server)
+                self.assertEqual(response.status, 404)
+                self.assertNotIn(b"unlisted", body)
+        self.assertEqual(server.stop(), 0, server.log())
+
     def test_if_modified_since_gets_304(self) -> None:
         response, _ = self.http("GET", "/docs/notes.txt")
         last_modified = response.getheader("Last-Modified")
@@ -6524,6 +6544,16 @@ class UnwritableReadyLineTest(unittest.TestCase):
                 except (ProcessLookupError, PermissionError):
                     pass
         return process.returncode, stderr, left
+
+
+def bound_by_file_modes(test: unittest.TestCase) -> tuple[str, ...]:
+    """A command prefix (for Server) under which a server obeys file modes: only root needs one."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return ()
+    if shutil.which("setpriv") is None:
+        test.skipTest("root reads any file, and there is no setpriv (util-linux) to take that power away")
+    # Without these two capabilities root reads and searches by the mode bits, as anyone does.
+    return ("setpriv", "--bounding-set=-dac_override,-dac_read_search", "--inh-caps=-dac_override,-dac_read_search")
 
 
 def network_namespace_unavailable() -> str:
