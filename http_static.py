@@ -158,6 +158,7 @@ POOL_WAIT = 1.0  # seconds a pool thread waits in the selector before it looks w
 # StaticServer.sending()): each download beyond these holds a pool thread.
 MAX_SENDING_THREADS = 256
 MAX_DATES = 1024  # HTTP dates kept formatted (see StaticHandler.date_time_string())
+FIRST_HTTP_DATE = -62_135_596_800  # 0001-01-01 00:00:00 UTC: no HTTP date spells an earlier second
 # After a response, how long and how much a client may go on sending before the
 # server closes anyway (see close_gracefully()): 2 s in all, enough for a client
 # that reads its reply, and soon enough to free the thread or process. (nginx
@@ -1612,7 +1613,7 @@ class StaticHandler(StrictRequest, http.server.SimpleHTTPRequestHandler):
             shown_name = name + "@" if os.path.islink(full) else link  # a link to a folder: @, but links with /
             href = urllib.parse.quote(link, errors="surrogatepass")
             size = "" if info is None or is_dir else human_size(info.st_size)
-            when = "" if info is None else time.strftime("%Y-%m-%d %H:%M", time.localtime(info.st_mtime))
+            when = "" if info is None else listed_time(info.st_mtime)
             lines.append(
                 f'<tr><td class="name"><a href="{href}">{html.escape(shown_name, quote=False)}</a></td>'
                 f'<td class="size">{size}</td><td class="mtime">{when}</td></tr>'
@@ -1671,10 +1672,16 @@ class StaticHandler(StrictRequest, http.server.SimpleHTTPRequestHandler):
             self.end_headers()
             return None
         offset, length = (0, size) if span is None else span
+        # RFC 9110 8.8.2.1: a time in the future (a wrong clock, a file
+        # unpacked from an archive) goes out as the response's own date,
+        # taken before Date is. And none before year 1: on tmpfs a file may
+        # be dated year 0 or 10000, which no HTTP date spells, and
+        # formatdate() raised, a traceback and no response.
+        modified = min(max(int(stat.st_mtime), FIRST_HTTP_DATE), int(time.time()))
         self.send_response(200 if span is None else 206)
         self.send_header("Content-Type", self.guess_type(path))
         self.send_header("Content-Length", str(length))
-        self.send_header("Last-Modified", self.date_time_string(int(stat.st_mtime)))
+        self.send_header("Last-Modified", self.date_time_string(modified))
         self.send_header("ETag", etag)
         # Keep a copy, but ask before every use: without this, a browser
         # reuses a cached script for a fraction of its age, edits unseen.
@@ -1770,6 +1777,18 @@ def file_size(info: os.stat_result | None) -> int:
     if info is None or not stat.S_ISREG(info.st_mode):
         return -1
     return info.st_size
+
+
+def listed_time(mtime: float) -> str:
+    """A listing's Modified column: local time to the minute; blank for a time localtime() cannot convert.
+
+    tmpfs keeps any 64-bit second, and localtime() fails past year 2**31
+    (EOVERFLOW): one such file made its whole folder a traceback.
+    """
+    try:
+        return time.strftime("%Y-%m-%d %H:%M", time.localtime(mtime))
+    except (OverflowError, OSError, ValueError):
+        return ""
 
 
 def human_size(size: float) -> str:

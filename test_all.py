@@ -1568,6 +1568,30 @@ class HttpStaticTest(HttpServerTests):
                 self.assertNotIn(b"unlisted", body)
         self.assertEqual(server.stop(), 0, server.log())
 
+    def test_a_date_no_clock_has_reached_is_last_modified_now(self) -> None:
+        # RFC 9110 8.8.2.1: a Last-Modified in the future goes out as the
+        # response's date. tmpfs stores any date (ext4 stops at 2446), year
+        # 10000 and year 0 too, which no HTTP date spells: formatdate()
+        # raised, a traceback and no response; and the folder's listing
+        # failed the same way on a date localtime() cannot convert.
+        folder = Path(tempfile.mkdtemp(dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
+        self.addCleanup(shutil.rmtree, folder)
+        names = {"2100.txt": 4_102_444_800, "year-10000.txt": 253_402_300_800, "year-0.txt": -62_135_596_801}
+        names["past-localtime.txt"] = 9 * 10**18  # past what localtime() converts: the listing went too
+        for name, mtime in names.items():
+            (folder / name).write_bytes(b"x")
+            os.utime(folder / name, (mtime, mtime))
+        server = self.start("--directory", str(folder), "--timeout", "2")
+        for name in names:
+            with self.subTest(name=name):
+                response, body = self.http("GET", "/" + name, server=server)
+                self.assertEqual((response.status, body), (200, b"x"))
+                date = email.utils.parsedate_to_datetime(response.getheader("Date"))
+                self.assertLess(abs(date.timestamp() - time.time()), 2)
+                self.assertLessEqual(email.utils.parsedate_to_datetime(response.getheader("Last-Modified")), date)
+        self.assertEqual(self.http("GET", "/", server=server)[0].status, 200)  # the listing shows them
+        self.assertEqual(server.stop(), 0, server.log())
+
     def test_if_modified_since_gets_304(self) -> None:
         response, _ = self.http("GET", "/docs/notes.txt")
         last_modified = response.getheader("Last-Modified")
