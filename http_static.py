@@ -162,6 +162,7 @@ POOL_WAIT = 1.0  # seconds a pool thread waits in the selector before it looks w
 # StaticServer.sending()): each download beyond these holds a pool thread.
 MAX_SENDING_THREADS = 256
 MAX_DATES = 1024  # HTTP dates kept formatted (see StaticHandler.date_time_string())
+FIRST_HTTP_DATE = -62_135_596_800  # 0001-01-01 00:00:00 UTC: no HTTP date spells an earlier second
 # After a response, how long and how much a client may go on sending before the
 # server closes anyway (see close_gracefully()): 2 s in all, enough for a client
 # that reads its reply, and soon enough to free the thread or process. (nginx
@@ -1482,8 +1483,13 @@ class StaticHandler(StrictRequest, http.server.SimpleHTTPRequestHandler):
                 # Checked as if asked for by name: an index that links out of
                 # the directory, or to a dotfile, is no index.
                 index_path = self.translate_path(url_path + index)
-                opened = None if index_path is None else self.open_file(index_path)
-                if opened is not None and opened[0] is not None:
+                if index_path is None:
+                    continue
+                opened = self.open_file(index_path)
+                # One that cannot be opened (no permission) is still the
+                # folder's page, as in http.server: a 404, never the
+                # listing it is there to hide.
+                if opened is not None and opened[0] is not None or opened is None and os.path.isfile(index_path):
                     path = index_path
                     break
             else:
@@ -1505,7 +1511,10 @@ class StaticHandler(StrictRequest, http.server.SimpleHTTPRequestHandler):
         try:
             # O_NONBLOCK: open() on a FIFO (a named pipe in the folder) would
             # wait for a writer for good, holding the thread, and the stop.
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+            # O_NOFOLLOW: path is translate_path()'s, links resolved and
+            # checked; a link there now was swapped in since, and may lead
+            # out of the folder (seen: 25 outside files in 8,700 requests).
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0))
         except OSError:
             return None
         try:
@@ -1621,7 +1630,7 @@ class StaticHandler(StrictRequest, http.server.SimpleHTTPRequestHandler):
             shown_name = name + "@" if os.path.islink(full) else link  # a link to a folder: @, but links with /
             href = urllib.parse.quote(link, errors="surrogatepass")
             size = "" if info is None or is_dir else human_size(info.st_size)
-            when = "" if info is None else time.strftime("%Y-%m-%d %H:%M", time.localtime(info.st_mtime))
+            when = "" if info is None else listed_time(info.st_mtime)
             lines.append(
                 f'<tr><td class="name"><a href="{href}">{html.escape(shown_name, quote=False)}</a></td>'
                 f'<td class="size">{size}</td><td class="mtime">{when}</td></tr>'
@@ -1680,10 +1689,16 @@ class StaticHandler(StrictRequest, http.server.SimpleHTTPRequestHandler):
             self.end_headers()
             return None
         offset, length = (0, size) if span is None else span
+        # RFC 9110 8.8.2.1: a time in the future (a wrong clock, a file
+        # unpacked from an archive) goes out as the response's own date,
+        # taken before Date is. And none before year 1: on tmpfs a file may
+        # be dated year 0 or 10000, which no HTTP date spells, and
+        # formatdate() raised, a traceback and no response.
+        modified = min(max(int(stat.st_mtime), FIRST_HTTP_DATE), int(time.time()))
         self.send_response(200 if span is None else 206)
         self.send_header("Content-Type", self.guess_type(path))
         self.send_header("Content-Length", str(length))
-        self.send_header("Last-Modified", self.date_time_string(int(stat.st_mtime)))
+        self.send_header("Last-Modified", self.date_time_string(modified))
         self.send_header("ETag", etag)
         # Keep a copy, but ask before every use: without this, a browser
         # reuses a cached script for a fraction of its age, edits unseen.
@@ -1779,6 +1794,18 @@ def file_size(info: os.stat_result | None) -> int:
     if info is None or not stat.S_ISREG(info.st_mode):
         return -1
     return info.st_size
+
+
+def listed_time(mtime: float) -> str:
+    """A listing's Modified column: local time to the minute; blank for a time localtime() cannot convert.
+
+    tmpfs keeps any 64-bit second, and localtime() fails past year 2**31
+    (EOVERFLOW): one such file made its whole folder a traceback.
+    """
+    try:
+        return time.strftime("%Y-%m-%d %H:%M", time.localtime(mtime))
+    except (OverflowError, OSError, ValueError):
+        return ""
 
 
 def human_size(size: float) -> str:

@@ -1548,6 +1548,74 @@ class HttpStaticTest(HttpServerTests):
                 date = email.utils.parsedate_to_datetime(response.getheader("Date")).timestamp()
                 self.assertLess(abs(date - time.time()), 2)
 
+    def test_a_folder_whose_index_cannot_be_read_gets_404_not_its_listing(self) -> None:
+        # As python -m http.server: a folder with an index shows that page,
+        # and its other names stay private, even when the page cannot be
+        # opened (no permission). Opened first, a refused index read as none,
+        # and the listing went out.
+        folder = Path(tempfile.mkdtemp())
+        self.addCleanup(shutil.rmtree, folder)
+        (folder / "locked").mkdir()
+        (folder / "locked" / "unlisted.txt").write_bytes(b"")
+        (folder / "locked" / "index.html").write_bytes(b"<h1>private</h1>")
+        (folder / "locked" / "index.html").chmod(0)
+        args = ("--directory", str(folder), "--timeout", "2")
+        server = Server(self.script, args, self.addCleanup, prefix=bound_by_file_modes(self))
+        for method in ("GET", "HEAD"):
+            with self.subTest(method=method):
+                response, body = self.http(method, "/locked/", server=server)
+                self.assertEqual(response.status, 404)
+                self.assertNotIn(b"unlisted", body)
+        self.assertEqual(server.stop(), 0, server.log())
+
+    def test_a_date_no_clock_has_reached_is_last_modified_now(self) -> None:
+        # RFC 9110 8.8.2.1: a Last-Modified in the future goes out as the
+        # response's date. tmpfs stores any date (ext4 stops at 2446), year
+        # 10000 and year 0 too, which no HTTP date spells: formatdate()
+        # raised, a traceback and no response; and the folder's listing
+        # failed the same way on a date localtime() cannot convert.
+        folder = Path(tempfile.mkdtemp(dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
+        self.addCleanup(shutil.rmtree, folder)
+        names = {"2100.txt": 4_102_444_800, "year-10000.txt": 253_402_300_800, "year-0.txt": -62_135_596_801}
+        names["past-localtime.txt"] = 9 * 10**18  # past what localtime() converts: the listing went too
+        for name, mtime in names.items():
+            (folder / name).write_bytes(b"x")
+            os.utime(folder / name, (mtime, mtime))
+        server = self.start("--directory", str(folder), "--timeout", "2")
+        for name in names:
+            with self.subTest(name=name):
+                response, body = self.http("GET", "/" + name, server=server)
+                self.assertEqual((response.status, body), (200, b"x"))
+                date = email.utils.parsedate_to_datetime(response.getheader("Date"))
+                self.assertLess(abs(date.timestamp() - time.time()), 2)
+                self.assertLessEqual(email.utils.parsedate_to_datetime(response.getheader("Last-Modified")), date)
+        self.assertEqual(self.http("GET", "/", server=server)[0].status, 200)  # the listing shows them
+        self.assertEqual(server.stop(), 0, server.log())
+
+    def test_a_file_swapped_for_a_link_out_after_its_check_is_not_served(self) -> None:
+        # A user who can write in the folder replaces a file with a link to
+        # one outside, between translate_path()'s check and the open(): 25
+        # times in 8,700 requests, by a loop of renames. Here the swap comes
+        # right after the check, every time.
+        swap = f"""
+import os, os.path
+resolve = os.path.realpath
+def realpath(path, *args, **kwargs):
+    real = resolve(path, *args, **kwargs)
+    if real.endswith("swapped.txt") and not os.path.islink(real):
+        os.symlink({str(self.site.parent / "secret.txt")!r}, real + ".tmp")
+        os.replace(real + ".tmp", real)
+    return real
+os.path.realpath = realpath
+"""
+        swapped = self.scratch_file("swapped.txt", b"public")
+        server = Server(self.script, self.quick_args, self.addCleanup, prefix=after(swap))
+        response, body = self.http("GET", "/swapped.txt", server=server)
+        self.assertTrue(swapped.is_symlink())  # the swap did happen
+        self.assertEqual(response.status, 404)
+        self.assertNotIn(b"TOP SECRET", body)
+        self.assertEqual(server.stop(), 0, server.log())
+
     def test_if_modified_since_gets_304(self) -> None:
         response, _ = self.http("GET", "/docs/notes.txt")
         last_modified = response.getheader("Last-Modified")
@@ -6526,6 +6594,16 @@ class UnwritableReadyLineTest(unittest.TestCase):
                 except (ProcessLookupError, PermissionError):
                     pass
         return process.returncode, stderr, left
+
+
+def bound_by_file_modes(test: unittest.TestCase) -> tuple[str, ...]:
+    """A command prefix (for Server) under which a server obeys file modes: only root needs one."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return ()
+    if shutil.which("setpriv") is None:
+        test.skipTest("root reads any file, and there is no setpriv (util-linux) to take that power away")
+    # Without these two capabilities root reads and searches by the mode bits, as anyone does.
+    return ("setpriv", "--bounding-set=-dac_override,-dac_read_search", "--inh-caps=-dac_override,-dac_read_search")
 
 
 def network_namespace_unavailable() -> str:
