@@ -866,10 +866,12 @@ class StaticServer(http.server.HTTPServer):
 
 def default_threads() -> int:
     """The pool's size when --threads is not given (see the module's docstring)."""
-    cores = os.cpu_count() or 1
     if getattr(sys, "_is_gil_enabled", lambda: True)():
         return POOL_WITH_GIL
-    return POOL_PER_CORE * cores
+    # The cores this process may run on (taskset, a container's cpuset), not
+    # the machine's: a 2-core container on a 64-core host would start 256
+    # threads. No GIL means 3.13 or later, which has process_cpu_count().
+    return POOL_PER_CORE * (os.process_cpu_count() or 1)  # type: ignore[attr-defined]
 
 
 def end_reading(conn: socket.socket) -> None:

@@ -1959,6 +1959,14 @@ class HttpStaticPoolTest(ServerTestCase):
         finally:
             conn.close()
 
+    @unittest.skipIf(getattr(sys, "_is_gil_enabled", lambda: True)(), "the free-threaded build's pool: 4 per core")
+    @unittest.skipUnless(shutil.which("taskset") and os.path.isdir("/proc/self/task"), "needs taskset, and /proc")
+    def test_the_pool_counts_the_cores_the_process_may_use(self) -> None:
+        # Not the machine's: a container's cpuset or a taskset leaves fewer.
+        server = Server(self.script, ("--directory", str(self.site)), self.addCleanup, prefix=("taskset", "-c", "0"))
+        self.assertEqual(self.get(server), b"0123456789")
+        self.assertEqual(len(os.listdir(f"/proc/{server.process.pid}/task")), 4 + 1, "4 for one core, and main")
+
     @unittest.skipUnless(os.path.isdir("/proc/self/task"), "counts threads in /proc")
     def test_two_thousand_idle_keep_alive_connections_hold_no_thread_and_nobody_up(self) -> None:
         raise_open_file_limit(2300)  # before the server starts: it inherits the limit
