@@ -1616,6 +1616,37 @@ os.path.realpath = realpath
         self.assertNotIn(b"TOP SECRET", body)
         self.assertEqual(server.stop(), 0, server.log())
 
+    @unittest.skipUnless(os.path.isdir("/proc/self/fd"), "the check reads /proc (elsewhere the race stays open)")
+    def test_a_folder_swapped_for_a_link_out_after_its_check_is_not_served_from(self) -> None:
+        # The same race one level up: the folder that holds the file becomes
+        # a link to a folder outside, after the check, before the open().
+        outside = Path(tempfile.mkdtemp())
+        self.addCleanup(shutil.rmtree, outside)
+        (outside / "notes.txt").write_bytes(b"TOP SECRET")
+        folder = self.site / "swapped-folder"
+        folder.mkdir()
+        (folder / "notes.txt").write_bytes(b"public")
+        self.addCleanup(shutil.rmtree, self.site / "swapped-folder.was", ignore_errors=True)
+        self.addCleanup(lambda: folder.unlink() if folder.is_symlink() else shutil.rmtree(folder))
+        swap = f"""
+import os, os.path
+resolve = os.path.realpath
+def realpath(path, *args, **kwargs):
+    real = resolve(path, *args, **kwargs)
+    folder = {str(folder)!r}
+    if real == folder + "/notes.txt" and not os.path.islink(folder):
+        os.rename(folder, folder + ".was")
+        os.symlink({str(outside)!r}, folder)
+    return real
+os.path.realpath = realpath
+"""
+        server = Server(self.script, self.quick_args, self.addCleanup, prefix=after(swap))
+        response, body = self.http("GET", "/swapped-folder/notes.txt", server=server)
+        self.assertTrue(folder.is_symlink())  # the swap did happen
+        self.assertEqual(response.status, 404)
+        self.assertNotIn(b"TOP SECRET", body)
+        self.assertEqual(server.stop(), 0, server.log())
+
     def test_if_modified_since_gets_304(self) -> None:
         response, _ = self.http("GET", "/docs/notes.txt")
         last_modified = response.getheader("Last-Modified")
