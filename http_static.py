@@ -1814,8 +1814,9 @@ def open_beneath(root: int, relative: str, flags: int) -> int:
     read out what only its own user may read (a rename loop got 25 outside
     files in 8,700 requests). The path has no links left, so a link met now
     was swapped in: each step is taken from the folder before it, with
-    O_NOFOLLOW, and a link fails it (ELOOP: 404). (Linux's openat2() with
-    RESOLVE_BENEATH does this in one call; Python has none.) A file at the top
+    O_NOFOLLOW, and a link fails it (ELOOP, or ENOTDIR in place of a folder:
+    404). (Linux's openat2() with RESOLVE_BENEATH does this in one call;
+    Python has none.) A file at the top
     of the folder is opened by its path with O_NOFOLLOW, which is as safe:
     the folders on that path are the served one and those above it, which
     whoever may swap owns what is served anyway. And it is cheaper with
@@ -1824,10 +1825,15 @@ def open_beneath(root: int, relative: str, flags: int) -> int:
     8% of the requests.
     """
     *folders, name = relative.split(os.sep)
+    # O_PATH (Linux): a folder opened only to open what it holds needs the
+    # right to pass through it (x), as open() by path does; O_RDONLY needs
+    # the right to list it (r) too, and a folder of mode 0311 served nothing.
+    # With O_PATH, O_NOFOLLOW opens a link itself: O_DIRECTORY refuses it.
+    through = getattr(os, "O_PATH", os.O_RDONLY) | os.O_DIRECTORY | os.O_NOFOLLOW
     fd = root
     try:
         for folder in folders:
-            inner = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            inner = os.open(folder, through, dir_fd=fd)
             if fd != root:
                 os.close(fd)
             fd = inner

@@ -1647,6 +1647,24 @@ os.path.realpath = realpath
         self.assertNotIn(b"TOP SECRET", body)
         self.assertEqual(server.stop(), 0, server.log())
 
+    def test_a_folder_that_may_be_passed_but_not_read_serves_its_files(self) -> None:
+        # Mode 0311: a file below is served by name, the folder is not
+        # listed (open() by path needs search, x, on each folder). Opening
+        # each folder on the way for reading (O_RDONLY) needed read, r, too:
+        # 404 for every file below.
+        folder = Path(tempfile.mkdtemp())
+        self.addCleanup(shutil.rmtree, folder)
+        (folder / "pass" / "inner").mkdir(parents=True)
+        (folder / "pass" / "inner" / "notes.txt").write_bytes(b"public")
+        (folder / "pass").chmod(0o311)
+        self.addCleanup((folder / "pass").chmod, 0o755)
+        args = ("--directory", str(folder), "--timeout", "2")
+        server = Server(self.script, args, self.addCleanup, prefix=bound_by_file_modes(self))
+        response, body = self.http("GET", "/pass/inner/notes.txt", server=server)
+        self.assertEqual((response.status, body), (200, b"public"))
+        self.assertEqual(self.http("GET", "/pass/", server=server)[0].status, 404)  # no listing
+        self.assertEqual(server.stop(), 0, server.log())
+
     def test_if_modified_since_gets_304(self) -> None:
         response, _ = self.http("GET", "/docs/notes.txt")
         last_modified = response.getheader("Last-Modified")
