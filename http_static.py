@@ -368,15 +368,9 @@ def make_server(args: argparse.Namespace, tls: ssl.SSLContext | None) -> StaticS
     directory = os.path.realpath(args.directory)
     handler = functools.partial(StaticHandler, directory=directory)
     listener = open_listener(args.host, args.port)
-    server = StaticServer(
+    return StaticServer(
         listener.getsockname()[:2], handler, args.timeout, args.dotfiles, args.cors, tls, args.threads, listener
     )
-    if os.open in os.supports_dir_fd:  # Unix: files are opened below it (open_beneath())
-        try:
-            server.root = os.open(directory, getattr(os, "O_PATH", os.O_RDONLY) | os.O_DIRECTORY)
-        except OSError:  # a folder this process may not open: opened by path, as before
-            pass
-    return server
 
 
 def open_listener(host: str, port: int) -> socket.socket:
@@ -591,7 +585,6 @@ class StaticServer(http.server.HTTPServer):
         self.tls = tls  # accept() wraps each connection; the handshake is the pool's (StaticHandler.shake_hands)
         self.numbers = itertools.count(1)
         self.dates = Dates()
-        self.root: int | None = None  # the served folder, open: where files are opened from (open_beneath())
         self.pool_size = threads or default_threads()
         self.pool: list[threading.Thread] = []
         self.downloads = 0  # large files going out now, each lending its thread's place (sending())
@@ -861,9 +854,6 @@ class StaticServer(http.server.HTTPServer):
             thread.join()
         self.poller.remove(self.socket)
         self.poller.release()
-        if self.root is not None:  # no thread is left to open a file
-            os.close(self.root)
-            self.root = None
         super().server_close()  # the listener
 
     def server_bind(self) -> None:
@@ -1526,10 +1516,10 @@ class StaticHandler(StrictRequest, http.server.SimpleHTTPRequestHandler):
             # open_beneath().
             flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0)
             relative = path[len(self.directory) :].lstrip(os.sep)
-            if self.server.root is None or os.sep not in relative:
-                fd = os.open(path, flags)  # no folder below this one on the way (or no dir_fd here)
+            if os.sep in relative and os.open in os.supports_dir_fd:  # dir_fd: Unix
+                fd = open_beneath(self.directory, relative, flags)
             else:
-                fd = open_beneath(self.server.root, relative, flags)
+                fd = os.open(path, flags)  # no folder below this one on the way (or no dir_fd here)
         except OSError:
             return None
         try:
@@ -1804,8 +1794,8 @@ class StaticHandler(StrictRequest, http.server.SimpleHTTPRequestHandler):
         log.info("#%d %s " + format, self.number, self.client_address[0], *args)
 
 
-def open_beneath(root: int, relative: str, flags: int) -> int:
-    """openat() of relative, a path with its links resolved, below the folder open as root, following no link.
+def open_beneath(directory: str, relative: str, flags: int) -> int:
+    """openat() of relative, a path below directory with its links resolved, following no link.
 
     translate_path() resolves the links in a path and checks where it leads;
     open() then walked the path again. A file, or a folder on the way,
@@ -1816,13 +1806,17 @@ def open_beneath(root: int, relative: str, flags: int) -> int:
     was swapped in: each step is taken from the folder before it, with
     O_NOFOLLOW, and a link fails it (ELOOP, or ENOTDIR in place of a folder:
     404). (Linux's openat2() with RESOLVE_BENEATH does this in one call;
-    Python has none.) A file at the top
-    of the folder is opened by its path with O_NOFOLLOW, which is as safe:
-    the folders on that path are the served one and those above it, which
-    whoever may swap owns what is served anyway. And it is cheaper with
-    threads: every openat() from root changes the reference count of one
-    shared open file in the kernel, and on 3.13t at 20 connections that cost
-    8% of the requests.
+    Python has none.)
+
+    The first step, like a file at the top of the folder (open_file()), is
+    opened by its path with O_NOFOLLOW, which is as safe: the folders on
+    that path are the served one and those above it, which whoever may swap
+    owns what is served anyway. A descriptor of the served folder, kept from
+    the start, held on to the folder it was: a rebuild that deletes the
+    folder and makes it again (make clean html, rm -rf dist) left every file
+    below a sub-folder 404 until a restart. And every openat() from one
+    shared descriptor changes its reference count in the kernel: on 3.13t at
+    20 connections, 8% of the requests.
     """
     *folders, name = relative.split(os.sep)
     # O_PATH (Linux): a folder opened only to open what it holds needs the
@@ -1830,17 +1824,15 @@ def open_beneath(root: int, relative: str, flags: int) -> int:
     # the right to list it (r) too, and a folder of mode 0311 served nothing.
     # With O_PATH, O_NOFOLLOW opens a link itself: O_DIRECTORY refuses it.
     through = getattr(os, "O_PATH", os.O_RDONLY) | os.O_DIRECTORY | os.O_NOFOLLOW
-    fd = root
+    fd = os.open(os.path.join(directory, folders[0]), through)
     try:
-        for folder in folders:
+        for folder in folders[1:]:
             inner = os.open(folder, through, dir_fd=fd)
-            if fd != root:
-                os.close(fd)
+            os.close(fd)
             fd = inner
         return os.open(name or os.curdir, flags, dir_fd=fd)  # '': the folder itself
     finally:
-        if fd != root:
-            os.close(fd)
+        os.close(fd)
 
 
 def file_size(info: os.stat_result | None) -> int:

@@ -1665,6 +1665,26 @@ os.path.realpath = realpath
         self.assertEqual(self.http("GET", "/pass/", server=server)[0].status, 404)  # no listing
         self.assertEqual(server.stop(), 0, server.log())
 
+    def test_a_served_folder_deleted_and_made_again_serves_the_new_files(self) -> None:
+        # A rebuild (make clean html, rm -rf dist) deletes the served folder
+        # and makes it again, while the server runs. Files were opened below
+        # a descriptor of the folder kept from the start, the deleted one:
+        # every file below a sub-folder got 404 until a restart (those at the
+        # top, and the listings, came from the new folder).
+        base = Path(tempfile.mkdtemp())
+        self.addCleanup(shutil.rmtree, base)
+        folder = base / "html"
+        for version in (b"v1", b"v2"):
+            if folder.exists():
+                shutil.rmtree(folder)
+            (folder / "docs").mkdir(parents=True)
+            (folder / "docs" / "notes.txt").write_bytes(version)
+            if version == b"v1":
+                server = self.start("--directory", str(folder), "--timeout", "2")
+            response, body = self.http("GET", "/docs/notes.txt", server=server)
+            self.assertEqual((response.status, body), (200, version))
+        self.assertEqual(server.stop(), 0, server.log())
+
     def test_if_modified_since_gets_304(self) -> None:
         response, _ = self.http("GET", "/docs/notes.txt")
         last_modified = response.getheader("Last-Modified")
