@@ -1514,12 +1514,7 @@ class StaticHandler(StrictRequest, http.server.SimpleHTTPRequestHandler):
             # wait for a writer for good, holding the thread, and the stop.
             # O_NOFOLLOW, and folders below this one opened one by one: see
             # open_beneath().
-            flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0)
-            relative = path[len(self.directory) :].lstrip(os.sep)
-            if os.sep in relative and os.open in os.supports_dir_fd:  # dir_fd: Unix
-                fd = open_beneath(self.directory, relative, flags)
-            else:
-                fd = os.open(path, flags)  # no folder below this one on the way (or no dir_fd here)
+            fd = self.open_inside(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0))
         except OSError:
             return None
         try:
@@ -1536,6 +1531,13 @@ class StaticHandler(StrictRequest, http.server.SimpleHTTPRequestHandler):
         except BaseException:
             os.close(fd)
             raise
+
+    def open_inside(self, path: str, flags: int) -> int:
+        """os.open() of path, translate_path()'s, each folder below the served one opened without following a link."""
+        relative = path[len(self.directory) :].lstrip(os.sep)
+        if os.sep in relative and os.open in os.supports_dir_fd:  # dir_fd: Unix
+            return open_beneath(self.directory, relative, flags)
+        return os.open(path, flags)  # no folder below this one on the way (or no dir_fd here)
 
     def translate_path(self, path: str) -> str | None:  # type: ignore[override]
         """The file a URL path names, or None if it would lie outside the served directory.
@@ -1586,7 +1588,19 @@ class StaticHandler(StrictRequest, http.server.SimpleHTTPRequestHandler):
         page and percent-encoded in its link.
         """
         try:
-            names = os.listdir(path)
+            if os.listdir in os.supports_fd:
+                # Listed through a descriptor, opened as a file is: by its
+                # path, listdir() followed a link swapped in for the folder
+                # since translate_path()'s check, and listed one outside.
+                # The served folder's own path is trusted (open_beneath()).
+                nofollow = getattr(os, "O_NOFOLLOW", 0) if path != self.directory else 0
+                fd = self.open_inside(path, os.O_RDONLY | os.O_DIRECTORY | nofollow)
+                try:
+                    names = os.listdir(fd)
+                finally:
+                    os.close(fd)
+            else:
+                names = os.listdir(path)
         except OSError:
             self.send_error(404, "No permission to list directory")
             return None

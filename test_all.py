@@ -1647,6 +1647,38 @@ os.path.realpath = realpath
         self.assertNotIn(b"TOP SECRET", body)
         self.assertEqual(server.stop(), 0, server.log())
 
+    def test_a_folder_swapped_for_a_link_out_after_its_check_is_not_listed(self) -> None:
+        # The same race for a listing: the folder became a link to one
+        # outside, and os.listdir() by its path followed it. With --dotfiles
+        # (no name is hidden) the outside folder's names, sizes and dates
+        # went out.
+        outside = Path(tempfile.mkdtemp())
+        self.addCleanup(shutil.rmtree, outside)
+        (outside / "private-names.txt").write_bytes(b"")
+        folder = self.site / "swapped-listing"
+        folder.mkdir()
+        (folder / "public.txt").write_bytes(b"public")
+        self.addCleanup(shutil.rmtree, self.site / "swapped-listing.was", ignore_errors=True)
+        self.addCleanup(lambda: folder.unlink() if folder.is_symlink() else shutil.rmtree(folder))
+        swap = f"""
+import os, os.path
+resolve = os.path.realpath
+def realpath(path, *args, **kwargs):
+    real = resolve(path, *args, **kwargs)
+    folder = {str(folder)!r}
+    if real == folder and not os.path.islink(folder):
+        os.rename(folder, folder + ".was")
+        os.symlink({str(outside)!r}, folder)
+    return real
+os.path.realpath = realpath
+"""
+        server = Server(self.script, (*self.quick_args, "--dotfiles"), self.addCleanup, prefix=after(swap))
+        response, body = self.http("GET", "/swapped-listing/", server=server)
+        self.assertTrue(folder.is_symlink())  # the swap did happen
+        self.assertEqual(response.status, 404)
+        self.assertNotIn(b"private-names", body)
+        self.assertEqual(server.stop(), 0, server.log())
+
     def test_a_folder_that_may_be_passed_but_not_read_serves_its_files(self) -> None:
         # Mode 0311: a file below is served by name, the folder is not
         # listed (open() by path needs search, x, on each folder). Opening
