@@ -1560,7 +1560,13 @@ class StaticHandler(StrictRequest, http.server.SimpleHTTPRequestHandler):
             os.fsencode(candidate)
         except UnicodeEncodeError:
             return None
-        real = os.path.realpath(candidate)
+        try:
+            real = os.path.realpath(candidate)
+        except OSError:
+            # A link removed between realpath()'s lstat() and its readlink()
+            # (a deploy, a build): 3.8 to 3.12 raise FileNotFoundError, a
+            # traceback and no response; 3.13 goes on.
+            return None
         if real != self.directory and not real.startswith(os.path.join(self.directory, "")):
             return None
         if not self.server.dotfiles and (self.is_hidden(candidate) or self.is_hidden(real)):
@@ -1605,8 +1611,15 @@ class StaticHandler(StrictRequest, http.server.SimpleHTTPRequestHandler):
             self.send_error(404, "No permission to list directory")
             return None
         if not self.server.dotfiles:  # neither '.env' nor a link to it
-            names = [name for name in names if not self.is_hidden(os.path.realpath(os.path.join(path, name)))]
-            names = [name for name in names if not name.startswith(".")]
+            visible = []
+            for name in names:
+                try:
+                    real = os.path.realpath(os.path.join(path, name))
+                except OSError:  # a link removed meanwhile: see translate_path()
+                    continue
+                if not name.startswith(".") and not self.is_hidden(real):
+                    visible.append(name)
+            names = visible
         entries = []
         for name in names:
             full = os.path.join(path, name)

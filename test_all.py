@@ -1679,6 +1679,31 @@ os.path.realpath = realpath
         self.assertNotIn(b"private-names", body)
         self.assertEqual(server.stop(), 0, server.log())
 
+    def test_a_link_removed_while_realpath_reads_it_gets_an_answer(self) -> None:
+        # realpath() sees a link (lstat()), then reads it (readlink()); a
+        # link removed in between (a deploy, a build) made it raise on 3.8 to
+        # 3.12 (3.13 goes on): a traceback, and the connection closed with
+        # no response, for the file and for the listing that holds the link.
+        vanish = """
+import os
+readlink = os.readlink
+def vanishing(path, *args, **kwargs):
+    if str(path).endswith("vanishing") and os.path.lexists(path):
+        os.unlink(path)
+    return readlink(path, *args, **kwargs)
+os.readlink = vanishing
+"""
+        link = self.site / "docs" / "vanishing"
+        self.addCleanup(lambda: link.unlink() if link.is_symlink() else None)
+        server = Server(self.script, self.quick_args, self.addCleanup, prefix=after(vanish))
+        for path, status in (("/docs/vanishing", 404), ("/docs/", 200)):
+            with self.subTest(path=path):
+                link.symlink_to("notes.txt")
+                response, body = self.http("GET", path, server=server)
+                self.assertEqual(response.status, status)
+                self.assertNotIn(b"vanishing", body)
+        self.assertEqual(server.stop(), 0, server.log())
+
     def test_a_folder_that_may_be_passed_but_not_read_serves_its_files(self) -> None:
         # Mode 0311: a file below is served by name, the folder is not
         # listed (open() by path needs search, x, on each folder). Opening
