@@ -1699,10 +1699,9 @@ os.readlink = vanishing
         for path, status in (("/docs/vanishing", 404), ("/docs/", 200)):
             with self.subTest(path=path):
                 link.symlink_to("notes.txt")
-                response, body = self.http("GET", path, server=server)
+                response, _ = self.http("GET", path, server=server)
                 self.assertEqual(response.status, status)
-                self.assertNotIn(b"vanishing", body)
-        self.assertEqual(server.stop(), 0, server.log())
+        self.assertEqual(server.stop(), 0, server.log())  # and no traceback in its log
 
     def test_a_folder_that_may_be_passed_but_not_read_serves_its_files(self) -> None:
         # Mode 0311: a file below is served by name, the folder is not
