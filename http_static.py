@@ -1835,7 +1835,7 @@ def open_beneath(directory: str, relative: str, flags: int) -> int:
     404). (Linux's openat2() with RESOLVE_BENEATH does this in one call;
     Python has none.)
 
-    The first step, like a file at the top of the folder (open_file()), is
+    The first step, like a file at the top of the folder (open_inside()), is
     opened by its path with O_NOFOLLOW, which is as safe: the folders on
     that path are the served one and those above it, which whoever may swap
     owns what is served anyway. A descriptor of the served folder, kept from
