@@ -368,15 +368,9 @@ def make_server(args: argparse.Namespace, tls: ssl.SSLContext | None) -> StaticS
     directory = os.path.realpath(args.directory)
     handler = functools.partial(StaticHandler, directory=directory)
     listener = open_listener(args.host, args.port)
-    server = StaticServer(
+    return StaticServer(
         listener.getsockname()[:2], handler, args.timeout, args.dotfiles, args.cors, tls, args.threads, listener
     )
-    if os.open in os.supports_dir_fd:  # Unix: files are opened below it (open_beneath())
-        try:
-            server.root = os.open(directory, getattr(os, "O_PATH", os.O_RDONLY) | os.O_DIRECTORY)
-        except OSError:  # a folder this process may not open: opened by path, as before
-            pass
-    return server
 
 
 def open_listener(host: str, port: int) -> socket.socket:
@@ -591,7 +585,6 @@ class StaticServer(http.server.HTTPServer):
         self.tls = tls  # accept() wraps each connection; the handshake is the pool's (StaticHandler.shake_hands)
         self.numbers = itertools.count(1)
         self.dates = Dates()
-        self.root: int | None = None  # the served folder, open: where files are opened from (open_beneath())
         self.pool_size = threads or default_threads()
         self.pool: list[threading.Thread] = []
         self.downloads = 0  # large files going out now, each lending its thread's place (sending())
@@ -861,9 +854,6 @@ class StaticServer(http.server.HTTPServer):
             thread.join()
         self.poller.remove(self.socket)
         self.poller.release()
-        if self.root is not None:  # no thread is left to open a file
-            os.close(self.root)
-            self.root = None
         super().server_close()  # the listener
 
     def server_bind(self) -> None:
@@ -1524,12 +1514,7 @@ class StaticHandler(StrictRequest, http.server.SimpleHTTPRequestHandler):
             # wait for a writer for good, holding the thread, and the stop.
             # O_NOFOLLOW, and folders below this one opened one by one: see
             # open_beneath().
-            flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0)
-            relative = path[len(self.directory) :].lstrip(os.sep)
-            if self.server.root is None or os.sep not in relative:
-                fd = os.open(path, flags)  # no folder below this one on the way (or no dir_fd here)
-            else:
-                fd = open_beneath(self.server.root, relative, flags)
+            fd = self.open_inside(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0))
         except OSError:
             return None
         try:
@@ -1546,6 +1531,13 @@ class StaticHandler(StrictRequest, http.server.SimpleHTTPRequestHandler):
         except BaseException:
             os.close(fd)
             raise
+
+    def open_inside(self, path: str, flags: int) -> int:
+        """os.open() of path, translate_path()'s, each folder below the served one opened without following a link."""
+        relative = path[len(self.directory) :].lstrip(os.sep)
+        if os.sep in relative and os.open in os.supports_dir_fd:  # dir_fd: Unix
+            return open_beneath(self.directory, relative, flags)
+        return os.open(path, flags)  # no folder below this one on the way (or no dir_fd here)
 
     def translate_path(self, path: str) -> str | None:  # type: ignore[override]
         """The file a URL path names, or None if it would lie outside the served directory.
@@ -1568,7 +1560,13 @@ class StaticHandler(StrictRequest, http.server.SimpleHTTPRequestHandler):
             os.fsencode(candidate)
         except UnicodeEncodeError:
             return None
-        real = os.path.realpath(candidate)
+        try:
+            real = os.path.realpath(candidate)
+        except OSError:
+            # A link removed between realpath()'s lstat() and its readlink()
+            # (a deploy, a build): 3.8 to 3.12 raise FileNotFoundError, a
+            # traceback and no response; 3.13 goes on.
+            return None
         if real != self.directory and not real.startswith(os.path.join(self.directory, "")):
             return None
         if not self.server.dotfiles and (self.is_hidden(candidate) or self.is_hidden(real)):
@@ -1596,13 +1594,32 @@ class StaticHandler(StrictRequest, http.server.SimpleHTTPRequestHandler):
         page and percent-encoded in its link.
         """
         try:
-            names = os.listdir(path)
+            if os.listdir in os.supports_fd:
+                # Listed through a descriptor, opened as a file is: by its
+                # path, listdir() followed a link swapped in for the folder
+                # since translate_path()'s check, and listed one outside.
+                # The served folder's own path is trusted (open_beneath()).
+                nofollow = getattr(os, "O_NOFOLLOW", 0) if path != self.directory else 0
+                fd = self.open_inside(path, os.O_RDONLY | os.O_DIRECTORY | nofollow)
+                try:
+                    names = os.listdir(fd)
+                finally:
+                    os.close(fd)
+            else:
+                names = os.listdir(path)
         except OSError:
             self.send_error(404, "No permission to list directory")
             return None
         if not self.server.dotfiles:  # neither '.env' nor a link to it
-            names = [name for name in names if not self.is_hidden(os.path.realpath(os.path.join(path, name)))]
-            names = [name for name in names if not name.startswith(".")]
+            visible = []
+            for name in names:
+                try:
+                    real = os.path.realpath(os.path.join(path, name))
+                except OSError:  # a link removed meanwhile: see translate_path()
+                    continue
+                if not name.startswith(".") and not self.is_hidden(real):
+                    visible.append(name)
+            names = visible
         entries = []
         for name in names:
             full = os.path.join(path, name)
@@ -1804,8 +1821,8 @@ class StaticHandler(StrictRequest, http.server.SimpleHTTPRequestHandler):
         log.info("#%d %s " + format, self.number, self.client_address[0], *args)
 
 
-def open_beneath(root: int, relative: str, flags: int) -> int:
-    """openat() of relative, a path with its links resolved, below the folder open as root, following no link.
+def open_beneath(directory: str, relative: str, flags: int) -> int:
+    """openat() of relative, a path below directory with its links resolved, following no link.
 
     translate_path() resolves the links in a path and checks where it leads;
     open() then walked the path again. A file, or a folder on the way,
@@ -1814,27 +1831,35 @@ def open_beneath(root: int, relative: str, flags: int) -> int:
     read out what only its own user may read (a rename loop got 25 outside
     files in 8,700 requests). The path has no links left, so a link met now
     was swapped in: each step is taken from the folder before it, with
-    O_NOFOLLOW, and a link fails it (ELOOP: 404). (Linux's openat2() with
-    RESOLVE_BENEATH does this in one call; Python has none.) A file at the top
-    of the folder is opened by its path with O_NOFOLLOW, which is as safe:
-    the folders on that path are the served one and those above it, which
-    whoever may swap owns what is served anyway. And it is cheaper with
-    threads: every openat() from root changes the reference count of one
-    shared open file in the kernel, and on 3.13t at 20 connections that cost
-    8% of the requests.
+    O_NOFOLLOW, and a link fails it (ELOOP, or ENOTDIR in place of a folder:
+    404). (Linux's openat2() with RESOLVE_BENEATH does this in one call;
+    Python has none.)
+
+    The first step, like a file at the top of the folder (open_inside()), is
+    opened by its path with O_NOFOLLOW, which is as safe: the folders on
+    that path are the served one and those above it, which whoever may swap
+    owns what is served anyway. A descriptor of the served folder, kept from
+    the start, held on to the folder it was: a rebuild that deletes the
+    folder and makes it again (make clean html, rm -rf dist) left every file
+    below a sub-folder 404 until a restart. And every openat() from one
+    shared descriptor changes its reference count in the kernel: on 3.13t at
+    20 connections, 8% of the requests.
     """
     *folders, name = relative.split(os.sep)
-    fd = root
+    # O_PATH (Linux): a folder opened only to open what it holds needs the
+    # right to pass through it (x), as open() by path does; O_RDONLY needs
+    # the right to list it (r) too, and a folder of mode 0311 served nothing.
+    # With O_PATH, O_NOFOLLOW opens a link itself: O_DIRECTORY refuses it.
+    through = getattr(os, "O_PATH", os.O_RDONLY) | os.O_DIRECTORY | os.O_NOFOLLOW
+    fd = os.open(os.path.join(directory, folders[0]), through)
     try:
-        for folder in folders:
-            inner = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
-            if fd != root:
-                os.close(fd)
+        for folder in folders[1:]:
+            inner = os.open(folder, through, dir_fd=fd)
+            os.close(fd)
             fd = inner
         return os.open(name or os.curdir, flags, dir_fd=fd)  # '': the folder itself
     finally:
-        if fd != root:
-            os.close(fd)
+        os.close(fd)
 
 
 def file_size(info: os.stat_result | None) -> int:

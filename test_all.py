@@ -1647,6 +1647,100 @@ os.path.realpath = realpath
         self.assertNotIn(b"TOP SECRET", body)
         self.assertEqual(server.stop(), 0, server.log())
 
+    def test_a_folder_swapped_for_a_link_out_after_its_check_is_not_listed(self) -> None:
+        # The same race for a listing: the folder became a link to one
+        # outside, and os.listdir() by its path followed it. With --dotfiles
+        # (no name is hidden) the outside folder's names, sizes and dates
+        # went out.
+        outside = Path(tempfile.mkdtemp())
+        self.addCleanup(shutil.rmtree, outside)
+        (outside / "private-names.txt").write_bytes(b"")
+        folder = self.site / "swapped-listing"
+        folder.mkdir()
+        (folder / "public.txt").write_bytes(b"public")
+        self.addCleanup(shutil.rmtree, self.site / "swapped-listing.was", ignore_errors=True)
+        self.addCleanup(lambda: folder.unlink() if folder.is_symlink() else shutil.rmtree(folder))
+        swap = f"""
+import os, os.path
+resolve = os.path.realpath
+def realpath(path, *args, **kwargs):
+    real = resolve(path, *args, **kwargs)
+    folder = {str(folder)!r}
+    if real == folder and not os.path.islink(folder):
+        os.rename(folder, folder + ".was")
+        os.symlink({str(outside)!r}, folder)
+    return real
+os.path.realpath = realpath
+"""
+        server = Server(self.script, (*self.quick_args, "--dotfiles"), self.addCleanup, prefix=after(swap))
+        response, body = self.http("GET", "/swapped-listing/", server=server)
+        self.assertTrue(folder.is_symlink())  # the swap did happen
+        self.assertEqual(response.status, 404)
+        self.assertNotIn(b"private-names", body)
+        self.assertEqual(server.stop(), 0, server.log())
+
+    def test_a_link_removed_while_realpath_reads_it_gets_an_answer(self) -> None:
+        # realpath() sees a link (lstat()), then reads it (readlink()); a
+        # link removed in between (a deploy, a build) made it raise on 3.8 to
+        # 3.12 (3.13 goes on): a traceback, and the connection closed with
+        # no response, for the file and for the listing that holds the link.
+        vanish = """
+import os
+readlink = os.readlink
+def vanishing(path, *args, **kwargs):
+    if str(path).endswith("vanishing") and os.path.lexists(path):
+        os.unlink(path)
+    return readlink(path, *args, **kwargs)
+os.readlink = vanishing
+"""
+        link = self.site / "docs" / "vanishing"
+        self.addCleanup(lambda: link.unlink() if link.is_symlink() else None)
+        server = Server(self.script, self.quick_args, self.addCleanup, prefix=after(vanish))
+        for path, status in (("/docs/vanishing", 404), ("/docs/", 200)):
+            with self.subTest(path=path):
+                link.symlink_to("notes.txt")
+                response, _ = self.http("GET", path, server=server)
+                self.assertEqual(response.status, status)
+        self.assertEqual(server.stop(), 0, server.log())  # and no traceback in its log
+
+    def test_a_folder_that_may_be_passed_but_not_read_serves_its_files(self) -> None:
+        # Mode 0311: a file below is served by name, the folder is not
+        # listed (open() by path needs search, x, on each folder). Opening
+        # each folder on the way for reading (O_RDONLY) needed read, r, too:
+        # 404 for every file below.
+        folder = Path(tempfile.mkdtemp())
+        self.addCleanup(shutil.rmtree, folder)
+        (folder / "pass" / "inner").mkdir(parents=True)
+        (folder / "pass" / "inner" / "notes.txt").write_bytes(b"public")
+        (folder / "pass").chmod(0o311)
+        self.addCleanup((folder / "pass").chmod, 0o755)
+        args = ("--directory", str(folder), "--timeout", "2")
+        server = Server(self.script, args, self.addCleanup, prefix=bound_by_file_modes(self))
+        response, body = self.http("GET", "/pass/inner/notes.txt", server=server)
+        self.assertEqual((response.status, body), (200, b"public"))
+        self.assertEqual(self.http("GET", "/pass/", server=server)[0].status, 404)  # no listing
+        self.assertEqual(server.stop(), 0, server.log())
+
+    def test_a_served_folder_deleted_and_made_again_serves_the_new_files(self) -> None:
+        # A rebuild (make clean html, rm -rf dist) deletes the served folder
+        # and makes it again, while the server runs. Files were opened below
+        # a descriptor of the folder kept from the start, the deleted one:
+        # every file below a sub-folder got 404 until a restart (those at the
+        # top, and the listings, came from the new folder).
+        base = Path(tempfile.mkdtemp())
+        self.addCleanup(shutil.rmtree, base)
+        folder = base / "html"
+        for version in (b"v1", b"v2"):
+            if folder.exists():
+                shutil.rmtree(folder)
+            (folder / "docs").mkdir(parents=True)
+            (folder / "docs" / "notes.txt").write_bytes(version)
+            if version == b"v1":
+                server = self.start("--directory", str(folder), "--timeout", "2")
+            response, body = self.http("GET", "/docs/notes.txt", server=server)
+            self.assertEqual((response.status, body), (200, version))
+        self.assertEqual(server.stop(), 0, server.log())
+
     def test_if_modified_since_gets_304(self) -> None:
         response, _ = self.http("GET", "/docs/notes.txt")
         last_modified = response.getheader("Last-Modified")
