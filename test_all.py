@@ -1619,17 +1619,16 @@ os.path.realpath = realpath
         self.assertNotIn(b"TOP SECRET", body)
         self.assertEqual(server.stop(), 0, server.log())
 
-    @unittest.skipUnless(os.path.isdir("/proc/self/fd"), "the check reads /proc (elsewhere the race stays open)")
-    def test_a_folder_swapped_for_a_link_out_after_its_check_is_not_served_from(self) -> None:
-        # The same race one level up: the folder that holds the file becomes
-        # a link to a folder outside, after the check, before the open().
-        outside = Path(tempfile.mkdtemp())
-        self.addCleanup(shutil.rmtree, outside)
-        (outside / "notes.txt").write_bytes(b"TOP SECRET")
-        folder = self.site / "swapped-folder"
+    def folder_swapped_after_its_check(self, name: str, inside: str, outside: str, when: str) -> tuple[Path, str]:
+        """A folder of the site holding the file inside, and code for after(): once realpath() has resolved when
+        (relative to the folder), the folder becomes a link to a folder outside that holds the file outside."""
+        elsewhere = Path(tempfile.mkdtemp())
+        self.addCleanup(shutil.rmtree, elsewhere)
+        (elsewhere / outside).write_bytes(b"TOP SECRET")
+        folder = self.site / name
         folder.mkdir()
-        (folder / "notes.txt").write_bytes(b"public")
-        self.addCleanup(shutil.rmtree, self.site / "swapped-folder.was", ignore_errors=True)
+        (folder / inside).write_bytes(b"public")
+        self.addCleanup(shutil.rmtree, self.site / f"{name}.was", ignore_errors=True)
         self.addCleanup(lambda: folder.unlink() if folder.is_symlink() else shutil.rmtree(folder))
         swap = f"""
 import os, os.path
@@ -1637,12 +1636,18 @@ resolve = os.path.realpath
 def realpath(path, *args, **kwargs):
     real = resolve(path, *args, **kwargs)
     folder = {str(folder)!r}
-    if real == folder + "/notes.txt" and not os.path.islink(folder):
+    if real == os.path.join(folder, {when!r}).rstrip(os.sep) and not os.path.islink(folder):
         os.rename(folder, folder + ".was")
-        os.symlink({str(outside)!r}, folder)
+        os.symlink({str(elsewhere)!r}, folder)
     return real
 os.path.realpath = realpath
 """
+        return folder, swap
+
+    def test_a_folder_swapped_for_a_link_out_after_its_check_is_not_served_from(self) -> None:
+        # The same race one level up: the folder that holds the file becomes
+        # a link to a folder outside, after the check, before the open().
+        folder, swap = self.folder_swapped_after_its_check("swapped-folder", "notes.txt", "notes.txt", "notes.txt")
         server = Server(self.script, self.quick_args, self.addCleanup, prefix=after(swap))
         response, body = self.http("GET", "/swapped-folder/notes.txt", server=server)
         self.assertTrue(folder.is_symlink())  # the swap did happen
@@ -1655,26 +1660,7 @@ os.path.realpath = realpath
         # outside, and os.listdir() by its path followed it. With --dotfiles
         # (no name is hidden) the outside folder's names, sizes and dates
         # went out.
-        outside = Path(tempfile.mkdtemp())
-        self.addCleanup(shutil.rmtree, outside)
-        (outside / "private-names.txt").write_bytes(b"")
-        folder = self.site / "swapped-listing"
-        folder.mkdir()
-        (folder / "public.txt").write_bytes(b"public")
-        self.addCleanup(shutil.rmtree, self.site / "swapped-listing.was", ignore_errors=True)
-        self.addCleanup(lambda: folder.unlink() if folder.is_symlink() else shutil.rmtree(folder))
-        swap = f"""
-import os, os.path
-resolve = os.path.realpath
-def realpath(path, *args, **kwargs):
-    real = resolve(path, *args, **kwargs)
-    folder = {str(folder)!r}
-    if real == folder and not os.path.islink(folder):
-        os.rename(folder, folder + ".was")
-        os.symlink({str(outside)!r}, folder)
-    return real
-os.path.realpath = realpath
-"""
+        folder, swap = self.folder_swapped_after_its_check("swapped-listing", "public.txt", "private-names.txt", "")
         server = Server(self.script, (*self.quick_args, "--dotfiles"), self.addCleanup, prefix=after(swap))
         response, body = self.http("GET", "/swapped-listing/", server=server)
         self.assertTrue(folder.is_symlink())  # the swap did happen
