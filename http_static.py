@@ -77,11 +77,10 @@ and a request makes a dozen. 2 leave room for one waiting on a disk or a
 full socket buffer: on 3.11 at 50 connections, 1 thread served 12,400-13,200
 requests/s, 2 threads 8,000-8,500, 4 threads 6,700-6,900 (3.8 and 3.13 the
 same way). One thread alone would be fastest, and stuck whenever it waits.
-Without the GIL (the free-threaded
-3.13t) the threads run on every core at once: 4 per core keep each core busy
-while a thread waits in a system call or on a lock of the interpreter's
-(on 3.13t at 20 connections on 2 cores, 8 threads served 1.05-1.15x what 4
-did).
+Without the GIL (the free-threaded 3.13t) the threads run on every core at
+once: 4 per core keep each core busy while a thread waits in a system call
+or on a lock of the interpreter's (on 3.13t at 20 connections on 2 cores, 8
+threads served 1.05-1.15x what 4 did).
 
 It is NOT a production server: no HTTP/2, no compression, a few threads that
 a few slow clients can hold (see above), and a strict parser is still not a
