@@ -1251,7 +1251,10 @@ class HttpConnection(asyncio.Protocol):
                     pieces, rest = self.chunked.feed(data)
                 except Refusal as refusal:
                     cycle.client_gone()
-                    if cycle.response_started:  # too late for a status of our own
+                    if cycle.response_complete:  # answered before the body came: the answer must not be reset
+                        self.log_info(f"closed: {refusal.detail}")
+                        self.linger()
+                    elif cycle.response_started:  # too late for a status of our own, and the answer is cut anyway
                         self.log_info(f"closed: {refusal.detail}")
                         self.close()
                     else:
