@@ -1311,10 +1311,7 @@ class HttpConnection(asyncio.Protocol):
             log.info('#%d "%s %s HTTP/%s" %d', self.number, request.method, target, request.version, cycle.status)
         if self.cycle is not cycle or self.state != "busy":
             return
-        if not cycle.keep_alive or (cycle.expects_continue and not self.cycle_body_done()):
-            # (A client that expected 100 Continue and got the final status
-            # instead may send the body or not: nobody can tell where the
-            # next request would begin.)
+        if not cycle.keep_alive:
             self.linger()
         elif self.cycle_body_done():
             self.end_cycle()
@@ -1632,6 +1629,12 @@ class RequestCycle:
         else:
             self.chunked = self.send_body
             block += b"transfer-encoding: chunked\r\n"
+        if self.expects_continue and self.more_body:
+            # The final status instead of 100 Continue, before the whole body:
+            # the client may send the body or not, and nobody can tell where
+            # the next request would begin. So the connection ends, and the
+            # head says so: it is too late to decide once the head is sent.
+            self.keep_alive = False
         if not self.keep_alive:
             block += b"connection: close\r\n"
         elif request.version == "1.0":

@@ -5228,6 +5228,7 @@ class AsgiServerTest(HttpServerTests):
         )
         self.assertRegex(reply, rb"^HTTP/1\.1 405 ")
         self.assertNotIn(b"100 Continue", reply)
+        self.assertIn(b"\r\nconnection: close\r\n", reply)  # said, since it is done (the fuzz test met it unsaid)
 
     def test_http_1_0_persists_only_when_it_asks(self) -> None:
         with self.server.connect() as conn:
