@@ -1633,7 +1633,7 @@ class RequestCycle:
             # The final status instead of 100 Continue, before the whole body:
             # the client may send the body or not, and nobody can tell where
             # the next request would begin. So the connection ends, and the
-            # head says so: it is too late to decide once the head is sent.
+            # head says so, as RFC 9110 10.1.1 asks: too late once it is sent.
             self.keep_alive = False
         if not self.keep_alive:
             block += b"connection: close\r\n"

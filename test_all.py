@@ -5622,6 +5622,8 @@ RAW_ORACLE_DIFFERENCES = {
     "websocket upgrade": "no WebSockets here (websocket_server.py): an ordinary request, answered 200; uvicorn gives"
     " the demo a websocket scope, which it does not accept, and answers 500",
     "no host": REFUSED_IN_OUR_WORDS,
+    "expect, not read": "the final status, with the body not come, says connection: close, as RFC 9110 10.1.1"
+    " asks (the client may send the body or not); uvicorn says nothing, and waits out its keep-alive",
     "obs-fold": "a header continued on the next line gets 400 (RFC 9112 5.2, and the contract); h11 unfolds it",
     "transfer-encoding and content-length": "400 and a close, as the contract says (request smuggling); h11 reads"
     " the chunked body, and uvicorn keeps the connection open",
