@@ -1381,6 +1381,25 @@ class HttpConnection(asyncio.Protocol):
         if self.cycle is not None:  # nothing more may be written: send() raises from now on
             self.cycle.client_gone()
         self.transport.close()  # connection_lost() follows, once the buffer is sent
+        self.send_the_rest(math.inf)
+
+    def send_the_rest(self, unsent_before: float) -> None:
+        """After close(): --timeout at a time for the client to read what the transport still holds, then cut off.
+
+        A response larger than the kernel takes, sent in one send(), waits in
+        the transport's buffer, and the transport closes only once that is
+        sent: for a client that reads nothing, never (the connection and its
+        buffer were held until the stop). A client on a slow link that reads
+        all along would lose the end of its response at a fixed bound: it
+        gets --timeout more each time it has read some.
+        """
+        unsent = self.transport.get_write_buffer_size()
+        if not unsent:  # connection_lost() is on its way
+            return
+        if unsent >= unsent_before:
+            self.write_too_slow()
+        else:
+            self.deadlines.set(self, self.args.timeout, lambda: self.send_the_rest(unsent))
 
     def abort(self, outcome: str) -> None:
         self.log_info(outcome)

@@ -4959,6 +4959,14 @@ async def slow_reader(scope, receive, send):
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"%d" % len(data))]})
     await send({"type": "http.response.body", "body": data})
 
+async def large(scope, receive, send):
+    """16 MiB in one send(), the body unread: more than the kernel takes for a client that reads nothing."""
+    if scope["type"] != "http":
+        return
+    body = b"x" * (16 * 1024 * 1024)
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"%d" % len(body))]})
+    await send({"type": "http.response.body", "body": body})
+
 async def endless(scope, receive, send):
     """64 KiB after 64 KiB, 256 MiB in all: endless to any client, and a bound if the server buffered it all."""
     if scope["type"] != "http":
@@ -5194,6 +5202,38 @@ class AsgiServerTest(HttpServerTests):
                         self.assertEqual(conn.recv(1), b"")
             except ConnectionError as error:
                 self.fail(f"the server closed with the client's bytes unread: {error}")
+
+    def test_a_whole_answer_is_cut_off_at_the_close_if_the_client_reads_nothing_not_if_it_reads_slowly(self) -> None:
+        # Each answer is whole, but most of it waits in the transport's buffer
+        # when the connection ends: after the keep-alive (#1, #3), after the
+        # linger that follows a bad chunk (#2). A close that waits for that
+        # buffer to be sent waited forever for a client that reads nothing
+        # (held until the stop); one that reads slowly must get it all.
+        server = self.apps("large", "--keep-alive", "0.5", "--timeout", "1.5")
+        requests = (
+            b"GET / HTTP/1.1\r\nHost: test\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n",
+            b"GET / HTTP/1.1\r\nHost: test\r\n\r\n",
+        )
+        conns = []
+        for number, request in enumerate(requests, 1):
+            conn = socket.socket()
+            self.addCleanup(conn.close)
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+            conn.connect((server.host, server.port))
+            conn.sendall(request)
+            server.wait_for_log(rf"#{number} \"\w+ / HTTP/1.1\" 200")
+            conns.append(conn)
+        conns[1].sendall(b"1;a\nb\r\n")
+        reply = bytearray()
+        conns[2].settimeout(10)
+        while chunk := conns[2].recv(64 * 1024):  # about 5 MiB/s: 3 s, past the keep-alive and --timeout
+            reply += chunk
+            time.sleep(0.01)
+        self.assertEqual(len(reply.partition(b"\r\n\r\n")[2]), 16 * MIB)
+        for number in (1, 2):
+            server.wait_for_log(rf"#{number} did not read its response in time: closed", timeout=10)
+        self.assertNotIn("#3 did not read", server.log())
 
     def test_a_body_in_pieces_reaches_the_application_as_it_comes(self) -> None:
         server = self.apps("scope")
