@@ -1421,6 +1421,10 @@ class HttpConnection(asyncio.Protocol):
         elif self.cycle is not None:
             self.cycle.keep_alive = False
             self.cycle.wake()  # an application listening for http.disconnect hears it: a stream ends
+            if self.cycle.response_complete:
+                # Answered before its body came (HEAD /): the rest of that
+                # body, read only to be dropped, held the stop for --timeout.
+                self.linger()
 
     def idle_too_long(self) -> None:
         self.close()

@@ -5206,6 +5206,18 @@ class AsgiServerTest(HttpServerTests):
             except ConnectionError as error:
                 self.fail(f"the server closed with the client's bytes unread: {error}")
 
+    def test_the_stop_waits_for_no_body_after_the_answer(self) -> None:
+        # The demo answers HEAD / without reading the body: what is still to
+        # come of it would only be dropped. The stop ends the connection with
+        # a linger at once, not once --timeout has passed without the body.
+        server = self.start("--timeout", "5")
+        with server.connect() as conn:
+            conn.sendall(b"HEAD / HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nabcdef\r\n")
+            self.assertEqual(read_response(conn, b"HEAD")[0], 200)
+            server.process.send_signal(signal.SIGTERM)
+            self.assertEqual(read_until_closed(conn, timeout=3)[0], b"")
+        self.assertEqual(server.process.wait(STOP_TIMEOUT), 0, server.log())
+
     def test_a_whole_answer_is_cut_off_at_the_close_if_the_client_reads_nothing_not_if_it_reads_slowly(self) -> None:
         # Each answer is whole, but most of it waits in the transport's buffer
         # when the connection ends: after the keep-alive (#1, #3), after the
