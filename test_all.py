@@ -6643,16 +6643,26 @@ class SocketActivationTest(unittest.TestCase):
 
     def serve_under(self, command: tuple[str, ...], tool: str) -> None:
         script, *args = command
-        port = free_port()
         # The tool passes its child no environment but what it is told: this
         # one's, so that CI's PYTHONDEVMODE and PYTHONWARNINGS reach it.
         environment = [f"--setenv={name}" for name in os.environ if not name.startswith("LISTEN_")]
-        prefix = (tool, f"--listen=127.0.0.1:{port}", *environment)
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            served = pool.submit(served_once_listening, script, port)  # the tool starts the server then
-            # PORT 0 and --host ::1, which the socket overrides
-            server = Server(script, (*args, *quick_options(script)), self.addCleanup, "::1", prefix=prefix)
-            self.assertTrue(served.result(), server.log())
+        for attempt in range(3):
+            port = free_port()
+            prefix = (tool, f"--listen=127.0.0.1:{port}", *environment)
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                served = pool.submit(served_once_listening, script, port)  # the tool starts the server then
+                try:
+                    # PORT 0 and --host ::1, which the socket overrides
+                    server = Server(script, (*args, *quick_options(script)), self.addCleanup, "::1", prefix=prefix)
+                except AssertionError as error:
+                    # The port is free when chosen, not when the tool binds
+                    # it: another test's socket may take it in between.
+                    if "Address already in use" in str(error) and attempt < 2:
+                        served.cancel()
+                        continue
+                    raise
+                self.assertTrue(served.result(), server.log())
+            break
         self.assertEqual((server.host, server.port), ("127.0.0.1", port), server.ready_line)
         self.assertEqual(server.stop(), 0, server.log())
 
