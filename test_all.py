@@ -874,18 +874,33 @@ class PoolServerTest(ReverseProtocolTests):
         self.assertGreaterEqual(elapsed, 0.95)
         self.assertLess(elapsed, 1.9)
 
+    def busy_together(self, server: Server, count: int) -> None:
+        """count connections open at once, each then sent its request: the pool must grow to hold them all.
+
+        Clients started together need not arrive together: on a loaded
+        machine the last came after the first had been answered, and three
+        workers sufficed. An open connection holds its worker from the accept.
+        """
+        with contextlib.ExitStack() as stack:
+            conns = [stack.enter_context(server.connect()) for _ in range(count)]
+            server.wait_for_log(rf"pool grew to {count} workers")
+            for index, conn in enumerate(conns):
+                conn.sendall(b"client %d!" % index)
+            for index, conn in enumerate(conns):
+                self.assertEqual(read_until_closed(conn, timeout=10)[0], (b"client %d!" % index)[::-1])
+
     def test_pool_grows_under_load_and_shrinks_when_idle(self) -> None:
         server = self.start("--delay", "0.3", "--min-workers", "1", "--max-workers", "4", "--idle-timeout", "0.3")
-        run_clients(server, 4)
-        server.wait_for_log(r"pool grew to 4 workers")
+        self.busy_together(server, 4)
         server.wait_for_log(r"pool shrank to 1 workers")
         self.assertEqual(server.request(b"still there!"), b"!ereht llits")
 
     @unittest.skipUnless(Path("/proc/self/stat").exists(), "reads CPU time from /proc")
     def test_an_idle_timeout_of_0_retires_extra_threads_at_once_and_spins_none(self) -> None:
-        server = self.start(*QUICK, "--delay", "0.2", "--min-workers", "2", "--max-workers", "4", "--idle-timeout", "0")
-        run_clients(server, 4)  # four at once, for 0.2 s: the pool must grow to serve them
-        server.wait_for_log(r"pool grew to 4 workers")
+        # --timeout 5, not QUICK's 0.5: the connections wait, open, until the pool has grown.
+        pool = ("--min-workers", "2", "--max-workers", "4", "--idle-timeout", "0")
+        server = self.start(*QUICK, "--delay", "0.2", "--timeout", "5", *pool)
+        self.busy_together(server, 4)
         server.wait_for_log(r"pool shrank to 2 workers")
         before = session_cpu_seconds(server.process.pid)
         time.sleep(0.5)  # idle: what it costs is the measurement
