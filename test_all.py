@@ -7226,7 +7226,9 @@ class PreforkUpgradeTest(PreforkDeployTests):
         server = self.start(script=str(copy))
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             load = self.load(server, pool)
-            self.wait_for_answered(server, DEPLOY_REQUESTS // 3)
+            # At a fifth: at a third, on 3.13t at a load average of 9, the rest
+            # of the load was served before this thread got to the signal.
+            self.wait_for_answered(server, DEPLOY_REQUESTS // 5)
             self.edit(copy, OLD_CODE, NEW_CODE)
             self.assertFalse(load.done(), "the load was over before the upgrade: no test")
             server.process.send_signal(signal.SIGUSR2)
