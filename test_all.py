@@ -467,6 +467,26 @@ def run_clients(server: Server, count: int, timeout: float = 10.0) -> None:
     assert replies == {index: (b"client %d!" % index)[::-1] for index in range(count)}, replies
 
 
+def run_clients_connected_first(
+    server: Server, count: int, timeout: float = 10.0, connected: Callable[[], object] = lambda: None
+) -> None:
+    """count clients that all connect before any sends its request (then connected() runs); all must be answered.
+
+    Threads started together need not run together: on a loaded machine the
+    last of four connected after the first had its reply, and the server
+    never held four at once. Connections opened first are all there at once.
+    """
+    with contextlib.ExitStack() as stack:
+        conns = [
+            stack.enter_context(socket.create_connection((server.host, server.port), timeout)) for _ in range(count)
+        ]
+        connected()
+        for index, conn in enumerate(conns):
+            conn.sendall(b"client %d!" % index)
+        replies = {index: read_until_closed(conn, timeout)[0] for index, conn in enumerate(conns)}
+    assert replies == {index: (b"client %d!" % index)[::-1] for index in range(count)}, replies
+
+
 class ServerTestCase(unittest.TestCase):
     script = ""
 
@@ -874,24 +894,10 @@ class PoolServerTest(ReverseProtocolTests):
         self.assertGreaterEqual(elapsed, 0.95)
         self.assertLess(elapsed, 1.9)
 
-    def busy_together(self, server: Server, count: int) -> None:
-        """count connections open at once, each then sent its request: the pool must grow to hold them all.
-
-        Clients started together need not arrive together: on a loaded
-        machine the last came after the first had been answered, and three
-        workers sufficed. An open connection holds its worker from the accept.
-        """
-        with contextlib.ExitStack() as stack:
-            conns = [stack.enter_context(server.connect()) for _ in range(count)]
-            server.wait_for_log(rf"pool grew to {count} workers")
-            for index, conn in enumerate(conns):
-                conn.sendall(b"client %d!" % index)
-            for index, conn in enumerate(conns):
-                self.assertEqual(read_until_closed(conn, timeout=10)[0], (b"client %d!" % index)[::-1])
-
     def test_pool_grows_under_load_and_shrinks_when_idle(self) -> None:
         server = self.start("--delay", "0.3", "--min-workers", "1", "--max-workers", "4", "--idle-timeout", "0.3")
-        self.busy_together(server, 4)
+        # An open connection holds its worker from the accept: four make the pool grow to four.
+        run_clients_connected_first(server, 4, connected=lambda: server.wait_for_log(r"pool grew to 4 workers"))
         server.wait_for_log(r"pool shrank to 1 workers")
         self.assertEqual(server.request(b"still there!"), b"!ereht llits")
 
@@ -900,7 +906,7 @@ class PoolServerTest(ReverseProtocolTests):
         # --timeout 5, not QUICK's 0.5: the connections wait, open, until the pool has grown.
         pool = ("--min-workers", "2", "--max-workers", "4", "--idle-timeout", "0")
         server = self.start(*QUICK, "--delay", "0.2", "--timeout", "5", *pool)
-        self.busy_together(server, 4)
+        run_clients_connected_first(server, 4, connected=lambda: server.wait_for_log(r"pool grew to 4 workers"))
         server.wait_for_log(r"pool shrank to 2 workers")
         before = session_cpu_seconds(server.process.pid)
         time.sleep(0.5)  # idle: what it costs is the measurement
@@ -8367,11 +8373,30 @@ class OpenFileLimitTest(unittest.TestCase):
                 # asyncio tries again each second, and each try costs it 4,096
                 # failed accept() calls (gh-151615): in debug mode, with the
                 # suite's other processes running, some clients waited over 10 s.
-                run_clients(server, 2 * self.LIMIT, timeout=30)
+                run_clients_connected_first(server, 2 * self.LIMIT, timeout=30)
                 failures = server.log().count("accept failed")
                 self.assertGreaterEqual(failures, 1, "the limit was never reached: no test")
                 self.assertLess(failures, 100, "accept() retried in a busy loop")
                 self.assertEqual(server.stop(), 0, server.log())
+
+    def test_a_stop_while_asyncio_waits_to_accept_again_is_clean(self) -> None:
+        # At EMFILE asyncio stops accepting and schedules a retry a second
+        # later, a timer that the stop does not cancel: it went off after the
+        # stop had closed the listener, with a traceback (ValueError: Invalid
+        # file descriptor: -1), while a request in flight held the loop.
+        for script in ("asyncio_server.py", "asyncio_protocol_server.py"):
+            with self.subTest(script):
+                server = Server(script, ("--delay", "1.5"), self.addCleanup, prefix=self.PREFIX)
+                with contextlib.ExitStack() as stack:
+                    first = stack.enter_context(server.connect())
+                    first.sendall(b"in flight!")  # answered 1.5 s later: past the retry
+                    for _ in range(self.LIMIT + 10):
+                        stack.enter_context(server.connect())
+                    server.wait_for_log("accept failed")
+                    server.process.send_signal(signal.SIGTERM)
+                    self.assertEqual(read_until_closed(first, timeout=10)[0], b"!thgilf ni")
+                self.assertEqual(server.process.wait(STOP_TIMEOUT), 0, server.log())
+                server.assert_nothing_unclean()
 
 
 # The base classes hold tests but name no script: only their subclasses run them.

@@ -570,7 +570,10 @@ def log_accept_errors_briefly(listener: socket.socket) -> None:
     fixed in 2026): 19,000 tracebacks in 3 s, measured, which fills a disk.
     And a listener that a stop signal has shut down (stop_signals()) reads as
     ready, and accept() on it fails with EINVAL, until the loop gets to the
-    stop and leaves the listener alone (stop_accepting()).
+    stop and leaves the listener alone (stop_accepting()). Each EMFILE
+    failure also leaves a timer to accept again a second later, which the
+    stop does not cancel: one that goes off once the stop has closed the
+    listener fails on its descriptor, -1 (ValueError), with a traceback.
     """
     loop = asyncio.get_running_loop()
     last = -math.inf
@@ -580,6 +583,8 @@ def log_accept_errors_briefly(listener: socket.socket) -> None:
         exc = context.get("exception")
         if isinstance(exc, OSError) and exc.errno == errno.EINVAL and not listening(listener):
             return  # the stop, on its way
+        if isinstance(exc, ValueError) and listener.fileno() < 0 and "_start_serving" in context.get("message", ""):
+            return  # a second too late: the stop has closed the listener
         if context.get("message") != "socket.accept() out of system resource":
             loop.default_exception_handler(context)
         elif loop.time() - last >= 1.0:
